@@ -1,0 +1,9 @@
+//! Sluice's control plane: the config store (Postgres or SQLite), the admin REST API and the
+//! registry of connected proxies.
+
+pub mod admin;
+pub mod proxies;
+pub mod server;
+pub mod store;
+
+pub use server::{ControlPlane, ControlPlaneConfig, StartError};
