@@ -1,0 +1,1 @@
+//! Sluice test and demo kit.
