@@ -83,9 +83,12 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
-    /// A well-formed request whose content breaks a rule (422).
+    /// A well-formed request whose content breaks a rule (422); `field` is empty when the
+    /// rule is about the body as a whole.
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message).on_field(field)
+        let error = Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message);
+        let field = field.into();
+        if field.is_empty() { error } else { error.on_field(field) }
     }
 
     pub fn unsupported_media_type() -> Self {

@@ -48,6 +48,11 @@ fn is_json(headers: &HeaderMap) -> bool {
 }
 
 fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    // serde would also build a struct from a JSON array of its fields; the API takes objects.
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|b| *b == b'[' || *b == b'"' || b.is_ascii_digit()) {
+        return Err(ApiError::invalid("", "the body must be a JSON object"));
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();

@@ -1,0 +1,202 @@
+//! Shared end-to-end test kit: fresh databases, an in-process control plane on an ephemeral
+//! port, and an HTTP client that speaks to it as an operator would.
+#![allow(dead_code)] // each test binary uses a different part of the kit
+
+pub mod database;
+pub mod relay;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use reqwest::{Method, RequestBuilder, Response};
+use serde_json::Value;
+use sluice_control_plane::store::StoreOptions;
+use sluice_control_plane::{ControlPlane, ControlPlaneConfig};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use database::TestDatabase;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// Runs the test body once on SQLite and once on a fresh Postgres database.
+#[macro_export]
+macro_rules! on_both_databases {
+    ($(#[$meta:meta])* async fn $name:ident($db:ident: TestDatabase) $body:block) => {
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn run($db: $crate::support::TestDatabase) $body
+
+            #[tokio::test]
+            async fn sqlite() {
+                run($crate::support::TestDatabase::sqlite()).await
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                run($crate::support::TestDatabase::postgres().await).await
+            }
+        }
+    };
+}
+
+/// A control plane serving on 127.0.0.1 with an ephemeral port; stopped on drop.
+pub struct TestControlPlane {
+    pub addr: SocketAddr,
+    client: reqwest::Client,
+    token: Option<String>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+    pub database: TestDatabase,
+}
+
+impl TestControlPlane {
+    pub async fn start(database: TestDatabase) -> Self {
+        Self::start_with(database, StoreOptions::default()).await
+    }
+
+    pub async fn start_with(database: TestDatabase, store: StoreOptions) -> Self {
+        let url = database.url().to_owned();
+        Self::start_via(database, url, store).await
+    }
+
+    /// Starts on `database` reached through `database_url` (e.g. a [`relay::TcpRelay`]).
+    pub async fn start_via(database: TestDatabase, database_url: String, store: StoreOptions) -> Self {
+        let config = ControlPlaneConfig {
+            database_url,
+            admin_addr: "127.0.0.1:0".parse().unwrap(),
+            admin_tokens: vec![ADMIN_TOKEN.to_owned()],
+            insecure_no_admin_auth: false,
+            store,
+        };
+        let control_plane = ControlPlane::bind(config).await.expect("control plane starts");
+        let addr = control_plane.admin_addr().unwrap();
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(control_plane.serve(async {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+            token: Some(ADMIN_TOKEN.to_owned()),
+            shutdown: Some(shutdown),
+            task: Some(task),
+            database,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// A request with the admin token.
+    pub fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let builder = self.client.request(method, self.url(path));
+        match &self.token {
+            Some(token) => builder.bearer_auth(token),
+            None => builder,
+        }
+    }
+
+    /// A request without any credentials.
+    pub fn anonymous(&self, method: Method, path: &str) -> RequestBuilder {
+        self.client.request(method, self.url(path))
+    }
+
+    pub async fn get(&self, path: &str) -> Response {
+        self.request(Method::GET, path).send().await.unwrap()
+    }
+
+    pub async fn send_json(&self, method: Method, path: &str, body: &Value) -> Response {
+        self.request(method, path).json(body).send().await.unwrap()
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Response {
+        self.send_json(Method::POST, path, body).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Response {
+        self.request(Method::DELETE, path).send().await.unwrap()
+    }
+
+    /// The config revision as the API reports it.
+    pub async fn revision(&self) -> u64 {
+        let config: Value = expect_status(self.get("/api/v1/config").await, 200).await;
+        config["revision"].as_u64().unwrap()
+    }
+
+    pub async fn stop(mut self) {
+        self.shutdown_now().await;
+    }
+
+    async fn shutdown_now(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+}
+
+impl Drop for TestControlPlane {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Asserts the status and returns the JSON body (or `Value::Null` for an empty body).
+pub async fn expect_status(response: Response, status: u16) -> Value {
+    let actual = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    assert_eq!(actual, status, "unexpected status; body: {text}");
+    if text.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("body is not JSON ({e}): {text}"))
+    }
+}
+
+/// Asserts an API error: status, `error.code` and (when given) `error.field`.
+pub async fn expect_error(response: Response, status: u16, code: &str, field: Option<&str>) -> String {
+    let body = expect_status(response, status).await;
+    assert_eq!(body["error"]["code"], code, "{body}");
+    if let Some(field) = field {
+        assert_eq!(body["error"]["field"], field, "{body}");
+    }
+    body["error"]["message"].as_str().unwrap().to_owned()
+}
+
+/// The `ETag` header, which must be present.
+pub fn etag(response: &Response) -> String {
+    response
+        .headers()
+        .get("etag")
+        .expect("response has an ETag")
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+pub fn backend_json(name: &str) -> Value {
+    serde_json::json!({
+        "name": name,
+        "url": format!("https://aoai-{name}.openai.azure.com"),
+        "kind": "azure_openai",
+        "auth": {"type": "api_key", "secret": format!("keyvault://my-vault/aoai-{name}-key")}
+    })
+}
+
+pub fn pool_json(name: &str, backends: &[&str]) -> Value {
+    serde_json::json!({
+        "name": name,
+        "backends": backends.iter().map(|b| backend_json(b)).collect::<Vec<_>>(),
+    })
+}
