@@ -6,6 +6,9 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use sluice_control_plane::store::StoreOptions;
 use sluice_control_plane::{ControlPlane, ControlPlaneConfig};
+use sluice_data_plane::proxy::ProxyOptions;
+use sluice_data_plane::{DataPlane, DataPlaneConfig};
+use sluice_testkit::mock_upstream::{self, MockUpstreamArgs};
 
 use crate::logging::LogArgs;
 use crate::shutdown;
@@ -28,6 +31,37 @@ enum Command {
     Dev(DevArgs),
     /// The control plane: config store and admin REST API.
     ControlPlane(ControlPlaneArgs),
+    /// The data plane: serves OpenAI and Azure OpenAI clients and spreads their calls over
+    /// the backends of a pool.
+    Proxy(ProxyArgs),
+    /// A fast mock Azure OpenAI / OpenAI server for demos, tests and benchmarks, with fault
+    /// injection on `/_mock/faults`.
+    MockUpstream(MockUpstreamArgs),
+}
+
+#[derive(Args, Debug)]
+struct ProxyArgs {
+    /// Static config file: the admin API's model as YAML (pools, backends, client keys).
+    #[arg(long, env = "SLUICE_CONFIG")]
+    config: PathBuf,
+    /// Client-facing address (HTTP/1.1 and h2c).
+    #[arg(long, env = "SLUICE_ADDR", default_value = "0.0.0.0:8080")]
+    addr: SocketAddr,
+    /// Operations address: /healthz, /readyz, /metrics.
+    #[arg(long, env = "SLUICE_OPS_ADDR", default_value = "0.0.0.0:8081")]
+    ops_addr: SocketAddr,
+    /// Serve clients that present no key. Off by default.
+    #[arg(long, env = "SLUICE_ALLOW_ANONYMOUS")]
+    allow_anonymous: bool,
+    /// Largest request body, kept in memory for retries; larger bodies get 413.
+    #[arg(long, env = "SLUICE_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
+    max_body_bytes: usize,
+    /// Upstream TCP + TLS connect timeout.
+    #[arg(long, env = "SLUICE_CONNECT_TIMEOUT_MS", default_value_t = 5000)]
+    connect_timeout_ms: u64,
+    /// How long SIGTERM waits for in-flight requests (streams included) before closing.
+    #[arg(long, env = "SLUICE_DRAIN_TIMEOUT_SECS", default_value_t = 30)]
+    drain_timeout_secs: u64,
 }
 
 #[derive(Args, Debug)]
@@ -109,6 +143,10 @@ impl Cli {
                 .await
             }
             Command::Dev(args) => run_dev(args).await,
+            Command::Proxy(args) => run_proxy(args).await,
+            Command::MockUpstream(args) => mock_upstream::run(args, shutdown::signal())
+                .await
+                .context("mock upstream failed"),
         }
     }
 }
@@ -121,6 +159,26 @@ async fn run_control_plane(config: ControlPlaneConfig) -> anyhow::Result<()> {
         .serve(shutdown::signal())
         .await
         .context("admin server failed")
+}
+
+async fn run_proxy(args: ProxyArgs) -> anyhow::Result<()> {
+    let data_plane = DataPlane::bind(DataPlaneConfig {
+        addr: args.addr,
+        ops_addr: args.ops_addr,
+        config_file: args.config,
+        options: ProxyOptions {
+            allow_anonymous: args.allow_anonymous,
+            max_body_bytes: args.max_body_bytes,
+        },
+        connect_timeout: Duration::from_millis(args.connect_timeout_ms),
+        drain_timeout: Duration::from_secs(args.drain_timeout_secs),
+    })
+    .await
+    .context("proxy failed to start")?;
+    data_plane
+        .serve(shutdown::signal())
+        .await
+        .context("proxy server failed")
 }
 
 async fn run_dev(args: DevArgs) -> anyhow::Result<()> {

@@ -355,7 +355,14 @@ on_both_databases! {
 #[tokio::test]
 async fn openapi_documents_every_route() {
     let cp = TestControlPlane::start(TestDatabase::sqlite()).await;
-    let doc = expect_status(cp.anonymous(Method::GET, "/openapi.json").send().await.unwrap(), 200).await;
+    let doc = expect_status(
+        cp.anonymous(Method::GET, "/openapi.json")
+            .send()
+            .await
+            .unwrap(),
+        200,
+    )
+    .await;
     assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
     let mut documented = Vec::new();
     for (path, item) in doc["paths"].as_object().unwrap() {
@@ -363,33 +370,61 @@ async fn openapi_documents_every_route() {
             if let Some(operation) = item.get(method) {
                 documented.push(format!("{} {path}", method.to_uppercase()));
                 let secured = operation.get("security").is_some();
-                assert_eq!(secured, path.starts_with("/api/v1"), "{method} {path} security");
+                assert_eq!(
+                    secured,
+                    path.starts_with("/api/v1"),
+                    "{method} {path} security"
+                );
             }
         }
     }
     documented.sort();
     let mut expected = vec![
-        "GET /api/v1/pools", "POST /api/v1/pools",
-        "GET /api/v1/pools/{pool}", "PUT /api/v1/pools/{pool}", "DELETE /api/v1/pools/{pool}",
-        "GET /api/v1/pools/{pool}/backends", "POST /api/v1/pools/{pool}/backends",
-        "GET /api/v1/pools/{pool}/backends/{backend}", "PUT /api/v1/pools/{pool}/backends/{backend}",
+        "GET /api/v1/pools",
+        "POST /api/v1/pools",
+        "GET /api/v1/pools/{pool}",
+        "PUT /api/v1/pools/{pool}",
+        "DELETE /api/v1/pools/{pool}",
+        "GET /api/v1/pools/{pool}/backends",
+        "POST /api/v1/pools/{pool}/backends",
+        "GET /api/v1/pools/{pool}/backends/{backend}",
+        "PUT /api/v1/pools/{pool}/backends/{backend}",
         "DELETE /api/v1/pools/{pool}/backends/{backend}",
-        "GET /api/v1/keys", "POST /api/v1/keys", "GET /api/v1/keys/{id}", "DELETE /api/v1/keys/{id}",
-        "GET /api/v1/config", "GET /api/v1/proxies", "GET /api/v1/audit",
-        "GET /healthz", "GET /readyz", "GET /metrics", "GET /openapi.json",
+        "GET /api/v1/keys",
+        "POST /api/v1/keys",
+        "GET /api/v1/keys/{id}",
+        "DELETE /api/v1/keys/{id}",
+        "GET /api/v1/config",
+        "GET /api/v1/proxies",
+        "GET /api/v1/audit",
+        "GET /healthz",
+        "GET /readyz",
+        "GET /metrics",
+        "GET /openapi.json",
     ];
     expected.sort();
     assert_eq!(documented, expected);
 
     for route in &documented {
         let (method, path) = route.split_once(' ').unwrap();
-        let concrete = path.replace("{pool}", "p").replace("{backend}", "b").replace("{id}", "k");
-        let response = cp.request(method.parse().unwrap(), &concrete)
-            .header("content-type", "application/json").body("{}").send().await.unwrap();
+        let concrete = path
+            .replace("{pool}", "p")
+            .replace("{backend}", "b")
+            .replace("{id}", "k");
+        let response = cp
+            .request(method.parse().unwrap(), &concrete)
+            .header("content-type", "application/json")
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
         let status = response.status().as_u16();
         let body = response.text().await.unwrap();
         assert_ne!(status, 405, "{route} is not routed");
-        assert!(!body.contains("no such endpoint"), "{route} is not routed: {body}");
+        assert!(
+            !body.contains("no such endpoint"),
+            "{route} is not routed: {body}"
+        );
     }
 }
 

@@ -11,7 +11,9 @@ use support::{ADMIN_TOKEN, TestDatabase};
 fn sluice() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
     // Tests must not depend on the developer's environment.
-    for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("SLUICE_") && k != "SLUICE_TEST_POSTGRES_URL") {
+    for (key, _) in std::env::vars()
+        .filter(|(k, _)| k.starts_with("SLUICE_") && k != "SLUICE_TEST_POSTGRES_URL")
+    {
         command.env_remove(key);
     }
     command
@@ -30,7 +32,13 @@ fn run(command: &mut Command) -> (bool, String) {
 
 fn control_plane(db: &TestDatabase) -> Command {
     let mut command = sluice();
-    command.args(["control-plane", "--admin-addr", "127.0.0.1:0", "--database-url", db.url()]);
+    command.args([
+        "control-plane",
+        "--admin-addr",
+        "127.0.0.1:0",
+        "--database-url",
+        db.url(),
+    ]);
     command
 }
 
@@ -39,7 +47,10 @@ fn refuses_to_start_without_an_admin_token() {
     let db = TestDatabase::sqlite();
     let (ok, text) = run(&mut control_plane(&db));
     assert!(!ok);
-    assert!(text.contains("SLUICE_ADMIN_TOKEN") && text.contains("--insecure-no-admin-auth"), "{text}");
+    assert!(
+        text.contains("SLUICE_ADMIN_TOKEN") && text.contains("--insecure-no-admin-auth"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -54,7 +65,12 @@ fn refuses_a_short_admin_token() {
 fn refuses_insecure_mode_off_loopback() {
     let db = TestDatabase::sqlite();
     let (ok, text) = run(sluice().args([
-        "control-plane", "--insecure-no-admin-auth", "--admin-addr", "0.0.0.0:0", "--database-url", db.url(),
+        "control-plane",
+        "--insecure-no-admin-auth",
+        "--admin-addr",
+        "0.0.0.0:0",
+        "--database-url",
+        db.url(),
     ]));
     assert!(!ok);
     assert!(text.contains("loopback"), "{text}");
@@ -62,11 +78,20 @@ fn refuses_insecure_mode_off_loopback() {
 
 #[test]
 fn refuses_an_unsupported_database_url() {
-    let (ok, text) = run(sluice().args([
-        "control-plane", "--admin-addr", "127.0.0.1:0", "--database-url", "mysql://x/y",
-    ]).env("SLUICE_ADMIN_TOKEN", ADMIN_TOKEN));
+    let (ok, text) = run(sluice()
+        .args([
+            "control-plane",
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--database-url",
+            "mysql://x/y",
+        ])
+        .env("SLUICE_ADMIN_TOKEN", ADMIN_TOKEN));
     assert!(!ok);
-    assert!(text.contains("postgres://") && text.contains("sqlite://"), "{text}");
+    assert!(
+        text.contains("postgres://") && text.contains("sqlite://"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -92,17 +117,31 @@ fn every_flag_has_an_environment_variable() {
         let mut blocks: Vec<(String, String)> = Vec::new();
         for line in help.lines().map(str::trim) {
             if line.starts_with('-') {
-                let flag = line.split([' ', '<', ',']).find(|w| w.starts_with("--")).unwrap_or_default();
+                let flag = line
+                    .split([' ', '<', ','])
+                    .find(|w| w.starts_with("--"))
+                    .unwrap_or_default();
                 blocks.push((flag.to_owned(), line.to_owned()));
             } else if let Some((_, text)) = blocks.last_mut() {
                 text.push_str(line);
             }
         }
         let mut flags = 0;
-        for (flag, text) in blocks.iter().filter(|(f, _)| f != "--help" && f != "--version") {
+        for (flag, text) in blocks
+            .iter()
+            .filter(|(f, _)| f != "--help" && f != "--version")
+        {
             flags += 1;
-            let env = format!("SLUICE_{}", flag.trim_start_matches("--").replace('-', "_").to_uppercase());
-            assert!(text.contains(&format!("[env: {env}")), "{command} {flag} lacks {env}: {text}");
+            let env = format!(
+                "SLUICE_{}",
+                flag.trim_start_matches("--")
+                    .replace('-', "_")
+                    .to_uppercase()
+            );
+            assert!(
+                text.contains(&format!("[env: {env}")),
+                "{command} {flag} lacks {env}: {text}"
+            );
         }
         assert!(flags >= 2, "{command}: {help}");
     }
@@ -159,14 +198,19 @@ async fn serves_pools(addr: &str) {
         .await
         .unwrap();
     assert_eq!(created.status(), 201);
-    let ready = client.get(format!("http://{addr}/readyz")).send().await.unwrap();
+    let ready = client
+        .get(format!("http://{addr}/readyz"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status(), 200);
 }
 
 #[tokio::test]
 async fn serves_on_sqlite_and_postgres_and_stops_on_sigterm() {
     for db in [TestDatabase::sqlite(), TestDatabase::postgres().await] {
-        let (child, addr) = start_and_read_address(control_plane(&db).env("SLUICE_ADMIN_TOKEN", ADMIN_TOKEN));
+        let (child, addr) =
+            start_and_read_address(control_plane(&db).env("SLUICE_ADMIN_TOKEN", ADMIN_TOKEN));
         serves_pools(&addr).await;
         stop(child);
     }
@@ -176,10 +220,16 @@ async fn serves_on_sqlite_and_postgres_and_stops_on_sigterm() {
 async fn dev_serves_on_loopback_without_a_token() {
     let dir = tempfile::tempdir().unwrap();
     let (child, addr) = start_and_read_address(sluice().args([
-        "dev", "--admin-addr", "127.0.0.1:0", "--data-dir", dir.path().to_str().unwrap(),
+        "dev",
+        "--admin-addr",
+        "127.0.0.1:0",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
     ]));
     assert!(addr.starts_with("127.0.0.1:"), "{addr}");
-    let pools = reqwest::get(format!("http://{addr}/api/v1/pools")).await.unwrap();
+    let pools = reqwest::get(format!("http://{addr}/api/v1/pools"))
+        .await
+        .unwrap();
     assert_eq!(pools.status(), 200);
     stop(child);
     assert!(dir.path().join("dev.db").exists());

@@ -25,7 +25,9 @@ fn operator() -> Actor {
 }
 
 async fn open(db: &TestDatabase) -> Store {
-    Store::connect(db.url(), StoreOptions::default()).await.unwrap()
+    Store::connect(db.url(), StoreOptions::default())
+        .await
+        .unwrap()
 }
 
 on_both_databases! {
@@ -179,7 +181,11 @@ async fn replicas_on_one_postgres_share_revisions() {
     let writes = (0..10).map(|i| {
         let store = if i % 2 == 0 { a.clone() } else { b.clone() };
         tokio::spawn(async move {
-            store.create_pool(&operator(), &pool(&format!("p{i}"), &["x"])).await.unwrap().revision
+            store
+                .create_pool(&operator(), &pool(&format!("p{i}"), &["x"]))
+                .await
+                .unwrap()
+                .revision
         })
     });
     let mut revisions = Vec::new();

@@ -1,1 +1,3 @@
 //! Sluice test and demo kit.
+
+pub mod mock_upstream;

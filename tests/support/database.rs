@@ -97,5 +97,8 @@ fn random_suffix() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos();
-    format!("{:016x}", RandomState::new().hash_one((nanos, std::process::id())))
+    format!(
+        "{:016x}",
+        RandomState::new().hash_one((nanos, std::process::id()))
+    )
 }

@@ -63,7 +63,11 @@ impl TestControlPlane {
     }
 
     /// Starts on `database` reached through `database_url` (e.g. a [`relay::TcpRelay`]).
-    pub async fn start_via(database: TestDatabase, database_url: String, store: StoreOptions) -> Self {
+    pub async fn start_via(
+        database: TestDatabase,
+        database_url: String,
+        store: StoreOptions,
+    ) -> Self {
         let config = ControlPlaneConfig {
             database_url,
             admin_addr: "127.0.0.1:0".parse().unwrap(),
@@ -71,7 +75,9 @@ impl TestControlPlane {
             insecure_no_admin_auth: false,
             store,
         };
-        let control_plane = ControlPlane::bind(config).await.expect("control plane starts");
+        let control_plane = ControlPlane::bind(config)
+            .await
+            .expect("control plane starts");
         let addr = control_plane.admin_addr().unwrap();
         let (shutdown, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(control_plane.serve(async {
@@ -165,7 +171,12 @@ pub async fn expect_status(response: Response, status: u16) -> Value {
 }
 
 /// Asserts an API error: status, `error.code` and (when given) `error.field`.
-pub async fn expect_error(response: Response, status: u16, code: &str, field: Option<&str>) -> String {
+pub async fn expect_error(
+    response: Response,
+    status: u16,
+    code: &str,
+    field: Option<&str>,
+) -> String {
     let body = expect_status(response, status).await;
     assert_eq!(body["error"]["code"], code, "{body}");
     if let Some(field) = field {

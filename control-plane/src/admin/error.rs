@@ -88,7 +88,11 @@ impl ApiError {
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
         let error = Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message);
         let field = field.into();
-        if field.is_empty() { error } else { error.on_field(field) }
+        if field.is_empty() {
+            error
+        } else {
+            error.on_field(field)
+        }
     }
 
     pub fn unsupported_media_type() -> Self {

@@ -1,0 +1,157 @@
+//! One attempt at a pool, as a tower service, and the retry policy that drives further
+//! attempts on other backends (tower's `Retry` with a per-pool `TpsBudget`).
+
+use std::future::{Ready, ready};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::Response;
+use hyper::body::Incoming;
+use tower::Service;
+use tower::retry::budget::Budget as _;
+
+use crate::backend::TransportFailure;
+use crate::balance::{NoBackend, PoolRuntime};
+use crate::call::ClientCall;
+use crate::clock::Nanos;
+use crate::metrics::{ProxyMetrics, RetryReason};
+
+/// What each attempt carries: the shared call and the backends already tried.
+#[derive(Clone)]
+pub struct Attempt {
+    pub call: Arc<ClientCall>,
+    pub tried: Vec<usize>,
+}
+
+/// Which backend answered, on which attempt (a response extension).
+#[derive(Clone, Copy, Debug)]
+pub struct ServedBy {
+    pub backend: usize,
+    pub attempt: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum AttemptError {
+    Transport {
+        backend: usize,
+        failure: TransportFailure,
+        attempt: usize,
+    },
+    NoBackend(NoBackend),
+}
+
+/// Sends an [`Attempt`] to the backend the pool's strategy picks.
+#[derive(Clone)]
+pub struct PoolService {
+    pub pool: Arc<PoolRuntime>,
+}
+
+type AttemptFuture = Pin<Box<dyn Future<Output = Result<Response<Incoming>, AttemptError>> + Send>>;
+
+impl Service<Attempt> for PoolService {
+    type Response = Response<Incoming>;
+    type Error = AttemptError;
+    type Future = AttemptFuture;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, attempt: Attempt) -> Self::Future {
+        let pool = self.pool.clone();
+        Box::pin(async move {
+            let backend = pool
+                .select(&attempt.tried, Nanos::now())
+                .map_err(AttemptError::NoBackend)?;
+            let number = attempt.tried.len() + 1;
+            let timeout = pool.retry.per_try_timeout_ms.as_duration();
+            match pool.backends[backend].send(&attempt.call, timeout).await {
+                Ok(mut response) => {
+                    response.extensions_mut().insert(ServedBy {
+                        backend,
+                        attempt: number,
+                    });
+                    Ok(response)
+                }
+                Err(failure) => Err(AttemptError::Transport {
+                    backend,
+                    failure,
+                    attempt: number,
+                }),
+            }
+        })
+    }
+}
+
+/// Retries on another backend after a connect error, a timeout or a `retry_on` status, while
+/// attempts, budget and untried available backends remain.
+#[derive(Clone)]
+pub struct RetryOnAnotherBackend {
+    pub pool: Arc<PoolRuntime>,
+    pub metrics: Arc<ProxyMetrics>,
+    pub attempts_left: u32,
+}
+
+impl RetryOnAnotherBackend {
+    pub fn new(pool: Arc<PoolRuntime>, metrics: Arc<ProxyMetrics>) -> Self {
+        pool.budget.deposit();
+        let attempts_left = pool.retry.max_attempts.get().saturating_sub(1);
+        Self {
+            pool,
+            metrics,
+            attempts_left,
+        }
+    }
+}
+
+impl tower::retry::Policy<Attempt, Response<Incoming>, AttemptError> for RetryOnAnotherBackend {
+    type Future = Ready<()>;
+
+    fn retry(
+        &mut self,
+        attempt: &mut Attempt,
+        result: &mut Result<Response<Incoming>, AttemptError>,
+    ) -> Option<Self::Future> {
+        let (backend, reason) = match result {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                if !self.pool.retry.retry_on.contains(status) {
+                    return None;
+                }
+                let reason = match status {
+                    429 => RetryReason::status_429,
+                    500..=599 => RetryReason::status_5xx,
+                    _ => RetryReason::status_other,
+                };
+                (response.extensions().get::<ServedBy>()?.backend, reason)
+            }
+            Err(AttemptError::Transport {
+                backend, failure, ..
+            }) => (
+                *backend,
+                match failure {
+                    TransportFailure::Connect => RetryReason::connect_error,
+                    TransportFailure::Timeout => RetryReason::timeout,
+                },
+            ),
+            Err(AttemptError::NoBackend(_)) => return None,
+        };
+        if self.attempts_left == 0 {
+            return None;
+        }
+        attempt.tried.push(backend);
+        // With nothing else to try, the client gets this failure as the backend sent it.
+        if !self.pool.has_candidate(&attempt.tried, Nanos::now()) || !self.pool.budget.withdraw() {
+            return None;
+        }
+        self.attempts_left -= 1;
+        self.metrics.retry(self.pool.name.as_str(), reason);
+        tracing::debug!(pool.name = %self.pool.name, backend.name = %self.pool.backends[backend].spec.name, ?reason, "retrying on another backend");
+        Some(ready(()))
+    }
+
+    fn clone_request(&mut self, attempt: &Attempt) -> Option<Attempt> {
+        Some(attempt.clone())
+    }
+}

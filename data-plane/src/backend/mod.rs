@@ -1,0 +1,316 @@
+//! One upstream deployment: where and how to call it, and whether it may be called now.
+
+pub mod health;
+pub mod rate_limit;
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, HeaderName, HeaderValue};
+use http::{Request, Response, Uri};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use secrecy::ExposeSecret as _;
+use sluice_model::{ApiVersion, Auth, Backend, BackendKind};
+use tower::Service as _;
+use tower::load::peak_ewma::Cost;
+use tower::load::{CompleteOnResponse, Load as _, PeakEwma};
+
+use crate::call::{CallStyle, ClientCall};
+use crate::clock::Nanos;
+use crate::metrics::BackendMetrics;
+use crate::secrets::SecretResolver;
+use crate::upstream::UpstreamClient;
+
+pub use health::{Health, Unavailable};
+
+/// Starting latency guess for least-latency balancing, before any response was seen.
+const DEFAULT_RTT: Duration = Duration::from_secs(1);
+/// How quickly old latency samples fade (tower's PeakEWMA decay).
+const EWMA_DECAY: Duration = Duration::from_secs(10);
+
+static API_KEY: HeaderName = HeaderName::from_static("api-key");
+
+/// How requests to this backend are authenticated, resolved from its `auth`.
+#[derive(Debug)]
+pub enum Credential {
+    Header(HeaderName, HeaderValue),
+    None,
+    /// The secret could not be resolved: the backend takes no traffic until it is.
+    Missing(String),
+}
+
+/// Why a backend cannot be selected, for the `sluice_backend_state` metric.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Available,
+    Cooling(Duration),
+    Ejected(Duration),
+    Disabled,
+    NoCredential,
+}
+
+impl State {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Available => "available",
+            Self::Cooling(_) => "cooling",
+            Self::Ejected(_) => "ejected",
+            Self::Disabled => "disabled",
+            Self::NoCredential => "no_credential",
+        }
+    }
+}
+
+pub struct BackendEndpoint {
+    pub spec: Backend,
+    pub name_header: HeaderValue,
+    pub health: Health,
+    pub metrics: BackendMetrics,
+    credential: Credential,
+    client: Mutex<PeakEwma<UpstreamClient, CompleteOnResponse>>,
+}
+
+/// Why an attempt produced no HTTP response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportFailure {
+    Connect,
+    Timeout,
+}
+
+impl BackendEndpoint {
+    pub async fn build(
+        spec: Backend,
+        client: UpstreamClient,
+        resolver: &dyn SecretResolver,
+        metrics: BackendMetrics,
+    ) -> Self {
+        let credential = resolve_credential(&spec, resolver).await;
+        if let Credential::Missing(reason) = &credential {
+            tracing::warn!(backend.name = %spec.name, reason = %reason, "backend has no credential; it takes no traffic");
+        }
+        let decay_ns = EWMA_DECAY.as_nanos() as f64;
+        Self {
+            name_header: HeaderValue::from_str(spec.name.as_str())
+                .unwrap_or_else(|_| HeaderValue::from_static("invalid")),
+            spec,
+            health: Health::default(),
+            metrics,
+            credential,
+            client: Mutex::new(PeakEwma::new(
+                client,
+                DEFAULT_RTT,
+                decay_ns,
+                CompleteOnResponse::default(),
+            )),
+        }
+    }
+
+    pub fn state(&self, now: Nanos) -> State {
+        if !self.spec.enabled {
+            return State::Disabled;
+        }
+        if matches!(self.credential, Credential::Missing(_)) {
+            return State::NoCredential;
+        }
+        match self.health.check(now) {
+            Ok(()) => State::Available,
+            Err(Unavailable::CoolingDown(wait)) => State::Cooling(wait),
+            Err(Unavailable::Ejected(wait)) => State::Ejected(wait),
+        }
+    }
+
+    /// PeakEWMA latency × pending requests: lower is better.
+    pub fn load(&self) -> Cost {
+        self.client.lock().unwrap_or_else(|p| p.into_inner()).load()
+    }
+
+    /// Sends one attempt and updates health from what came back.
+    pub async fn send(
+        &self,
+        call: &ClientCall,
+        per_try_timeout: Duration,
+    ) -> Result<Response<Incoming>, TransportFailure> {
+        let request = self.upstream_request(call);
+        let started = Instant::now();
+        let future = {
+            let mut client = self.client.lock().unwrap_or_else(|p| p.into_inner());
+            client.call(request)
+        };
+        let outcome = tokio::time::timeout(per_try_timeout, future).await;
+        let now = Nanos::now();
+        self.metrics
+            .duration
+            .observe(started.elapsed().as_secs_f64());
+        match outcome {
+            Ok(Ok(response)) => {
+                self.observe(&response, now);
+                Ok(response)
+            }
+            Ok(Err(error)) => {
+                tracing::debug!(backend.name = %self.spec.name, error = %error, "upstream request failed");
+                self.metrics.response(None);
+                self.health.record_failure(now);
+                Err(TransportFailure::Connect)
+            }
+            Err(_) => {
+                self.metrics.response(None);
+                self.health.record_failure(now);
+                Err(TransportFailure::Timeout)
+            }
+        }
+    }
+
+    fn observe(&self, response: &Response<Incoming>, now: Nanos) {
+        let status = response.status();
+        self.metrics.response(Some(status.as_u16()));
+        if let Some(wait) = rate_limit::cooldown(status, response.headers()) {
+            self.health.cool_down(now, wait);
+            tracing::debug!(backend.name = %self.spec.name, cooldown_ms = wait.as_millis() as u64, "backend cooling down");
+        }
+        if status.is_server_error() {
+            self.health.record_failure(now);
+        } else if status.is_success() {
+            self.health.record_success();
+        }
+    }
+
+    fn upstream_request(&self, call: &ClientCall) -> Request<Full<Bytes>> {
+        let deployment = self.spec.deployment_for(&call.requested);
+        let mut uri = String::with_capacity(
+            self.spec.url.base().len() + call.operation.len() + deployment.len() + 64,
+        );
+        uri.push_str(self.spec.url.base());
+        match self.spec.kind {
+            BackendKind::AzureOpenai => {
+                uri.push_str("/openai/deployments/");
+                uri.push_str(deployment);
+                uri.push('/');
+                uri.push_str(&call.operation);
+                let api_version = self
+                    .spec
+                    .api_version
+                    .as_ref()
+                    .map_or(ApiVersion::DEFAULT, |v| v.as_str());
+                push_query(&mut uri, call.query.as_deref(), Some(api_version));
+            }
+            BackendKind::Openai => {
+                uri.push_str("/v1/");
+                uri.push_str(&call.operation);
+                push_query(&mut uri, call.query.as_deref(), None);
+            }
+        }
+        let body = match self.body_model(call, deployment) {
+            Some(model) => call.body_with_model(model),
+            None => call.body.clone(),
+        };
+        let mut request = Request::new(Full::new(body));
+        *request.method_mut() = call.method.clone();
+        *request.uri_mut() = Uri::try_from(uri).unwrap_or_default();
+        let headers = request.headers_mut();
+        headers.clone_from(&call.headers);
+        if let Credential::Header(name, value) = &self.credential {
+            headers.insert(name.clone(), value.clone());
+        }
+        request
+    }
+
+    /// The model the body must name for this backend, when it differs from what the client sent.
+    fn body_model<'a>(&self, call: &ClientCall, deployment: &'a str) -> Option<&'a str> {
+        match (self.spec.kind, call.style) {
+            // OpenAI routes by the body's model: it must carry the (renamed) name.
+            (BackendKind::Openai, CallStyle::Azure) => Some(deployment),
+            (BackendKind::Openai, CallStyle::OpenAi) => {
+                (deployment != call.requested).then_some(deployment)
+            }
+            // Azure routes by the URL; the body's model is informational.
+            (BackendKind::AzureOpenai, _) => None,
+        }
+    }
+}
+
+/// Appends the client's query, replacing or adding `api-version` for Azure backends and
+/// dropping it for OpenAI ones.
+fn push_query(uri: &mut String, query: Option<&str>, api_version: Option<&str>) {
+    let mut separator = '?';
+    let mut has_version = false;
+    for pair in query
+        .unwrap_or_default()
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let is_version = pair.starts_with("api-version=");
+        if is_version && api_version.is_none() {
+            continue;
+        }
+        has_version |= is_version;
+        uri.push(separator);
+        uri.push_str(pair);
+        separator = '&';
+    }
+    if let (Some(version), false) = (api_version, has_version) {
+        uri.push(separator);
+        uri.push_str("api-version=");
+        uri.push_str(version);
+    }
+}
+
+async fn resolve_credential(spec: &Backend, resolver: &dyn SecretResolver) -> Credential {
+    match &spec.auth {
+        Auth::None {} => Credential::None,
+        Auth::EntraId {} => Credential::Missing(
+            "entra_id needs the proxy's Azure identity, which this build cannot obtain yet".into(),
+        ),
+        Auth::ApiKey { secret } => match resolver.resolve(secret).await {
+            Ok(value) => {
+                let (name, text) = match spec.kind {
+                    BackendKind::AzureOpenai => (API_KEY.clone(), value.expose_secret().to_owned()),
+                    BackendKind::Openai => {
+                        (AUTHORIZATION, format!("Bearer {}", value.expose_secret()))
+                    }
+                };
+                match HeaderValue::try_from(text) {
+                    Ok(mut header) => {
+                        header.set_sensitive(true);
+                        Credential::Header(name, header)
+                    }
+                    Err(_) => Credential::Missing(format!(
+                        "{secret} holds characters not allowed in a header"
+                    )),
+                }
+            }
+            Err(error) => Credential::Missing(error.to_string()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(client: Option<&str>, version: Option<&str>) -> String {
+        let mut uri = String::new();
+        push_query(&mut uri, client, version);
+        uri
+    }
+
+    #[test]
+    fn azure_calls_always_carry_an_api_version() {
+        assert_eq!(query(None, Some("2024-10-21")), "?api-version=2024-10-21");
+        assert_eq!(
+            query(Some("api-version=2025-01-01"), Some("2024-10-21")),
+            "?api-version=2025-01-01"
+        );
+        assert_eq!(
+            query(Some("a=1"), Some("2024-10-21")),
+            "?a=1&api-version=2024-10-21"
+        );
+    }
+
+    #[test]
+    fn openai_calls_drop_the_api_version() {
+        assert_eq!(query(Some("api-version=2025-01-01&a=1"), None), "?a=1");
+        assert_eq!(query(None, None), "");
+    }
+}

@@ -1,0 +1,115 @@
+//! Client keys: which key a request presents and whether it is one of ours.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use http::HeaderMap;
+use http::header::AUTHORIZATION;
+use sluice_model::ClientKey;
+
+/// The key in `api-key`, or else in `Authorization: Bearer`.
+pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
+    if let Some(key) = headers.get("api-key").and_then(|v| v.to_str().ok()) {
+        return Some(key.trim());
+    }
+    let authorization = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, key) = authorization.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| key.trim())
+}
+
+/// The client keys of one config revision.
+///
+/// Keys are stored as salted hashes, so checking one costs a SHA-256 per configured key.
+/// Keys that verified once are remembered (only valid ones, so the memo is bounded by the
+/// number of keys); it is dropped with the config revision it belongs to.
+#[derive(Default)]
+pub struct ClientKeys {
+    keys: Vec<ClientKey>,
+    verified: RwLock<HashMap<Box<str>, usize>>,
+}
+
+impl ClientKeys {
+    pub fn new(keys: Vec<ClientKey>) -> Self {
+        Self {
+            keys,
+            verified: RwLock::default(),
+        }
+    }
+
+    pub fn authenticate(&self, presented: &str) -> Option<&ClientKey> {
+        if presented.is_empty() {
+            return None;
+        }
+        let known = self
+            .verified
+            .read()
+            .ok()
+            .and_then(|verified| verified.get(presented).copied());
+        if let Some(index) = known {
+            return self.keys.get(index);
+        }
+        let index = self
+            .keys
+            .iter()
+            .position(|key| key.hash.verify(presented))?;
+        if let Ok(mut verified) = self.verified.write() {
+            verified.insert(presented.into(), index);
+        }
+        self.keys.get(index)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+    use sluice_model::KeyHash;
+
+    use super::*;
+
+    fn keys() -> ClientKeys {
+        ClientKeys::new(vec![
+            ClientKey {
+                id: "a".parse().unwrap(),
+                pools: vec![],
+                hash: KeyHash::new("key-a"),
+            },
+            ClientKey {
+                id: "b".parse().unwrap(),
+                pools: vec![],
+                hash: KeyHash::new("key-b"),
+            },
+        ])
+    }
+
+    #[test]
+    fn verifies_keys_and_remembers_good_ones() {
+        let keys = keys();
+        for _ in 0..2 {
+            assert_eq!(keys.authenticate("key-b").unwrap().id.as_str(), "b");
+        }
+        assert!(keys.authenticate("key-c").is_none());
+        assert!(keys.authenticate("").is_none());
+        assert_eq!(
+            keys.verified.read().unwrap().len(),
+            1,
+            "only valid keys are remembered"
+        );
+    }
+
+    #[test]
+    fn reads_api_key_or_bearer() {
+        let mut headers = HeaderMap::new();
+        assert_eq!(presented_key(&headers), None);
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("Bearer sk-1"));
+        assert_eq!(presented_key(&headers), Some("sk-1"));
+        headers.insert("api-key", HeaderValue::from_static("sk-2"));
+        assert_eq!(
+            presented_key(&headers),
+            Some("sk-2"),
+            "api-key wins, as in Azure"
+        );
+        headers.remove("api-key");
+        headers.insert(AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert_eq!(presented_key(&headers), None);
+    }
+}

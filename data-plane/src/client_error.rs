@@ -1,0 +1,201 @@
+//! Responses the proxy makes itself, in OpenAI's error shape so the official SDKs raise the
+//! right exception and apply their own retry logic (`retry-after-ms`, `retry-after`).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use http::{Response, StatusCode};
+use http_body_util::{Either, Full};
+use serde_json::json;
+
+use crate::body::ProxyBody;
+
+pub struct ClientError {
+    status: StatusCode,
+    kind: &'static str,
+    code: &'static str,
+    message: String,
+    param: Option<&'static str>,
+    retry_after: Option<Duration>,
+}
+
+impl ClientError {
+    fn new(
+        status: StatusCode,
+        kind: &'static str,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            kind,
+            code,
+            message: message.into(),
+            param: None,
+            retry_after: None,
+        }
+    }
+
+    pub fn missing_key() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            "invalid_api_key",
+            "Missing API key: send it in the api-key header or as Authorization: Bearer <key>.",
+        )
+    }
+
+    pub fn wrong_key() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_request_error",
+            "invalid_api_key",
+            "Incorrect API key provided.",
+        )
+    }
+
+    pub fn key_not_allowed(pool: &str) -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "invalid_request_error",
+            "permission_denied",
+            format!("This API key may not use the deployment '{pool}'."),
+        )
+    }
+
+    pub fn unknown_route() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "not_found",
+            "Unknown path: call /openai/deployments/{deployment}/{operation}, /openai/v1/{operation} or /v1/{operation}.",
+        )
+    }
+
+    pub fn missing_model() -> Self {
+        Self {
+            param: Some("model"),
+            ..Self::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request_error",
+                "missing_model",
+                "The request body must be JSON with a \"model\" naming the deployment.",
+            )
+        }
+    }
+
+    pub fn unknown_deployment(name: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "invalid_request_error",
+            "DeploymentNotFound",
+            format!("The API deployment '{name}' does not exist."),
+        )
+    }
+
+    pub fn body_too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "invalid_request_error",
+            "request_too_large",
+            format!("The request body is larger than {limit} bytes."),
+        )
+    }
+
+    pub fn unreadable_body() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_body",
+            "The request body could not be read.",
+        )
+    }
+
+    /// Every backend is rate limited or ejected: come back when the first one is free.
+    pub fn all_cooling(pool: &str, wait: Duration) -> Self {
+        Self {
+            retry_after: Some(wait),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limit_error",
+                "rate_limit_exceeded",
+                format!(
+                    "All backends of '{pool}' are rate limited or recovering. Please retry after {} ms.",
+                    wait.as_millis()
+                ),
+            )
+        }
+    }
+
+    pub fn no_usable_backend(pool: &str) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "no_backend",
+            format!(
+                "No backend of '{pool}' can take requests (none enabled, or their credentials are unavailable)."
+            ),
+        )
+    }
+
+    pub fn upstream_unreachable() -> Self {
+        Self::new(
+            StatusCode::BAD_GATEWAY,
+            "server_error",
+            "upstream_unreachable",
+            "The backend could not be reached.",
+        )
+    }
+
+    pub fn upstream_timeout() -> Self {
+        Self::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "server_error",
+            "upstream_timeout",
+            "The backend did not answer in time.",
+        )
+    }
+
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let body = json!({"error": {
+            "message": self.message,
+            "type": self.kind,
+            "param": self.param,
+            "code": self.code,
+        }});
+        let mut response = Response::new(Either::Right(Full::new(Bytes::from(body.to_string()))));
+        *response.status_mut() = self.status;
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(wait) = self.retry_after {
+            let seconds = wait.as_millis().div_ceil(1000).max(1);
+            headers.insert(RETRY_AFTER, HeaderValue::from(seconds as u64));
+            headers.insert(
+                "retry-after-ms",
+                HeaderValue::from(wait.as_millis().max(1) as u64),
+            );
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt as _;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn all_cooling_tells_clients_when_to_come_back() {
+        let response =
+            ClientError::all_cooling("gpt-4o", Duration::from_millis(1500)).into_response();
+        assert_eq!(response.status(), 429);
+        assert_eq!(response.headers()["retry-after"], "2");
+        assert_eq!(response.headers()["retry-after-ms"], "1500");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], "rate_limit_exceeded");
+        assert_eq!(body["error"]["type"], "rate_limit_error");
+    }
+}

@@ -1,0 +1,245 @@
+//! The config a proxy serves: built from a snapshot (from a static file now, from the
+//! control plane's stream later) and swapped atomically so in-flight requests finish on the
+//! config they started with.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use sluice_model::{ClientKey, FieldError, KeyHash, Name, Pool, SecretRef, Snapshot};
+
+use crate::backend::BackendEndpoint;
+use crate::balance::PoolRuntime;
+use crate::client_auth::ClientKeys;
+use crate::metrics::ProxyMetrics;
+use crate::secrets::{SecretError, SecretResolver};
+use crate::upstream::UpstreamClient;
+
+pub struct RuntimeConfig {
+    pub revision: u64,
+    pub pools: HashMap<String, Arc<PoolRuntime>>,
+    pub keys: ClientKeys,
+}
+
+/// Turns snapshots into [`RuntimeConfig`]s, keeping the state of unchanged backends.
+pub struct ConfigBuilder {
+    pub client: UpstreamClient,
+    pub resolver: Arc<dyn SecretResolver>,
+    pub metrics: Arc<ProxyMetrics>,
+}
+
+impl ConfigBuilder {
+    /// Backends whose spec did not change keep their connection pool, cooldowns, ejections
+    /// and latency estimate from `previous`.
+    pub async fn build(
+        &self,
+        snapshot: Snapshot,
+        previous: Option<&RuntimeConfig>,
+    ) -> RuntimeConfig {
+        let mut pools = HashMap::with_capacity(snapshot.pools.len());
+        for pool in snapshot.pools {
+            let earlier = previous.and_then(|p| p.pools.get(pool.name.as_str()));
+            let mut backends = Vec::with_capacity(pool.backends.len());
+            for spec in pool.backends {
+                let kept = earlier
+                    .and_then(|p| p.backends.iter().find(|b| b.spec == spec))
+                    .cloned();
+                let endpoint = match kept {
+                    Some(endpoint) => endpoint,
+                    None => {
+                        let metrics = self.metrics.backend(pool.name.as_str(), spec.name.as_str());
+                        Arc::new(
+                            BackendEndpoint::build(
+                                spec,
+                                self.client.clone(),
+                                self.resolver.as_ref(),
+                                metrics,
+                            )
+                            .await,
+                        )
+                    }
+                };
+                backends.push(endpoint);
+            }
+            let runtime = PoolRuntime::new(pool.name.clone(), pool.strategy, pool.retry, backends);
+            pools.insert(pool.name.to_string(), Arc::new(runtime));
+        }
+        self.metrics
+            .revision
+            .set(i64::try_from(snapshot.revision).unwrap_or(i64::MAX));
+        RuntimeConfig {
+            revision: snapshot.revision,
+            pools,
+            keys: ClientKeys::new(snapshot.client_keys),
+        }
+    }
+}
+
+/// `sluice proxy --config FILE`: the admin API's model as YAML, with client keys given as
+/// secret references (hashed on load).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticConfig {
+    #[serde(default)]
+    pub pools: Vec<Pool>,
+    #[serde(default)]
+    pub client_keys: Vec<StaticClientKey>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StaticClientKey {
+    pub id: Name,
+    pub secret: SecretRef,
+    #[serde(default)]
+    pub pools: Vec<Name>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigFileError {
+    #[error("cannot read config file {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {source}")]
+    Parse {
+        path: String,
+        #[source]
+        source: serde_yaml::Error,
+    },
+    #[error("config file {path}: {error}")]
+    Invalid { path: String, error: FieldError },
+    #[error("config file {path}: client key '{id}'")]
+    KeySecret {
+        path: String,
+        id: String,
+        #[source]
+        source: SecretError,
+    },
+}
+
+/// Reads, validates and resolves a static config file into a snapshot at revision 1.
+pub async fn load_file(
+    path: &Path,
+    resolver: &dyn SecretResolver,
+) -> Result<Snapshot, ConfigFileError> {
+    let shown = path.display().to_string();
+    let text = tokio::fs::read_to_string(path)
+        .await
+        .map_err(|source| ConfigFileError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+    let config: StaticConfig =
+        serde_yaml::from_str(&text).map_err(|source| ConfigFileError::Parse {
+            path: shown.clone(),
+            source,
+        })?;
+    let mut client_keys = Vec::with_capacity(config.client_keys.len());
+    for (index, key) in config.client_keys.into_iter().enumerate() {
+        if let Some((at, pool)) = key
+            .pools
+            .iter()
+            .enumerate()
+            .find(|(_, p)| !config.pools.iter().any(|pool| pool.name == **p))
+        {
+            return Err(ConfigFileError::Invalid {
+                path: shown,
+                error: FieldError::new(
+                    format!("client_keys[{index}].pools[{at}]"),
+                    format!("pool '{pool}' does not exist"),
+                ),
+            });
+        }
+        let secret =
+            resolver
+                .resolve(&key.secret)
+                .await
+                .map_err(|source| ConfigFileError::KeySecret {
+                    path: shown.clone(),
+                    id: key.id.to_string(),
+                    source,
+                })?;
+        client_keys.push(ClientKey {
+            hash: KeyHash::new(secrecy::ExposeSecret::expose_secret(&secret)),
+            id: key.id,
+            pools: key.pools,
+        });
+    }
+    let snapshot = Snapshot {
+        revision: 1,
+        pools: config.pools,
+        client_keys,
+    };
+    snapshot
+        .validate()
+        .map_err(|error| ConfigFileError::Invalid { path: shown, error })?;
+    Ok(snapshot)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secrets::LocalSecrets;
+
+    async fn load(yaml: &str) -> Result<Snapshot, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        load_file(&path, &LocalSecrets).await.map_err(|e| {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(cause) = source {
+                text.push_str(&format!(": {cause}"));
+                source = cause.source();
+            }
+            text
+        })
+    }
+
+    #[tokio::test]
+    async fn loads_the_contract_example_and_hashes_client_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let key_file = dir.path().join("team-a");
+        std::fs::write(&key_file, "sk-team-a\n").unwrap();
+        let yaml = format!(
+            r#"
+pools:
+  - name: gpt-4o
+    strategy: round_robin
+    retry: {{ max_attempts: 3 }}
+    backends:
+      - {{ name: eastus, url: "https://aoai-eastus.openai.azure.com", kind: azure_openai,
+          auth: {{ type: api_key, secret: "keyvault://my-vault/aoai-eastus-key" }} }}
+      - {{ name: westus, url: "https://aoai-westus.openai.azure.com", kind: azure_openai,
+          auth: {{ type: api_key, secret: "env://AOAI_WESTUS_KEY" }} }}
+client_keys:
+  - {{ id: team-a, secret: "file://{}", pools: [gpt-4o] }}
+"#,
+            key_file.display()
+        );
+        let snapshot = load(&yaml).await.unwrap();
+        assert_eq!(snapshot.pools[0].backends.len(), 2);
+        assert!(snapshot.client_keys[0].hash.verify("sk-team-a"));
+    }
+
+    #[tokio::test]
+    async fn refuses_invalid_files_with_the_reason() {
+        let backend =
+            r#"{ name: a, url: "https://x.example", kind: openai, auth: { type: none } }"#;
+        for (yaml, expected) in [
+            ("pools: [ { name: p, colour: red } ]".to_owned(), "unknown field `colour`"),
+            ("pools: [ { name: p, backends: [ { name: a, url: \"https://x\", kind: openai, auth: { type: api_key, secret: \"sk-123\" } } ] } ]".to_owned(), "not a key"),
+            (format!("pools: [ {{ name: p, backends: [ {backend}, {backend} ] }} ]"), "pools[0].backends[1].name"),
+            ("pools: [ { name: p } ]\nclient_keys: [ { id: k, secret: \"env://SLUICE_SURELY_UNSET\", pools: [p] } ]".to_owned(), "SLUICE_SURELY_UNSET is not set"),
+            ("pools: [ { name: p } ]\nclient_keys: [ { id: k, secret: \"env://X\", pools: [q] } ]".to_owned(), "client_keys[0].pools[0]: pool 'q' does not exist"),
+            ("pools: [".to_owned(), "not valid"),
+        ] {
+            let error = load(&yaml).await.unwrap_err();
+            assert!(error.contains(expected), "{yaml}\n=> {error}");
+        }
+    }
+}

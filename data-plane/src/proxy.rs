@@ -1,0 +1,238 @@
+//! The proxy's request path: route, authenticate, read the body once, then attempts through
+//! tower's `Retry` over the pool's balancer, and the answer streamed back.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwapOption;
+use bytes::Bytes;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use http::{Method, Request, Response};
+use http_body_util::{BodyExt as _, Either, Full, Limited};
+use hyper::body::Incoming;
+use tower::ServiceExt as _;
+
+use crate::attempt::{Attempt, AttemptError, PoolService, RetryOnAnotherBackend, ServedBy};
+use crate::backend::TransportFailure;
+use crate::balance::{NoBackend, PoolRuntime};
+use crate::body::{ObservedBody, ProxyBody};
+use crate::call::{BodyPeek, ClientCall};
+use crate::client_auth::presented_key;
+use crate::client_error::ClientError;
+use crate::config::RuntimeConfig;
+use crate::headers::{client_response_headers, upstream_request_headers};
+use crate::metrics::ProxyMetrics;
+use crate::routing::route;
+
+static SLUICE_BACKEND: http::HeaderName = http::HeaderName::from_static("x-sluice-backend");
+static SLUICE_ATTEMPTS: http::HeaderName = http::HeaderName::from_static("x-sluice-attempts");
+
+#[derive(Clone, Debug)]
+pub struct ProxyOptions {
+    /// Serve clients without a key (`--allow-anonymous`).
+    pub allow_anonymous: bool,
+    /// Largest request body accepted and kept for replay.
+    pub max_body_bytes: usize,
+}
+
+pub struct Proxy {
+    config: ArcSwapOption<RuntimeConfig>,
+    options: ProxyOptions,
+    pub metrics: Arc<ProxyMetrics>,
+}
+
+impl Proxy {
+    pub fn new(options: ProxyOptions, metrics: Arc<ProxyMetrics>) -> Self {
+        Self {
+            config: ArcSwapOption::empty(),
+            options,
+            metrics,
+        }
+    }
+
+    /// Swaps in a new config; requests already in flight keep the one they started with.
+    pub fn apply(&self, config: RuntimeConfig) {
+        tracing::info!(
+            revision = config.revision,
+            pools = config.pools.len(),
+            "config applied"
+        );
+        self.config.store(Some(Arc::new(config)));
+    }
+
+    pub fn current(&self) -> Option<Arc<RuntimeConfig>> {
+        self.config.load_full()
+    }
+
+    pub async fn handle(&self, request: Request<Incoming>) -> Response<ProxyBody> {
+        match self.forward(request).await {
+            Ok(response) | Err(response) => response,
+        }
+    }
+
+    async fn forward(
+        &self,
+        request: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, Response<ProxyBody>> {
+        let started = Instant::now();
+        let Some(config) = self.current() else {
+            return Err(ClientError::no_usable_backend(
+                "any deployment: the proxy has no config yet",
+            )
+            .into_response());
+        };
+        let (parts, body) = request.into_parts();
+        let key = if self.options.allow_anonymous {
+            None
+        } else {
+            let presented = presented_key(&parts.headers)
+                .ok_or_else(|| ClientError::missing_key().into_response())?;
+            Some(
+                config
+                    .keys
+                    .authenticate(presented)
+                    .ok_or_else(|| ClientError::wrong_key().into_response())?,
+            )
+        };
+        if parts.method == Method::GET
+            && matches!(parts.uri.path(), "/v1/models" | "/openai/v1/models")
+        {
+            return Ok(model_list(&config, |pool| {
+                key.is_none_or(|k| k.allows(pool))
+            }));
+        }
+        let route =
+            route(parts.uri.path()).ok_or_else(|| ClientError::unknown_route().into_response())?;
+        let body = self.read_body(&parts.headers, body).await?;
+        let requested = match route.deployment {
+            Some(deployment) => deployment.to_owned(),
+            None => BodyPeek::of(&body)
+                .model
+                .map(|m| m.into_owned())
+                .ok_or_else(|| ClientError::missing_model().into_response())?,
+        };
+        let pool = config
+            .pools
+            .get(&requested)
+            .ok_or_else(|| ClientError::unknown_deployment(&requested).into_response())?;
+        if key.is_some_and(|k| !k.allows(&requested)) {
+            return Err(ClientError::key_not_allowed(&requested).into_response());
+        }
+        let call = Arc::new(ClientCall {
+            method: parts.method,
+            style: route.style,
+            operation: route.operation.to_owned(),
+            query: parts.uri.query().map(str::to_owned),
+            headers: upstream_request_headers(&parts.headers),
+            body,
+            requested,
+        });
+        let policy = RetryOnAnotherBackend::new(pool.clone(), self.metrics.clone());
+        let attempts = tower::retry::Retry::new(policy, PoolService { pool: pool.clone() });
+        match attempts
+            .oneshot(Attempt {
+                call,
+                tried: Vec::new(),
+            })
+            .await
+        {
+            Ok(response) => Ok(client_response(response, pool, started)),
+            Err(error) => Err(self.failure(pool, error)),
+        }
+    }
+
+    async fn read_body(
+        &self,
+        headers: &http::HeaderMap,
+        body: Incoming,
+    ) -> Result<Bytes, Response<ProxyBody>> {
+        let limit = self.options.max_body_bytes;
+        let declared = headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        // Refuse before reading a byte, and before any upstream call.
+        if declared.is_some_and(|length| length > limit as u64) {
+            return Err(ClientError::body_too_large(limit).into_response());
+        }
+        match Limited::new(body, limit).collect().await {
+            Ok(collected) => Ok(collected.to_bytes()),
+            Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+                Err(ClientError::body_too_large(limit).into_response())
+            }
+            Err(_) => Err(ClientError::unreadable_body().into_response()),
+        }
+    }
+
+    fn failure(&self, pool: &PoolRuntime, error: AttemptError) -> Response<ProxyBody> {
+        match error {
+            AttemptError::NoBackend(NoBackend::AllWaiting(wait)) => {
+                self.metrics.rejected(pool.name.as_str());
+                ClientError::all_cooling(pool.name.as_str(), wait).into_response()
+            }
+            AttemptError::NoBackend(NoBackend::NoneUsable) => {
+                self.metrics.rejected(pool.name.as_str());
+                ClientError::no_usable_backend(pool.name.as_str()).into_response()
+            }
+            AttemptError::Transport {
+                backend,
+                failure,
+                attempt,
+            } => {
+                let mut response = match failure {
+                    TransportFailure::Connect => ClientError::upstream_unreachable(),
+                    TransportFailure::Timeout => ClientError::upstream_timeout(),
+                }
+                .into_response();
+                tag(response.headers_mut(), pool, backend, attempt);
+                response
+            }
+        }
+    }
+}
+
+/// The backend's response as it sent it (status, headers, body), tagged with who answered.
+fn client_response(
+    response: Response<Incoming>,
+    pool: &PoolRuntime,
+    started: Instant,
+) -> Response<ProxyBody> {
+    let served = response.extensions().get::<ServedBy>().copied();
+    let (parts, body) = response.into_parts();
+    let (backend, attempt) = served.map_or((0, 1), |s| (s.backend, s.attempt));
+    let endpoint = pool.backends[backend].clone();
+    let mut client = Response::new(Either::Left(ObservedBody::new(body, endpoint, started)));
+    *client.status_mut() = parts.status;
+    *client.headers_mut() = client_response_headers(&parts.headers);
+    tag(client.headers_mut(), pool, backend, attempt);
+    client
+}
+
+fn tag(headers: &mut http::HeaderMap, pool: &PoolRuntime, backend: usize, attempt: usize) {
+    headers.insert(
+        SLUICE_BACKEND.clone(),
+        pool.backends[backend].name_header.clone(),
+    );
+    headers.insert(SLUICE_ATTEMPTS.clone(), HeaderValue::from(attempt));
+}
+
+/// `GET /v1/models`: the pools this client may use, as OpenAI lists models.
+fn model_list(config: &RuntimeConfig, allowed: impl Fn(&str) -> bool) -> Response<ProxyBody> {
+    let mut names: Vec<&str> = config
+        .pools
+        .keys()
+        .map(String::as_str)
+        .filter(|p| allowed(p))
+        .collect();
+    names.sort_unstable();
+    let data: Vec<_> = names
+        .into_iter()
+        .map(|id| serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": "sluice"}))
+        .collect();
+    let body = serde_json::json!({"object": "list", "data": data}).to_string();
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from(body))));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}

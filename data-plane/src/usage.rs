@@ -1,0 +1,208 @@
+//! Finds the `usage` object in a response as its bytes pass by, without buffering the body:
+//! in a JSON body it is one object near the end; in an SSE stream it is the final usage
+//! chunk (every other chunk says `"usage":null` or has none).
+
+use memchr::memmem;
+use serde::Deserialize;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct Usage {
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+}
+
+const KEY: &[u8] = b"\"usage\"";
+/// Bytes kept from one frame to the next so a key split across frames is still found.
+const CARRY: usize = KEY.len() - 1;
+/// Largest usage object we are willing to copy; real ones are a few hundred bytes.
+const MAX_CAPTURE: usize = 8 * 1024;
+
+#[derive(Default)]
+pub struct UsageScanner {
+    carry: Vec<u8>,
+    /// Bytes from a `"usage"` key on, while its value is incomplete.
+    capture: Vec<u8>,
+    capturing: bool,
+    pub found: Option<Usage>,
+}
+
+impl UsageScanner {
+    pub fn feed(&mut self, chunk: &[u8]) {
+        let mut rest = chunk;
+        loop {
+            if self.capturing {
+                let prior = self.capture.len();
+                let room = MAX_CAPTURE.saturating_sub(prior);
+                self.capture
+                    .extend_from_slice(&rest[..rest.len().min(room)]);
+                match self.finish_capture() {
+                    Some(consumed) => {
+                        // `consumed` counts from the key; skip what of it was in `rest`.
+                        rest = &rest[consumed.saturating_sub(prior).min(rest.len())..];
+                        continue;
+                    }
+                    None => break,
+                }
+            }
+            if let Some(at) = self.find_key(rest) {
+                self.capturing = true;
+                self.capture.clear();
+                self.capture.extend_from_slice(KEY);
+                rest = &rest[at..];
+                continue;
+            }
+            break;
+        }
+        let keep = chunk.len().min(CARRY);
+        self.carry.clear();
+        self.carry.extend_from_slice(&chunk[chunk.len() - keep..]);
+    }
+
+    /// Position right after the key in `chunk`, including a key that began in the carry.
+    fn find_key(&mut self, chunk: &[u8]) -> Option<usize> {
+        if !self.carry.is_empty() {
+            let mut joint = std::mem::take(&mut self.carry);
+            let head = chunk.len().min(CARRY);
+            joint.extend_from_slice(&chunk[..head]);
+            let found = memmem::find(&joint, KEY).map(|at| at + KEY.len() - (joint.len() - head));
+            joint.clear();
+            self.carry = joint;
+            if let Some(end) = found.filter(|&end| end <= chunk.len()) {
+                return Some(end);
+            }
+        }
+        memmem::find(chunk, KEY).map(|at| at + KEY.len())
+    }
+
+    /// When the captured value is complete: parses it and returns how many captured bytes,
+    /// counted from the key, it spans; `None` while more bytes are needed.
+    fn finish_capture(&mut self) -> Option<usize> {
+        let value = &self.capture[KEY.len()..];
+        let start = value
+            .iter()
+            .position(|b| !b.is_ascii_whitespace() && *b != b':');
+        let Some(start) = start else {
+            return self.give_up_if_full();
+        };
+        if value[start] != b'{' {
+            // `"usage": null` (or a number in some other object): not what we want.
+            self.capturing = false;
+            return Some(KEY.len() + start);
+        }
+        let Some(end) = object_end(&value[start..]) else {
+            return self.give_up_if_full();
+        };
+        if let Ok(usage) = serde_json::from_slice::<Usage>(&value[start..start + end]) {
+            self.found = Some(usage);
+        }
+        self.capturing = false;
+        Some(KEY.len() + start + end)
+    }
+
+    fn give_up_if_full(&mut self) -> Option<usize> {
+        if self.capture.len() >= MAX_CAPTURE {
+            self.capturing = false;
+        }
+        None
+    }
+}
+
+/// Length of the JSON object at the start of `bytes` (which starts with `{`), if complete.
+fn object_end(bytes: &[u8]) -> Option<usize> {
+    let mut depth = 0_usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for (i, &b) in bytes.iter().enumerate() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' => depth += 1,
+            b'}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(i + 1);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan(chunks: &[&str]) -> Option<Usage> {
+        let mut scanner = UsageScanner::default();
+        for chunk in chunks {
+            scanner.feed(chunk.as_bytes());
+        }
+        scanner.found
+    }
+
+    const USAGE: Usage = Usage {
+        prompt_tokens: 12,
+        completion_tokens: 34,
+    };
+
+    #[test]
+    fn finds_usage_in_a_json_body() {
+        let body = r#"{"id":"x","choices":[{"message":{"content":"the \"usage\" word"}}],"usage":{"prompt_tokens":12,"completion_tokens":34,"total_tokens":46,"completion_tokens_details":{"reasoning_tokens":0}}}"#;
+        assert_eq!(scan(&[body]), Some(USAGE));
+        for split in 1..body.len() {
+            assert_eq!(
+                scan(&[&body[..split], &body[split..]]),
+                Some(USAGE),
+                "split at {split}"
+            );
+        }
+    }
+
+    #[test]
+    fn finds_the_final_usage_chunk_of_a_stream() {
+        let stream = [
+            "data: {\"id\":\"\",\"object\":\"\",\"created\":0,\"model\":\"\",\"choices\":[],\"prompt_filter_results\":[]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n",
+            "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\n\n",
+            "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":12,\"completion_tokens\":34,\"total_tokens\":46}}\n\n",
+            "data: [DONE]\n\n",
+        ];
+        assert_eq!(scan(&stream), Some(USAGE));
+        let joined = stream.concat();
+        for split in (1..joined.len()).step_by(7) {
+            assert_eq!(
+                scan(&[&joined[..split], &joined[split..]]),
+                Some(USAGE),
+                "split at {split}"
+            );
+        }
+    }
+
+    #[test]
+    fn no_usage_means_none() {
+        assert_eq!(
+            scan(&[
+                "data: {\"choices\":[],\"usage\":null}\n\n",
+                "data: [DONE]\n\n"
+            ]),
+            None
+        );
+        assert_eq!(scan(&["{\"error\":{\"message\":\"x\"}}"]), None);
+        assert_eq!(
+            scan(&["{\"usage\":{\"prompt_tokens\":1", ",\"completion_tokens\""]),
+            None,
+            "interrupted"
+        );
+    }
+}
