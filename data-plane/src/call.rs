@@ -31,16 +31,16 @@ pub struct ClientCall {
 }
 
 /// The body field the proxy needs for OpenAI-style routing; the rest is skipped unparsed.
-#[derive(Deserialize, Default)]
+#[derive(Deserialize)]
 pub struct BodyPeek<'a> {
     #[serde(borrow)]
     pub model: Option<Cow<'a, str>>,
 }
 
 impl<'a> BodyPeek<'a> {
-    /// Reads `model` from a JSON body; a non-JSON body (e.g. multipart) has none.
-    pub fn of(body: &'a [u8]) -> Self {
-        serde_json::from_slice(body).unwrap_or_default()
+    /// Reads `model` from a JSON body.
+    pub fn of(body: &'a [u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(body)
     }
 }
 
@@ -70,8 +70,9 @@ mod tests {
     #[test]
     fn peeks_the_model_without_parsing_the_rest() {
         let peek = BodyPeek::of(br#"{"messages":[{"role":"user","content":"hi \"x\""}],"model":"gpt-4o","stream":true}"#);
-        assert_eq!(peek.model.as_deref(), Some("gpt-4o"));
-        assert!(BodyPeek::of(b"--boundary\r\nnot json").model.is_none());
+        assert_eq!(peek.unwrap().model.as_deref(), Some("gpt-4o"));
+        assert!(BodyPeek::of(b"{}").unwrap().model.is_none());
+        assert!(BodyPeek::of(b"--boundary\r\nnot json").is_err());
     }
 
     #[test]

@@ -73,6 +73,15 @@ impl ClientError {
         )
     }
 
+    pub fn invalid_json() -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_json",
+            "We could not parse the JSON body of your request: it must be a JSON object with a \"model\".",
+        )
+    }
+
     pub fn missing_model() -> Self {
         Self {
             param: Some("model"),

@@ -107,6 +107,7 @@ impl Proxy {
         let requested = match route.deployment {
             Some(deployment) => deployment.to_owned(),
             None => BodyPeek::of(&body)
+                .map_err(|_| ClientError::invalid_json().into_response())?
                 .model
                 .map(|m| m.into_owned())
                 .ok_or_else(|| ClientError::missing_model().into_response())?,

@@ -205,4 +205,56 @@ mod tests {
             "interrupted"
         );
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        fn split(bytes: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
+            let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
+            cuts.sort_unstable();
+            let mut pieces = Vec::new();
+            let mut from = 0;
+            for cut in cuts.into_iter().chain([bytes.len()]) {
+                pieces.push(bytes[from..cut].to_vec());
+                from = cut;
+            }
+            pieces
+        }
+
+        proptest! {
+            /// However a stream is cut into frames, the final usage chunk is found exactly.
+            #[test]
+            fn finds_usage_across_any_frame_split(
+                prompt in 0u64..1_000_000, completion in 0u64..1_000_000, tokens in proptest::collection::vec("[a-z \"\\\\{}]{0,12}", 0..20),
+                cuts in proptest::collection::vec(0usize..100_000, 0..12),
+            ) {
+                let mut stream = String::from("data: {\"id\":\"\",\"choices\":[],\"prompt_filter_results\":[]}\n\n");
+                for token in &tokens {
+                    let content = serde_json::to_string(token).unwrap();
+                    stream.push_str(&format!("data: {{\"choices\":[{{\"delta\":{{\"content\":{content}}}}}],\"usage\":null}}\n\n"));
+                }
+                stream.push_str(&format!("data: {{\"choices\":[],\"usage\":{{\"prompt_tokens\":{prompt},\"completion_tokens\":{completion},\"total_tokens\":{}}}}}\n\ndata: [DONE]\n\n", prompt + completion));
+                let mut scanner = UsageScanner::default();
+                for piece in split(stream.as_bytes(), &cuts) {
+                    scanner.feed(&piece);
+                }
+                prop_assert_eq!(scanner.found, Some(Usage { prompt_tokens: prompt, completion_tokens: completion }));
+            }
+
+            /// Arbitrary bytes never make the scanner panic or report usage that is not there.
+            #[test]
+            fn arbitrary_bytes_are_harmless(chunks in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 0..16)) {
+                let mut scanner = UsageScanner::default();
+                for chunk in &chunks {
+                    scanner.feed(chunk);
+                }
+                let all: Vec<u8> = chunks.concat();
+                if memmem::find(&all, b"\"usage\"").is_none() {
+                    prop_assert_eq!(scanner.found, None);
+                }
+            }
+        }
+    }
 }

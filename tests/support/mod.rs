@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the kit
 
 pub mod database;
+pub mod proxy;
 pub mod relay;
 
 use std::net::SocketAddr;

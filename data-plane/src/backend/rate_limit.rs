@@ -208,4 +208,43 @@ mod tests {
             assert_eq!(parse_go_duration(bad), None, "{bad}");
         }
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            /// Go durations as upstreams print them parse back to the same length.
+            #[test]
+            fn go_durations_round_trip(hours in 0u64..48, minutes in 0u64..60, millis in 0u64..60_000) {
+                let text = format!("{hours}h{minutes}m{}.{:03}s", millis / 1000, millis % 1000);
+                let expected = Duration::from_millis(((hours * 60 + minutes) * 60_000) + millis);
+                let parsed = parse_go_duration(&text).unwrap();
+                prop_assert!(parsed.abs_diff(expected) < Duration::from_micros(1), "{} => {:?}", text, parsed);
+            }
+
+            /// `retry-after-ms` is honoured as given, up to the cap.
+            #[test]
+            fn retry_after_ms_is_honoured(ms in 1u64..200_000_000) {
+                let wait = on_429(&[("retry-after-ms", &ms.to_string())]);
+                prop_assert_eq!(wait, Duration::from_millis(ms).min(MAX_COOLDOWN));
+            }
+
+            /// Whatever a 429's headers say, the cooldown is positive and bounded, never a panic.
+            #[test]
+            fn any_429_cools_down_within_bounds(
+                ms in "\\PC{0,12}", after in "\\PC{0,40}", reset in "\\PC{0,12}", legacy in "\\PC{0,8}",
+            ) {
+                let mut headers = HeaderMap::new();
+                for (name, value) in [("retry-after-ms", ms), ("retry-after", after), ("x-ratelimit-reset-tokens", reset), ("x-rate-limit-reset-tokens", legacy)] {
+                    if let Ok(value) = http::HeaderValue::from_str(&value) {
+                        headers.insert(name, value);
+                    }
+                }
+                let wait = cooldown(StatusCode::TOO_MANY_REQUESTS, &headers).unwrap();
+                prop_assert!(wait >= Duration::from_millis(1) && wait <= MAX_COOLDOWN, "{:?}", wait);
+            }
+        }
+    }
 }

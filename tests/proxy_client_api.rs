@@ -1,0 +1,312 @@
+//! What clients see: OpenAI-shaped errors, both URL styles, credentials swapped for the
+//! backend's, headers and deployment names rewritten per backend kind.
+
+mod support;
+
+use serde_json::{Value, json};
+use support::proxy::{CLIENT_KEY, TestProxy, backend_yaml, mock};
+
+async fn expect_openai_error(response: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let body: Value = response.json().await.unwrap();
+    let error = &body["error"];
+    assert_eq!(error["code"], code, "{body}");
+    assert!(
+        error["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert!(
+        error["type"].is_string() && error.get("param").is_some(),
+        "OpenAI's shape: {body}"
+    );
+    body
+}
+
+async fn two_pool_proxy() -> (TestProxy, sluice_testkit::mock_upstream::MockHandle) {
+    let a = mock("a").await;
+    let pools = format!(
+        "  - name: gpt-4o\n    backends: [{}]\n  - name: other\n    backends: [{}]",
+        backend_yaml(&a, ""),
+        backend_yaml(&a, "")
+    );
+    (TestProxy::start(&pools, &[&a]).await, a)
+}
+
+/// 401 without a key or with a wrong one, in OpenAI's error shape; nothing reaches a backend.
+#[tokio::test]
+async fn missing_or_wrong_keys_get_401() {
+    let (proxy, a) = two_pool_proxy().await;
+    let url = proxy.url("/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21");
+    let body = json!({"messages": []});
+    let missing = proxy.client.post(&url).json(&body).send().await.unwrap();
+    expect_openai_error(missing, 401, "invalid_api_key").await;
+    let wrong = proxy
+        .client
+        .post(&url)
+        .header("api-key", "sk-wrong")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    expect_openai_error(wrong, 401, "invalid_api_key").await;
+    let wrong_bearer = proxy
+        .client
+        .post(&url)
+        .bearer_auth("sk-wrong")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    expect_openai_error(wrong_bearer, 401, "invalid_api_key").await;
+    assert_eq!(a.request_count(), 0);
+}
+
+/// Unknown deployments and paths get 404; bad bodies 400; oversized bodies 413, before any
+/// upstream call.
+#[tokio::test]
+async fn bad_requests_get_clear_openai_errors() {
+    let (proxy, a) = two_pool_proxy().await;
+    expect_openai_error(
+        proxy.chat("nope").send().await.unwrap(),
+        404,
+        "DeploymentNotFound",
+    )
+    .await;
+    let unknown_path = proxy
+        .client
+        .post(proxy.url("/v2/chat"))
+        .bearer_auth(CLIENT_KEY)
+        .send()
+        .await
+        .unwrap();
+    expect_openai_error(unknown_path, 404, "not_found").await;
+    let v1 = proxy.url("/v1/chat/completions");
+    let malformed = proxy
+        .client
+        .post(&v1)
+        .bearer_auth(CLIENT_KEY)
+        .header("content-type", "application/json")
+        .body("{\"model\": ")
+        .send()
+        .await
+        .unwrap();
+    expect_openai_error(malformed, 400, "invalid_json").await;
+    let no_model = proxy
+        .client
+        .post(&v1)
+        .bearer_auth(CLIENT_KEY)
+        .json(&json!({"messages": []}))
+        .send()
+        .await
+        .unwrap();
+    let body = expect_openai_error(no_model, 400, "missing_model").await;
+    assert_eq!(body["error"]["param"], "model");
+    let unknown_model = proxy
+        .client
+        .post(&v1)
+        .bearer_auth(CLIENT_KEY)
+        .json(&json!({"model": "gpt-5"}))
+        .send()
+        .await
+        .unwrap();
+    expect_openai_error(unknown_model, 404, "DeploymentNotFound").await;
+
+    let big = "x".repeat(70 * 1024);
+    let declared = proxy
+        .client
+        .post(&v1)
+        .bearer_auth(CLIENT_KEY)
+        .header("content-type", "application/json")
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    expect_openai_error(declared, 413, "request_too_large").await;
+    let chunked_body = reqwest::Body::wrap_stream(futures_stream(big.into_bytes()));
+    let chunked = proxy
+        .client
+        .post(&v1)
+        .bearer_auth(CLIENT_KEY)
+        .body(chunked_body)
+        .send()
+        .await
+        .unwrap();
+    expect_openai_error(chunked, 413, "request_too_large").await;
+    assert_eq!(a.request_count(), 0, "no bad request reached a backend");
+}
+
+/// A body without Content-Length, sent in pieces, so only reading it reveals its size.
+fn futures_stream(
+    bytes: Vec<u8>,
+) -> impl futures_core::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    struct Pieces(std::vec::IntoIter<Vec<u8>>);
+    impl futures_core::Stream for Pieces {
+        type Item = Result<Vec<u8>, std::io::Error>;
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Self::Item>> {
+            std::task::Poll::Ready(self.0.next().map(Ok))
+        }
+    }
+    Pieces(
+        bytes
+            .chunks(8192)
+            .map(<[u8]>::to_vec)
+            .collect::<Vec<_>>()
+            .into_iter(),
+    )
+}
+
+/// The backend sees its own key, never the client's; traceparent and OpenAI headers pass.
+#[tokio::test]
+async fn the_client_key_never_reaches_a_backend() {
+    let (proxy, a) = two_pool_proxy().await;
+    let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    for with_bearer in [false, true] {
+        let request =
+            proxy
+                .client
+                .post(proxy.url(
+                    "/openai/deployments/gpt-4o/chat/completions?api-version=2025-04-01-preview",
+                ))
+                .header("traceparent", traceparent)
+                .header("openai-organization", "org-1")
+                .json(&json!({"messages": [{"role": "user", "content": "hi"}]}));
+        let request = if with_bearer {
+            request.bearer_auth(CLIENT_KEY)
+        } else {
+            request.header("api-key", CLIENT_KEY)
+        };
+        assert_eq!(request.send().await.unwrap().status(), 200);
+        let seen = a.last_request().unwrap();
+        assert_eq!(seen.api_key(), Some("key-a"));
+        assert_eq!(seen.header("authorization"), None);
+        assert_eq!(seen.header("traceparent"), Some(traceparent));
+        assert_eq!(seen.header("openai-organization"), Some("org-1"));
+        assert_eq!(
+            seen.query.as_deref(),
+            Some("api-version=2025-04-01-preview"),
+            "the client's api-version is kept"
+        );
+        for (name, value) in seen.headers.iter() {
+            assert!(
+                !value
+                    .as_bytes()
+                    .windows(CLIENT_KEY.len())
+                    .any(|w| w == CLIENT_KEY.as_bytes()),
+                "{name} carries the client key"
+            );
+        }
+    }
+}
+
+/// OpenAI-style calls reach Azure backends at the deployment URL with a default api-version,
+/// and OpenAI backends at /v1 with the renamed model and a Bearer key.
+#[tokio::test]
+async fn calls_are_rewritten_per_backend_kind() {
+    let azure = mock("azure").await;
+    let openai = mock("openai").await;
+    let pools = format!(
+        "  - name: gpt-4o\n    backends: [{}]\n  - name: mini\n    backends: [{{ name: openai, url: \"{}\", kind: openai, auth: {{ type: api_key, secret: \"file://SECRETS/key-openai\" }}, deployments: {{ mini: gpt-4o-mini }} }}]",
+        backend_yaml(&azure, ", deployments: { gpt-4o: gpt-4o-eastus }"),
+        openai.url()
+    );
+    let proxy = TestProxy::start(&pools, &[&azure, &openai]).await;
+
+    let v1 = proxy
+        .client
+        .post(proxy.url("/openai/v1/chat/completions"))
+        .bearer_auth(CLIENT_KEY)
+        .json(&json!({"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(v1.status(), 200);
+    let seen = azure.last_request().unwrap();
+    assert_eq!(
+        seen.path,
+        "/openai/deployments/gpt-4o-eastus/chat/completions"
+    );
+    assert_eq!(seen.query.as_deref(), Some("api-version=2024-10-21"));
+
+    let to_openai = proxy
+        .client
+        .post(proxy.url("/openai/deployments/mini/chat/completions?api-version=2024-10-21"))
+        .header("api-key", CLIENT_KEY)
+        .json(&json!({"messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(to_openai.status(), 200);
+    let seen = openai.last_request().unwrap();
+    assert_eq!(seen.path, "/v1/chat/completions");
+    assert_eq!(seen.query, None, "api-version is not sent to OpenAI");
+    assert_eq!(seen.bearer_token(), Some("key-openai"));
+    assert_eq!(seen.body.unwrap()["model"], "gpt-4o-mini");
+}
+
+/// Keys limited to some pools get 403 elsewhere; `GET /v1/models` lists the usable pools.
+#[tokio::test]
+async fn key_scopes_and_model_listing() {
+    let a = mock("a").await;
+    let pools = format!(
+        "  - name: gpt-4o\n    backends: [{}]\n  - name: other\n    backends: [{}]",
+        backend_yaml(&a, ""),
+        backend_yaml(&a, "")
+    );
+    let proxy = TestProxy::start_with(&pools, &[&a], &[("ops", &["other"])], false).await;
+    let list = |key: &'static str| {
+        let request = proxy.client.get(proxy.url("/v1/models")).bearer_auth(key);
+        async move {
+            let models: Value = request.send().await.unwrap().json().await.unwrap();
+            assert_eq!(models["object"], "list");
+            models["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(list(CLIENT_KEY).await, ["gpt-4o", "other"]);
+    assert_eq!(list("sk-ops").await, ["other"]);
+
+    let forbidden = proxy
+        .client
+        .post(proxy.url("/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"))
+        .header("api-key", "sk-ops")
+        .json(&json!({"messages": []}))
+        .send()
+        .await
+        .unwrap();
+    expect_openai_error(forbidden, 403, "permission_denied").await;
+    let allowed = proxy
+        .client
+        .post(proxy.url("/openai/deployments/other/chat/completions?api-version=2024-10-21"))
+        .header("api-key", "sk-ops")
+        .json(&json!({"messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(allowed.status(), 200);
+    assert_eq!(a.request_count(), 1);
+}
+
+/// `--allow-anonymous` serves clients without a key.
+#[tokio::test]
+async fn anonymous_access_only_when_allowed() {
+    let a = mock("a").await;
+    let pool = format!("  - name: p\n    backends: [{}]", backend_yaml(&a, ""));
+    let proxy = TestProxy::start_with(&pool, &[&a], &[], true).await;
+    let response = proxy
+        .client
+        .post(proxy.url("/openai/deployments/p/chat/completions?api-version=2024-10-21"))
+        .json(&json!({"messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(a.last_request().unwrap().api_key(), Some("key-a"));
+}

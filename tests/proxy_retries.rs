@@ -1,0 +1,178 @@
+//! Retries: on another backend, within max_attempts, never after the response started, and
+//! the last failure passed on as the backend sent it.
+
+mod support;
+
+use std::time::Duration;
+
+use sluice_testkit::mock_upstream::Fault;
+use support::proxy::{TestProxy, attempts, backend_yaml, mock, served_by};
+
+/// A failed attempt moves to a different backend; no backend is tried twice for one call.
+#[tokio::test]
+async fn a_retry_never_lands_on_the_backend_that_just_failed() {
+    let (a, b, c) = (mock("a").await, mock("b").await, mock("c").await);
+    let pool = format!(
+        "  - name: p\n    retry: {{ max_attempts: 3 }}\n    backends: [{}, {}, {}]",
+        backend_yaml(&a, ""),
+        backend_yaml(&b, ""),
+        backend_yaml(&c, "")
+    );
+    let proxy = TestProxy::start(&pool, &[&a, &b, &c]).await;
+    a.inject(Fault::status(500)).unwrap();
+    b.inject(Fault::status(502)).unwrap();
+    let response = proxy.chat("p").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(served_by(&response), "c");
+    assert_eq!(attempts(&response), 3);
+    assert_eq!(
+        [a.request_count(), b.request_count(), c.request_count()],
+        [1, 1, 1]
+    );
+    let metrics = proxy.metrics().await;
+    assert!(
+        metrics.contains(r#"sluice_retries_total{pool="p",reason="status_5xx"} 2"#),
+        "{metrics}"
+    );
+}
+
+/// Connection failures are retried too: a dead backend costs one attempt, not the call.
+#[tokio::test]
+async fn connect_errors_are_retried_elsewhere() {
+    let (a, b) = (mock("a").await, mock("b").await);
+    let pool = format!(
+        "  - name: p\n    backends: [{}, {}]",
+        backend_yaml(&a, ""),
+        backend_yaml(&b, "")
+    );
+    let proxy = TestProxy::start(&pool, &[&a, &b]).await;
+    a.inject(Fault::reset()).unwrap();
+    for _ in 0..4 {
+        let response = proxy.chat("p").send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(served_by(&response), "b");
+    }
+}
+
+/// With attempts used up, the client gets the last failure exactly as the backend sent it,
+/// so the SDK's own retry logic still sees the status and Retry-After.
+#[tokio::test]
+async fn the_last_failure_is_passed_on_as_sent() {
+    let (a, b) = (mock("a").await, mock("b").await);
+    let pool = format!(
+        "  - name: p\n    retry: {{ max_attempts: 2 }}\n    backends: [{}, {}]",
+        backend_yaml(&a, ""),
+        backend_yaml(&b, "")
+    );
+    let proxy = TestProxy::start(&pool, &[&a, &b]).await;
+    a.inject(Fault::status(503).header("retry-after", "7"))
+        .unwrap();
+    b.inject(Fault::status(503).header("retry-after", "7"))
+        .unwrap();
+    let response = proxy.chat("p").send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "7");
+    assert_eq!(attempts(&response), 2);
+    assert!(response.headers().get("x-mock-upstream").is_some());
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert!(body["error"].is_object(), "{body}");
+}
+
+/// Statuses outside `retry_on` (here a 400 content filter) are never retried.
+#[tokio::test]
+async fn statuses_outside_retry_on_are_not_retried() {
+    let (a, b) = (mock("a").await, mock("b").await);
+    let pool = format!(
+        "  - name: p\n    backends: [{}, {}]",
+        backend_yaml(&a, ""),
+        backend_yaml(&b, "")
+    );
+    let proxy = TestProxy::start(&pool, &[&a, &b]).await;
+    let filtered = serde_json::json!({"error": {"code": "content_filter", "message": "filtered",
+        "innererror": {"code": "ResponsibleAIPolicyViolation"}}});
+    a.inject(Fault::status(400).body(filtered.clone())).unwrap();
+    b.inject(Fault::status(400).body(filtered)).unwrap();
+    let response = proxy.chat("p").send().await.unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(attempts(&response), 1);
+    assert_eq!(a.request_count() + b.request_count(), 1);
+}
+
+/// max_attempts: 1 means no retry at all.
+#[tokio::test]
+async fn max_attempts_one_disables_retries() {
+    let (a, b) = (mock("a").await, mock("b").await);
+    let pool = format!(
+        "  - name: p\n    retry: {{ max_attempts: 1 }}\n    backends: [{}, {}]",
+        backend_yaml(&a, ""),
+        backend_yaml(&b, "")
+    );
+    let proxy = TestProxy::start(&pool, &[&a, &b]).await;
+    a.inject(Fault::status(500)).unwrap();
+    b.inject(Fault::status(500)).unwrap();
+    let response = proxy.chat("p").send().await.unwrap();
+    assert_eq!(response.status(), 500);
+    assert_eq!(a.request_count() + b.request_count(), 1);
+}
+
+/// A backend slower than per_try_timeout_ms counts as failed; the call moves on.
+#[tokio::test]
+async fn per_try_timeout_moves_on_to_another_backend() {
+    let (a, b) = (mock("a").await, mock("b").await);
+    let pool = format!(
+        "  - name: p\n    retry: {{ per_try_timeout_ms: 300 }}\n    backends: [{}, {}]",
+        backend_yaml(&a, ""),
+        backend_yaml(&b, "")
+    );
+    let proxy = TestProxy::start(&pool, &[&a, &b]).await;
+    a.inject(Fault::latency(Duration::from_secs(5))).unwrap();
+    for _ in 0..2 {
+        let response = proxy.chat("p").send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(served_by(&response), "b");
+    }
+    let metrics = proxy.metrics().await;
+    assert!(
+        metrics.contains(r#"sluice_retries_total{pool="p",reason="timeout"} 1"#),
+        "{metrics}"
+    );
+}
+
+/// Once the first byte of a streamed answer went out, a failing stream is not retried: the
+/// client sees the stream end early and no other backend is called.
+#[tokio::test]
+async fn never_retries_after_the_stream_started() {
+    let (a, b) = (mock("a").await, mock("b").await);
+    let pool = format!(
+        "  - name: p\n    backends: [{}, {}]",
+        backend_yaml(&a, ""),
+        backend_yaml(&b, "")
+    );
+    let proxy = TestProxy::start(&pool, &[&a, &b]).await;
+    a.inject(Fault::stream_abort_after(2)).unwrap();
+    b.inject(Fault::stream_abort_after(2)).unwrap();
+    let mut response = proxy.stream("p").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut received = Vec::new();
+    let outcome = loop {
+        match response.chunk().await {
+            Ok(Some(chunk)) => received.extend_from_slice(&chunk),
+            Ok(None) => break Ok(()),
+            Err(error) => break Err(error),
+        }
+    };
+    assert!(
+        outcome.is_err(),
+        "the truncated stream surfaces as an error"
+    );
+    assert!(
+        String::from_utf8_lossy(&received).contains("data: "),
+        "the first chunks arrived"
+    );
+    assert!(!String::from_utf8_lossy(&received).contains("[DONE]"));
+    assert_eq!(
+        a.request_count() + b.request_count(),
+        1,
+        "no retry after the first byte"
+    );
+}

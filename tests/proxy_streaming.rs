@@ -1,0 +1,209 @@
+//! Streaming and connection handling: chunks pass through as they arrive, usage is counted,
+//! a client that leaves cancels the upstream call, h2c works, SIGTERM drains.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use sluice_testkit::mock_upstream::MockConfig;
+use support::proxy::{CLIENT_KEY, TestProxy, backend_yaml, mock, mock_with};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// Each streamed chunk reaches the client when the backend produces it, not at the end.
+#[tokio::test]
+async fn streamed_chunks_reach_the_client_before_the_upstream_finishes() {
+    let slow = mock_with(
+        MockConfig::named("slow")
+            .tokens_per_second(20.0)
+            .completion_tokens(10),
+    )
+    .await;
+    let pool = format!("  - name: p\n    backends: [{}]", backend_yaml(&slow, ""));
+    let proxy = TestProxy::start(&pool, &[&slow]).await;
+    let started = Instant::now();
+    let mut response = proxy.stream("p").send().await.unwrap();
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut first_content = None;
+    let mut text = String::new();
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        if first_content.is_none() && text.contains("\"content\"") {
+            first_content = Some(started.elapsed());
+        }
+    }
+    let total = started.elapsed();
+    let first = first_content.expect("content chunks arrived");
+    assert!(
+        total >= Duration::from_millis(400),
+        "ten tokens at 20/s take about half a second: {total:?}"
+    );
+    assert!(
+        first < total / 2,
+        "first token after {first:?} of {total:?}: the stream was buffered"
+    );
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+
+    let metrics = proxy.metrics().await;
+    assert!(
+        metrics.contains(r#"sluice_tokens_total{pool="p",backend="slow",direction="output"} 10"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sluice_time_to_first_byte_seconds_count{pool=\"p\",backend=\"slow\"} 1"),
+        "{metrics}"
+    );
+}
+
+/// Token usage is read from non-streaming bodies as they pass.
+#[tokio::test]
+async fn usage_of_plain_responses_is_counted() {
+    let a = mock("a").await;
+    let pool = format!("  - name: p\n    backends: [{}]", backend_yaml(&a, ""));
+    let proxy = TestProxy::start(&pool, &[&a]).await;
+    let body: serde_json::Value = proxy.chat("p").send().await.unwrap().json().await.unwrap();
+    let (input, output) = (
+        &body["usage"]["prompt_tokens"],
+        &body["usage"]["completion_tokens"],
+    );
+    let metrics = proxy.metrics().await;
+    assert!(
+        metrics.contains(&format!(
+            r#"sluice_tokens_total{{pool="p",backend="a",direction="input"}} {input}"#
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            r#"sluice_tokens_total{{pool="p",backend="a",direction="output"}} {output}"#
+        )),
+        "{metrics}"
+    );
+}
+
+/// A hand-driven upstream: reads one request, optionally starts a chunked response, then
+/// reports whether the proxy closed the connection.
+async fn hanging_upstream(start_streaming: bool) -> (String, tokio::task::JoinHandle<bool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut request = Vec::new();
+        let mut buffer = [0u8; 4096];
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = socket.read(&mut buffer).await.unwrap();
+            request.extend_from_slice(&buffer[..n]);
+        }
+        if start_streaming {
+            socket
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+                .await
+                .unwrap();
+            let event = b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n";
+            socket
+                .write_all(format!("{:x}\r\n", event.len()).as_bytes())
+                .await
+                .unwrap();
+            socket.write_all(event).await.unwrap();
+            socket.write_all(b"\r\n").await.unwrap();
+        }
+        // Wait for the proxy to give up on us: EOF or reset means the call was cancelled.
+        let closed = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match socket.read(&mut buffer).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        closed.is_ok()
+    });
+    (url, task)
+}
+
+fn raw_pool(url: &str) -> String {
+    format!(
+        "  - name: p\n    backends: [{{ name: raw, url: \"{url}\", kind: azure_openai, auth: {{ type: none }} }}]"
+    )
+}
+
+/// A client that leaves before the answer starts cancels the upstream request.
+#[tokio::test]
+async fn client_disconnect_before_the_response_cancels_upstream() {
+    let (url, upstream) = hanging_upstream(false).await;
+    let proxy = TestProxy::start(&raw_pool(&url), &[]).await;
+    let call = tokio::spawn(proxy.chat("p").send());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    call.abort();
+    assert!(
+        upstream.await.unwrap(),
+        "the upstream connection was closed"
+    );
+}
+
+/// A client that leaves mid-stream cancels the upstream stream.
+#[tokio::test]
+async fn client_disconnect_mid_stream_cancels_upstream() {
+    let (url, upstream) = hanging_upstream(true).await;
+    let proxy = TestProxy::start(&raw_pool(&url), &[]).await;
+    let mut response = proxy.stream("p").send().await.unwrap();
+    let first = response.chunk().await.unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&first).contains("hi"));
+    drop(response);
+    assert!(
+        upstream.await.unwrap(),
+        "the upstream connection was closed"
+    );
+}
+
+/// HTTP/2 without TLS (h2c, prior knowledge) is served on the same port.
+#[tokio::test]
+async fn serves_h2c_clients() {
+    let a = mock("a").await;
+    let pool = format!("  - name: p\n    backends: [{}]", backend_yaml(&a, ""));
+    let proxy = TestProxy::start(&pool, &[&a]).await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let response = h2
+        .post(proxy.url("/v1/chat/completions"))
+        .bearer_auth(CLIENT_KEY)
+        .json(&serde_json::json!({"model": "p", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+}
+
+/// On shutdown the proxy stops accepting but lets a running stream finish.
+#[tokio::test]
+async fn shutdown_drains_in_flight_streams() {
+    let slow = mock_with(
+        MockConfig::named("slow")
+            .tokens_per_second(20.0)
+            .completion_tokens(8),
+    )
+    .await;
+    let pool = format!("  - name: p\n    backends: [{}]", backend_yaml(&slow, ""));
+    let mut proxy = TestProxy::start(&pool, &[&slow]).await;
+    let mut response = proxy.stream("p").send().await.unwrap();
+    let first = response.chunk().await.unwrap().unwrap();
+    proxy.begin_shutdown();
+    let mut text = String::from_utf8_lossy(&first).into_owned();
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(
+        text.ends_with("data: [DONE]\n\n"),
+        "the stream completed during the drain"
+    );
+    let addr = proxy.addr;
+    proxy.stopped().await;
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
+}

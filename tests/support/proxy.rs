@@ -1,0 +1,204 @@
+//! A proxy in-process on ephemeral ports, in front of mock upstreams, configured by a YAML
+//! file written the way an operator writes it. Secrets are `file://` references (tests share
+//! a process, so they must not touch the environment).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use reqwest::Response;
+use sluice_data_plane::proxy::ProxyOptions;
+use sluice_data_plane::{DataPlane, DataPlaneConfig};
+use sluice_testkit::mock_upstream::{MockConfig, MockHandle, MockUpstream};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const CLIENT_KEY: &str = "sk-client-team-a-0123456789";
+
+pub struct TestProxy {
+    pub addr: SocketAddr,
+    pub ops_addr: SocketAddr,
+    pub client: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+    dir: TempDir,
+}
+
+/// A mock backend and the key it expects (`key-<name>`).
+pub async fn mock(name: &str) -> MockHandle {
+    mock_with(MockConfig::named(name)).await
+}
+
+pub async fn mock_with(config: MockConfig) -> MockHandle {
+    let name = config.name.clone();
+    MockUpstream::start_local(config.api_key(format!("key-{name}")))
+        .await
+        .unwrap()
+}
+
+/// One backend line of a pool's YAML, pointing at `mock` with its key from a secret file.
+pub fn backend_yaml(mock: &MockHandle, extra: &str) -> String {
+    format!(
+        "{{ name: {name}, url: \"{url}\", kind: azure_openai, auth: {{ type: api_key, secret: \"file://SECRETS/key-{name}\" }}{extra} }}",
+        name = mock.name(),
+        url = mock.url(),
+    )
+}
+
+impl TestProxy {
+    /// Starts a proxy with `pools_yaml` (the `pools:` list) and one client key for all pools.
+    pub async fn start(pools_yaml: &str, mocks: &[&MockHandle]) -> Self {
+        Self::start_with(pools_yaml, mocks, &[], false).await
+    }
+
+    /// Also configures `limited_keys`: (id, pools) pairs whose key is `sk-<id>`.
+    pub async fn start_with(
+        pools_yaml: &str,
+        mocks: &[&MockHandle],
+        limited_keys: &[(&str, &[&str])],
+        allow_anonymous: bool,
+    ) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let secrets = dir.path().join("secrets");
+        std::fs::create_dir(&secrets).unwrap();
+        for mock in mocks {
+            std::fs::write(
+                secrets.join(format!("key-{}", mock.name())),
+                format!("key-{}\n", mock.name()),
+            )
+            .unwrap();
+        }
+        std::fs::write(secrets.join("client"), CLIENT_KEY).unwrap();
+        let mut yaml = format!(
+            "pools:\n{pools_yaml}\nclient_keys:\n  - {{ id: team-a, secret: \"file://SECRETS/client\" }}\n"
+        );
+        for (id, pools) in limited_keys {
+            std::fs::write(secrets.join(format!("client-{id}")), format!("sk-{id}")).unwrap();
+            yaml.push_str(&format!(
+                "  - {{ id: {id}, secret: \"file://SECRETS/client-{id}\", pools: [{}] }}\n",
+                pools.join(", ")
+            ));
+        }
+        let yaml = yaml.replace("SECRETS", secrets.to_str().unwrap());
+        let config_file: PathBuf = dir.path().join("sluice.yaml");
+        std::fs::write(&config_file, yaml).unwrap();
+        let data_plane = DataPlane::bind(DataPlaneConfig {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            ops_addr: "127.0.0.1:0".parse().unwrap(),
+            config_file,
+            options: ProxyOptions {
+                allow_anonymous,
+                max_body_bytes: 64 * 1024,
+            },
+            connect_timeout: Duration::from_secs(2),
+            drain_timeout: Duration::from_secs(5),
+        })
+        .await
+        .expect("proxy starts");
+        let (addr, ops_addr) = (data_plane.addr().unwrap(), data_plane.ops_addr().unwrap());
+        let (shutdown, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(data_plane.serve(async {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            ops_addr,
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .unwrap(),
+            shutdown: Some(shutdown),
+            task: Some(task),
+            dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// An Azure-style chat completion for `deployment` with the client key.
+    pub fn chat(&self, deployment: &str) -> reqwest::RequestBuilder {
+        self.client
+            .post(self.url(&format!(
+                "/openai/deployments/{deployment}/chat/completions?api-version=2024-10-21"
+            )))
+            .header("api-key", CLIENT_KEY)
+            .json(&serde_json::json!({"messages": [{"role": "user", "content": "hello there"}]}))
+    }
+
+    pub fn stream(&self, deployment: &str) -> reqwest::RequestBuilder {
+        self.client
+            .post(self.url(&format!(
+                "/openai/deployments/{deployment}/chat/completions?api-version=2024-10-21"
+            )))
+            .header("api-key", CLIENT_KEY)
+            .json(&serde_json::json!({
+                "messages": [{"role": "user", "content": "hello there"}],
+                "stream": true,
+                "stream_options": {"include_usage": true},
+            }))
+    }
+
+    /// Sends `n` chat calls one after another and returns who answered each.
+    pub async fn backends_of(&self, deployment: &str, n: usize) -> Vec<String> {
+        let mut served = Vec::with_capacity(n);
+        for _ in 0..n {
+            let response = self.chat(deployment).send().await.unwrap();
+            assert_eq!(response.status(), 200, "{:?}", response.text().await);
+            served.push(served_by(&response));
+        }
+        served
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.ops_addr))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// SIGTERM-style shutdown: stop accepting, let in-flight requests finish.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+
+    pub async fn stopped(mut self) {
+        self.begin_shutdown();
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+
+    pub fn config_dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for TestProxy {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+pub fn served_by(response: &Response) -> String {
+    response.headers()["x-sluice-backend"]
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+pub fn attempts(response: &Response) -> u32 {
+    response.headers()["x-sluice-attempts"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
