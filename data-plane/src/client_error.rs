@@ -103,6 +103,18 @@ impl ClientError {
         )
     }
 
+    pub fn unknown_model(id: &str) -> Self {
+        Self {
+            param: Some("model"),
+            ..Self::new(
+                StatusCode::NOT_FOUND,
+                "invalid_request_error",
+                "model_not_found",
+                format!("The model '{id}' does not exist or you do not have access to it."),
+            )
+        }
+    }
+
     pub fn body_too_large(limit: usize) -> Self {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,

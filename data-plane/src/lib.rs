@@ -13,6 +13,7 @@ mod clock;
 pub mod config;
 mod headers;
 pub mod metrics;
+mod models;
 pub mod proxy;
 mod routing;
 pub mod secrets;

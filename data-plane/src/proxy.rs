@@ -6,9 +6,9 @@ use std::time::Instant;
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use http::header::{CONTENT_LENGTH, HeaderValue};
 use http::{Method, Request, Response};
-use http_body_util::{BodyExt as _, Either, Full, Limited};
+use http_body_util::{BodyExt as _, Either, Limited};
 use hyper::body::Incoming;
 use tower::ServiceExt as _;
 
@@ -22,6 +22,7 @@ use crate::client_error::ClientError;
 use crate::config::RuntimeConfig;
 use crate::headers::{client_response_headers, upstream_request_headers};
 use crate::metrics::ProxyMetrics;
+use crate::models;
 use crate::routing::route;
 
 static SLUICE_BACKEND: http::HeaderName = http::HeaderName::from_static("x-sluice-backend");
@@ -95,11 +96,9 @@ impl Proxy {
             )
         };
         if parts.method == Method::GET
-            && matches!(parts.uri.path(), "/v1/models" | "/openai/v1/models")
+            && let Some(answer) = models::answer(&config, parts.uri.path(), key)
         {
-            return Ok(model_list(&config, |pool| {
-                key.is_none_or(|k| k.allows(pool))
-            }));
+            return Ok(answer);
         }
         let route =
             route(parts.uri.path()).ok_or_else(|| ClientError::unknown_route().into_response())?;
@@ -215,25 +214,4 @@ fn tag(headers: &mut http::HeaderMap, pool: &PoolRuntime, backend: usize, attemp
         pool.backends[backend].name_header.clone(),
     );
     headers.insert(SLUICE_ATTEMPTS.clone(), HeaderValue::from(attempt));
-}
-
-/// `GET /v1/models`: the pools this client may use, as OpenAI lists models.
-fn model_list(config: &RuntimeConfig, allowed: impl Fn(&str) -> bool) -> Response<ProxyBody> {
-    let mut names: Vec<&str> = config
-        .pools
-        .keys()
-        .map(String::as_str)
-        .filter(|p| allowed(p))
-        .collect();
-    names.sort_unstable();
-    let data: Vec<_> = names
-        .into_iter()
-        .map(|id| serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": "sluice"}))
-        .collect();
-    let body = serde_json::json!({"object": "list", "data": data}).to_string();
-    let mut response = Response::new(Either::Right(Full::new(Bytes::from(body))));
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
 }
