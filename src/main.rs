@@ -1,6 +1,7 @@
 //! `sluice`: one binary for the control plane, the proxy and the development tools.
 
 mod cli;
+mod commands;
 mod logging;
 mod shutdown;
 

@@ -6,7 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use support::{ADMIN_TOKEN, TestDatabase};
+use support::{ADMIN_TOKEN, PROXY_TOKEN, TestDatabase};
 
 fn sluice() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
@@ -31,14 +31,21 @@ fn run(command: &mut Command) -> (bool, String) {
 }
 
 fn control_plane(db: &TestDatabase) -> Command {
+    control_plane_on(db.url())
+}
+
+fn control_plane_on(database_url: &str) -> Command {
     let mut command = sluice();
-    command.args([
-        "control-plane",
-        "--admin-addr",
-        "127.0.0.1:0",
-        "--database-url",
-        db.url(),
-    ]);
+    command
+        .args([
+            "control-plane",
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--grpc-addr",
+            "127.0.0.1:0",
+        ])
+        .args(["--database-url", database_url])
+        .env("SLUICE_PROXY_TOKEN", PROXY_TOKEN);
     command
 }
 
@@ -62,6 +69,43 @@ fn refuses_a_short_admin_token() {
 }
 
 #[test]
+fn refuses_to_start_without_a_proxy_token() {
+    let db = TestDatabase::sqlite();
+    let (ok, text) = run(control_plane(&db)
+        .env("SLUICE_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env_remove("SLUICE_PROXY_TOKEN"));
+    assert!(!ok);
+    assert!(text.contains("SLUICE_PROXY_TOKEN"), "{text}");
+}
+
+#[test]
+fn proxy_needs_a_config_source() {
+    let (ok, text) = run(sluice().args(["proxy"]));
+    assert!(!ok);
+    assert!(
+        text.contains("--config") && text.contains("--control-plane"),
+        "{text}"
+    );
+    let (ok, text) = run(sluice().args(["proxy", "--control-plane", "http://127.0.0.1:1"]));
+    assert!(!ok);
+    assert!(text.contains("--proxy-token"), "{text}");
+    let (ok, text) = run(sluice().args([
+        "proxy",
+        "--config",
+        "/nonexistent/sluice.yaml",
+        "--addr",
+        "127.0.0.1:0",
+        "--ops-addr",
+        "127.0.0.1:0",
+    ]));
+    assert!(!ok);
+    assert!(
+        text.contains("cannot read config file /nonexistent/sluice.yaml"),
+        "{text}"
+    );
+}
+
+#[test]
 fn refuses_insecure_mode_off_loopback() {
     let db = TestDatabase::sqlite();
     let (ok, text) = run(sluice().args([
@@ -78,15 +122,7 @@ fn refuses_insecure_mode_off_loopback() {
 
 #[test]
 fn refuses_an_unsupported_database_url() {
-    let (ok, text) = run(sluice()
-        .args([
-            "control-plane",
-            "--admin-addr",
-            "127.0.0.1:0",
-            "--database-url",
-            "mysql://x/y",
-        ])
-        .env("SLUICE_ADMIN_TOKEN", ADMIN_TOKEN));
+    let (ok, text) = run(control_plane_on("mysql://x/y").env("SLUICE_ADMIN_TOKEN", ADMIN_TOKEN));
     assert!(!ok);
     assert!(
         text.contains("postgres://") && text.contains("sqlite://"),
@@ -110,7 +146,7 @@ fn refuses_bad_flag_values() {
 /// `--help` is complete: every flag of every command can also be set as `SLUICE_<FLAG>`.
 #[test]
 fn every_flag_has_an_environment_variable() {
-    for command in ["control-plane", "dev"] {
+    for command in ["control-plane", "dev", "proxy", "mock-upstream"] {
         let (ok, help) = run(sluice().args([command, "--help"]));
         assert!(ok, "{help}");
         // Each option's block: its `--flag` line and the description lines below it.
@@ -216,21 +252,79 @@ async fn serves_on_sqlite_and_postgres_and_stops_on_sigterm() {
     }
 }
 
+/// `sluice dev` prints a curl line that works: the seeded pool answers through the proxy,
+/// which got its config from the control plane over gRPC.
 #[tokio::test]
-async fn dev_serves_on_loopback_without_a_token() {
+async fn dev_prints_a_curl_line_that_works() {
     let dir = tempfile::tempdir().unwrap();
-    let (child, addr) = start_and_read_address(sluice().args([
-        "dev",
-        "--admin-addr",
-        "127.0.0.1:0",
-        "--data-dir",
-        dir.path().to_str().unwrap(),
-    ]));
-    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
-    let pools = reqwest::get(format!("http://{addr}/api/v1/pools"))
-        .await
+    let mut child = sluice()
+        .args([
+            "--log-format",
+            "json",
+            "dev",
+            "--backends",
+            "3",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ])
+        .args([
+            "--admin-addr",
+            "127.0.0.1:0",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--addr",
+            "127.0.0.1:0",
+            "--ops-addr",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
         .unwrap();
-    assert_eq!(pools.status(), 200);
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut url, mut key) = (None, None);
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(rest) = line.trim().strip_prefix("curl -s '") {
+            url = rest.split('\'').next().map(str::to_owned);
+        }
+        if let Some(rest) = line.trim().strip_prefix("-H 'api-key: ") {
+            key = rest.split('\'').next().map(str::to_owned);
+            break;
+        }
+    }
+    // Keep reading so the child never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    let (url, key) = (url.expect("a curl line"), key.expect("a demo key"));
+    let client = reqwest::Client::new();
+    let mut served_by = std::collections::BTreeSet::new();
+    for _ in 0..30 {
+        let response = client
+            .post(&url)
+            .header("api-key", &key)
+            .json(&serde_json::json!({"messages": [{"role": "user", "content": "Hello"}]}))
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 503 {
+            // The proxy is still waiting for its first snapshot.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        assert_eq!(response.status(), 200);
+        served_by.insert(
+            response.headers()["x-sluice-backend"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    assert_eq!(
+        served_by.len(),
+        3,
+        "round-robin over the three mock backends: {served_by:?}"
+    );
     stop(child);
     assert!(dir.path().join("dev.db").exists());
+    assert!(dir.path().join("proxy-cache/snapshot.json").exists());
 }

@@ -2,8 +2,10 @@
 //! registry of connected proxies.
 
 pub mod admin;
+pub mod distribution;
 pub mod proxies;
 pub mod server;
 pub mod store;
+pub mod tokens;
 
-pub use server::{ControlPlane, ControlPlaneConfig, StartError};
+pub use server::{ControlPlane, ControlPlaneConfig, GrpcTls, StartError};

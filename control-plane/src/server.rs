@@ -3,30 +3,65 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::admin::{self, AdminAuth, AdminAuthError, AdminMetrics, AdminState};
+use crate::distribution::{self, Snapshots};
 use crate::proxies::ProxyRegistry;
 use crate::store::{Store, StoreError, StoreOptions};
+use crate::tokens::{TokenSet, TokenTooShort};
 
 #[derive(Clone, Debug)]
 pub struct ControlPlaneConfig {
     /// `postgres://…` or `sqlite://…`.
     pub database_url: String,
     pub admin_addr: SocketAddr,
+    /// gRPC config-distribution address.
+    pub grpc_addr: SocketAddr,
     /// Accepted admin bearer tokens; more than one during a rotation.
     pub admin_tokens: Vec<String>,
+    /// Tokens proxies must present on the config stream; more than one during a rotation.
+    pub proxy_tokens: Vec<String>,
+    /// Serve the config stream over TLS, optionally requiring client certificates (mTLS).
+    pub grpc_tls: Option<GrpcTls>,
     /// Serve the admin API without authentication (loopback addresses only).
     pub insecure_no_admin_auth: bool,
     pub store: StoreOptions,
+}
+
+/// PEM material for the gRPC server.
+#[derive(Clone, Debug)]
+pub struct GrpcTls {
+    pub certificate: Vec<u8>,
+    pub private_key: Vec<u8>,
+    /// When set, proxies must present a certificate issued by this CA.
+    pub client_ca: Option<Vec<u8>>,
+}
+
+impl GrpcTls {
+    fn server_config(&self) -> tonic::transport::ServerTlsConfig {
+        let identity = tonic::transport::Identity::from_pem(&self.certificate, &self.private_key);
+        let config = tonic::transport::ServerTlsConfig::new().identity(identity);
+        match &self.client_ca {
+            Some(ca) => config.client_ca_root(tonic::transport::Certificate::from_pem(ca)),
+            None => config,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
     AdminAuth(#[from] AdminAuthError),
+    #[error(
+        "no proxy token configured: set SLUICE_PROXY_TOKEN (or --proxy-token) so proxies can authenticate"
+    )]
+    NoProxyToken,
+    #[error(transparent)]
+    ProxyToken(#[from] TokenTooShort),
     #[error(
         "--insecure-no-admin-auth is allowed only on a loopback --admin-addr, not {0}; \
          configure SLUICE_ADMIN_TOKEN instead"
@@ -47,6 +82,11 @@ pub struct ControlPlane {
     store: Store,
     admin_listener: TcpListener,
     admin_router: Router,
+    grpc_listener: TcpListener,
+    grpc_tls: Option<tonic::transport::ServerTlsConfig>,
+    proxy_tokens: Arc<TokenSet>,
+    proxies: ProxyRegistry,
+    snapshots: Snapshots,
 }
 
 impl ControlPlane {
@@ -61,22 +101,33 @@ impl ControlPlane {
         } else {
             AdminAuth::with_tokens(&config.admin_tokens)?
         };
+        let proxy_tokens = TokenSet::new("proxy", &config.proxy_tokens)?;
+        if proxy_tokens.is_empty() {
+            return Err(StartError::NoProxyToken);
+        }
         let store = Store::connect(&config.database_url, config.store.clone()).await?;
-        let admin_listener = TcpListener::bind(config.admin_addr)
-            .await
-            .map_err(|source| StartError::Bind {
-                addr: config.admin_addr,
-                source,
-            })?;
+        let bind = |addr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { addr, source })
+        };
+        let admin_listener = bind(config.admin_addr).await?;
+        let grpc_listener = bind(config.grpc_addr).await?;
+        let proxies = ProxyRegistry::default();
         let state = AdminState {
             store: store.clone(),
-            proxies: ProxyRegistry::default(),
-            metrics: std::sync::Arc::new(AdminMetrics::new()),
+            proxies: proxies.clone(),
+            metrics: Arc::new(AdminMetrics::new()),
         };
         Ok(Self {
+            snapshots: distribution::follow(&store),
             store,
             admin_listener,
             admin_router: admin::router(state, auth),
+            grpc_listener,
+            grpc_tls: config.grpc_tls.as_ref().map(GrpcTls::server_config),
+            proxy_tokens: Arc::new(proxy_tokens),
+            proxies,
         })
     }
 
@@ -85,23 +136,48 @@ impl ControlPlane {
         self.admin_listener.local_addr()
     }
 
+    /// The bound gRPC address (useful with port 0).
+    pub fn grpc_addr(&self) -> io::Result<SocketAddr> {
+        self.grpc_listener.local_addr()
+    }
+
     pub fn store(&self) -> &Store {
         &self.store
     }
 
-    /// Serves until `shutdown` resolves, then lets in-flight requests finish.
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish; open config
+    /// streams are closed and proxies keep serving their last config.
     pub async fn serve(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> io::Result<()> {
         tracing::info!(
             admin.addr = %self.admin_addr()?,
+            grpc.addr = %self.grpc_addr()?,
             database = ?self.store.kind(),
             revision = self.store.last_known_revision(),
             "control plane serving"
         );
-        axum::serve(self.admin_listener, self.admin_router)
-            .with_graceful_shutdown(shutdown)
-            .await
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let grpc = tokio::spawn(distribution::serve(
+            self.grpc_listener,
+            self.snapshots,
+            self.proxies,
+            self.proxy_tokens,
+            self.grpc_tls,
+            stopped,
+        ));
+        let served = axum::serve(self.admin_listener, self.admin_router)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                let _ = stop.send(true);
+            })
+            .await;
+        match grpc.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!(%error, "config distribution server failed"),
+            Err(error) => tracing::error!(%error, "config distribution server panicked"),
+        }
+        served
     }
 }

@@ -6,11 +6,13 @@ mod attempt;
 pub mod backend;
 pub mod balance;
 mod body;
+mod cache;
 pub mod call;
 mod client_auth;
 mod client_error;
 mod clock;
 pub mod config;
+pub mod control_plane;
 mod headers;
 pub mod metrics;
 mod models;
@@ -29,17 +31,47 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use crate::cache::SnapshotCache;
 use crate::config::{ConfigBuilder, ConfigFileError};
+use crate::control_plane::ControlPlaneClient;
 use crate::metrics::ProxyMetrics;
 use crate::proxy::{Proxy, ProxyOptions};
 use crate::secrets::{LocalSecrets, SecretResolver};
+
+/// Where the proxy's config comes from.
+#[derive(Clone, Debug)]
+pub enum ConfigSource {
+    /// A static YAML file (the admin API's model).
+    File(PathBuf),
+    /// The control plane's config stream.
+    ControlPlane(ControlPlaneSource),
+}
+
+#[derive(Clone, Debug)]
+pub struct ControlPlaneSource {
+    /// `http://host:9091`, or `https://…` for TLS.
+    pub url: String,
+    pub proxy_token: String,
+    pub node_id: String,
+    /// Where the last applied snapshot is kept for restarts during an outage.
+    pub cache_dir: Option<PathBuf>,
+    pub tls: Option<ClientTls>,
+}
+
+/// PEM material for the config stream over TLS.
+#[derive(Clone, Debug)]
+pub struct ClientTls {
+    /// CA that signed the control plane's certificate (system roots when absent).
+    pub ca: Option<Vec<u8>>,
+    /// Client certificate and key, for control planes that require mTLS.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
 
 #[derive(Clone, Debug)]
 pub struct DataPlaneConfig {
     pub addr: SocketAddr,
     pub ops_addr: SocketAddr,
-    /// Static config file (YAML, the admin API's model).
-    pub config_file: PathBuf,
+    pub source: ConfigSource,
     pub options: ProxyOptions,
     pub connect_timeout: Duration,
     /// How long SIGTERM waits for in-flight requests.
@@ -52,6 +84,10 @@ pub enum StartError {
     Config(#[from] ConfigFileError),
     #[error(transparent)]
     Tls(#[from] upstream::NoRootCertificates),
+    #[error("invalid control plane address or TLS settings")]
+    ControlPlane(#[from] tonic::transport::Error),
+    #[error("the proxy token cannot be sent as a header (it must be visible ASCII)")]
+    ProxyToken,
     #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
@@ -60,9 +96,10 @@ pub enum StartError {
     },
 }
 
-/// A proxy with its config loaded and its listeners bound.
+/// A proxy with its listeners bound and, when one is available, its config loaded.
 pub struct DataPlane {
     proxy: Arc<Proxy>,
+    follower: Option<ControlPlaneClient>,
     listener: TcpListener,
     ops_listener: TcpListener,
     drain_timeout: Duration,
@@ -72,14 +109,20 @@ impl DataPlane {
     pub async fn bind(config: DataPlaneConfig) -> Result<Self, StartError> {
         let metrics = Arc::new(ProxyMetrics::new());
         let resolver: Arc<dyn SecretResolver> = Arc::new(LocalSecrets);
-        let builder = ConfigBuilder {
+        let builder = Arc::new(ConfigBuilder {
             client: upstream::client(config.connect_timeout)?,
             resolver: resolver.clone(),
             metrics: metrics.clone(),
-        };
-        let snapshot = config::load_file(&config.config_file, resolver.as_ref()).await?;
+        });
         let proxy = Arc::new(Proxy::new(config.options, metrics));
-        proxy.apply(builder.build(snapshot, None).await);
+        let follower = match config.source {
+            ConfigSource::File(path) => {
+                let snapshot = config::load_file(&path, resolver.as_ref()).await?;
+                proxy.apply(builder.build(snapshot, None).await);
+                None
+            }
+            ConfigSource::ControlPlane(source) => Some(follow(source, &proxy, builder).await?),
+        };
         let bind = |addr| async move {
             TcpListener::bind(addr)
                 .await
@@ -87,6 +130,7 @@ impl DataPlane {
         };
         Ok(Self {
             proxy,
+            follower,
             listener: bind(config.addr).await?,
             ops_listener: bind(config.ops_addr).await?,
             drain_timeout: config.drain_timeout,
@@ -108,6 +152,7 @@ impl DataPlane {
     ) -> std::io::Result<()> {
         let (addr, ops_addr) = (self.addr()?, self.ops_addr()?);
         tracing::info!(proxy.addr = %addr, ops.addr = %ops_addr, "proxy serving");
+        let follower = self.follower.map(|client| tokio::spawn(client.run()));
         let (stop_ops, ops_stopped) = tokio::sync::oneshot::channel::<()>();
         let ops = tokio::spawn(server::serve_ops(
             self.ops_listener,
@@ -117,8 +162,57 @@ impl DataPlane {
             },
         ));
         server::serve_proxy(self.listener, self.proxy, shutdown, self.drain_timeout).await;
+        if let Some(follower) = follower {
+            follower.abort();
+        }
         let _ = stop_ops.send(());
         let _ = ops.await;
         Ok(())
     }
+}
+
+/// Prepares the control-plane client and serves the cached snapshot, if any, right away.
+async fn follow(
+    source: ControlPlaneSource,
+    proxy: &Arc<Proxy>,
+    builder: Arc<ConfigBuilder>,
+) -> Result<ControlPlaneClient, StartError> {
+    let tls = source.tls.map(|tls| {
+        let mut config = tonic::transport::ClientTlsConfig::new().with_native_roots();
+        if let Some(ca) = tls.ca {
+            config = config.ca_certificate(tonic::transport::Certificate::from_pem(ca));
+        }
+        if let Some((certificate, key)) = tls.identity {
+            config = config.identity(tonic::transport::Identity::from_pem(certificate, key));
+        }
+        config
+    });
+    let endpoint = ControlPlaneClient::endpoint(&source.url, tls)?;
+    let mut authorization: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
+        format!("Bearer {}", source.proxy_token)
+            .parse()
+            .map_err(|_| StartError::ProxyToken)?;
+    authorization.set_sensitive(true);
+    let cache = source.cache_dir.as_deref().map(SnapshotCache::in_dir);
+    if let Some(cache) = &cache {
+        match cache.load().await {
+            Ok(Some(snapshot)) => {
+                tracing::info!(
+                    revision = snapshot.revision,
+                    "serving the cached config until the control plane answers"
+                );
+                proxy.apply(builder.build(snapshot, None).await);
+            }
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%error, "ignoring the config cache"),
+        }
+    }
+    Ok(ControlPlaneClient {
+        endpoint,
+        authorization,
+        node_id: source.node_id,
+        proxy: proxy.clone(),
+        builder,
+        cache,
+    })
 }

@@ -82,6 +82,8 @@ pub struct ProxyMetrics {
     state: Family<StateLabels, Gauge>,
     cooldown: Family<BackendLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub revision: Gauge,
+    pub control_plane_connected: Gauge,
+    pub seconds_since_update: Gauge<f64, std::sync::atomic::AtomicU64>,
 }
 
 /// Metric handles of one backend, ready for the hot path.
@@ -115,6 +117,8 @@ impl ProxyMetrics {
             state: Family::default(),
             cooldown: Family::default(),
             revision: Gauge::default(),
+            control_plane_connected: Gauge::default(),
+            seconds_since_update: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -157,6 +161,16 @@ impl ProxyMetrics {
             "sluice_config_revision",
             "Config revision the proxy serves",
             metrics.revision.clone(),
+        );
+        registry.register(
+            "sluice_control_plane_connected",
+            "1 while the config stream to the control plane is up",
+            metrics.control_plane_connected.clone(),
+        );
+        registry.register(
+            "sluice_config_age_seconds",
+            "Seconds since the proxy last applied a config",
+            metrics.seconds_since_update.clone(),
         );
         Self {
             registry,

@@ -2,7 +2,8 @@
 //! tower's `Retry` over the pool's balancer, and the answer streamed back.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
@@ -19,6 +20,7 @@ use crate::body::{ObservedBody, ProxyBody};
 use crate::call::{BodyPeek, ClientCall};
 use crate::client_auth::presented_key;
 use crate::client_error::ClientError;
+use crate::clock::Nanos;
 use crate::config::RuntimeConfig;
 use crate::headers::{client_response_headers, upstream_request_headers};
 use crate::metrics::ProxyMetrics;
@@ -38,6 +40,8 @@ pub struct ProxyOptions {
 
 pub struct Proxy {
     config: ArcSwapOption<RuntimeConfig>,
+    /// When the current config was applied, for `sluice_config_age_seconds`.
+    applied_at: AtomicU64,
     options: ProxyOptions,
     pub metrics: Arc<ProxyMetrics>,
 }
@@ -46,6 +50,7 @@ impl Proxy {
     pub fn new(options: ProxyOptions, metrics: Arc<ProxyMetrics>) -> Self {
         Self {
             config: ArcSwapOption::empty(),
+            applied_at: AtomicU64::new(0),
             options,
             metrics,
         }
@@ -59,6 +64,13 @@ impl Proxy {
             "config applied"
         );
         self.config.store(Some(Arc::new(config)));
+        self.applied_at.store(Nanos::now().0, Ordering::Relaxed);
+    }
+
+    /// How long ago the current config was applied.
+    pub fn config_age(&self) -> Option<Duration> {
+        let applied = self.applied_at.load(Ordering::Relaxed);
+        (applied > 0).then(|| Duration::from_nanos(Nanos::now().0.saturating_sub(applied)))
     }
 
     pub fn current(&self) -> Option<Arc<RuntimeConfig>> {

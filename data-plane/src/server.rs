@@ -114,6 +114,9 @@ fn ops(proxy: &Proxy, path: &str) -> Response<Full<Bytes>> {
             ),
         },
         "/metrics" => {
+            if let Some(age) = proxy.config_age() {
+                proxy.metrics.seconds_since_update.set(age.as_secs_f64());
+            }
             if let Some(config) = proxy.current() {
                 let now = Nanos::now();
                 for pool in config.pools.values() {

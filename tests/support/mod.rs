@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 pub use database::TestDatabase;
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+pub const PROXY_TOKEN: &str = "test-proxy-token-0123456789";
 
 /// Runs the test body once on SQLite and once on a fresh Postgres database.
 #[macro_export]
@@ -46,6 +47,7 @@ macro_rules! on_both_databases {
 /// A control plane serving on 127.0.0.1 with an ephemeral port; stopped on drop.
 pub struct TestControlPlane {
     pub addr: SocketAddr,
+    pub grpc_addr: SocketAddr,
     client: reqwest::Client,
     token: Option<String>,
     shutdown: Option<oneshot::Sender<()>>,
@@ -72,20 +74,25 @@ impl TestControlPlane {
         let config = ControlPlaneConfig {
             database_url,
             admin_addr: "127.0.0.1:0".parse().unwrap(),
+            grpc_addr: "127.0.0.1:0".parse().unwrap(),
             admin_tokens: vec![ADMIN_TOKEN.to_owned()],
             insecure_no_admin_auth: false,
+            proxy_tokens: vec![PROXY_TOKEN.to_owned()],
+            grpc_tls: None,
             store,
         };
         let control_plane = ControlPlane::bind(config)
             .await
             .expect("control plane starts");
         let addr = control_plane.admin_addr().unwrap();
+        let grpc_addr = control_plane.grpc_addr().unwrap();
         let (shutdown, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(control_plane.serve(async {
             let _ = stopped.await;
         }));
         Self {
             addr,
+            grpc_addr,
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use reqwest::Response;
 use sluice_data_plane::proxy::ProxyOptions;
-use sluice_data_plane::{DataPlane, DataPlaneConfig};
+use sluice_data_plane::{ConfigSource, ControlPlaneSource, DataPlane, DataPlaneConfig};
 use sluice_testkit::mock_upstream::{MockConfig, MockHandle, MockUpstream};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
@@ -83,10 +83,26 @@ impl TestProxy {
         let yaml = yaml.replace("SECRETS", secrets.to_str().unwrap());
         let config_file: PathBuf = dir.path().join("sluice.yaml");
         std::fs::write(&config_file, yaml).unwrap();
+        Self::start_source(ConfigSource::File(config_file), dir, allow_anonymous).await
+    }
+
+    /// A proxy following the control plane at `grpc` as `node_id`, caching in `cache_dir`.
+    pub async fn follow(grpc: SocketAddr, node_id: &str, cache_dir: &std::path::Path) -> Self {
+        let source = ConfigSource::ControlPlane(ControlPlaneSource {
+            url: format!("http://{grpc}"),
+            proxy_token: super::PROXY_TOKEN.to_owned(),
+            node_id: node_id.to_owned(),
+            cache_dir: Some(cache_dir.to_owned()),
+            tls: None,
+        });
+        Self::start_source(source, tempfile::tempdir().unwrap(), false).await
+    }
+
+    async fn start_source(source: ConfigSource, dir: TempDir, allow_anonymous: bool) -> Self {
         let data_plane = DataPlane::bind(DataPlaneConfig {
             addr: "127.0.0.1:0".parse().unwrap(),
             ops_addr: "127.0.0.1:0".parse().unwrap(),
-            config_file,
+            source,
             options: ProxyOptions {
                 allow_anonymous,
                 max_body_bytes: 64 * 1024,
@@ -175,8 +191,11 @@ impl TestProxy {
         }
     }
 
-    pub fn config_dir(&self) -> &std::path::Path {
-        self.dir.path()
+    /// `/readyz` on the ops port answers 200 (a config is loaded).
+    pub async fn is_ready(&self) -> bool {
+        reqwest::get(format!("http://{}/readyz", self.ops_addr))
+            .await
+            .is_ok_and(|r| r.status() == 200)
     }
 }
 

@@ -1,21 +1,15 @@
-//! Bearer admin tokens. Tokens are kept only as SHA-256 digests and compared in constant
-//! time; several may be configured at once so they can be rotated without downtime.
+//! Bearer admin tokens for the admin API.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use super::error::ApiError;
 use crate::store::Actor;
-
-/// Shortest admin token accepted: shorter ones are guessable.
-pub const MIN_TOKEN_LEN: usize = 16;
+use crate::tokens::{TokenSet, TokenTooShort};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AdminAuthError {
@@ -24,41 +18,21 @@ pub enum AdminAuthError {
          --insecure-no-admin-auth to run without authentication on loopback"
     )]
     NoToken,
-    #[error("admin tokens must be at least {MIN_TOKEN_LEN} characters long")]
-    TooShort,
-}
-
-struct AdminToken {
-    /// Recorded in the audit log as `admin:<first 8 hex digits of the digest>`.
-    id: String,
-    digest: [u8; 32],
+    #[error(transparent)]
+    TooShort(#[from] TokenTooShort),
 }
 
 pub struct AdminAuth {
     /// `None` when authentication is switched off (`--insecure-no-admin-auth`).
-    tokens: Option<Vec<AdminToken>>,
+    tokens: Option<TokenSet>,
 }
 
 impl AdminAuth {
     pub fn with_tokens<S: AsRef<str>>(tokens: &[S]) -> Result<Self, AdminAuthError> {
+        let tokens = TokenSet::new("admin", tokens)?;
         if tokens.is_empty() {
             return Err(AdminAuthError::NoToken);
         }
-        let tokens = tokens
-            .iter()
-            .map(|token| {
-                let token = token.as_ref();
-                if token.len() < MIN_TOKEN_LEN {
-                    return Err(AdminAuthError::TooShort);
-                }
-                let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-                let id = digest[..4].iter().fold("admin:".to_owned(), |mut id, b| {
-                    let _ = write!(id, "{b:02x}");
-                    id
-                });
-                Ok(AdminToken { id, digest })
-            })
-            .collect::<Result<_, _>>()?;
         Ok(Self {
             tokens: Some(tokens),
         })
@@ -74,15 +48,7 @@ impl AdminAuth {
             return Some(Actor("anonymous".into()));
         };
         let presented = authorization?.strip_prefix(b"Bearer ")?;
-        let digest: [u8; 32] = Sha256::digest(presented).into();
-        // Check every token so timing does not reveal which one matched.
-        tokens
-            .iter()
-            .fold(None, |found, token| {
-                let matches: bool = token.digest.ct_eq(&digest).into();
-                found.or(matches.then_some(token))
-            })
-            .map(|token| Actor(token.id.clone()))
+        tokens.verify(presented).map(|id| Actor(id.to_owned()))
     }
 }
 
@@ -149,10 +115,10 @@ mod tests {
             AdminAuth::with_tokens::<&str>(&[]).err(),
             Some(AdminAuthError::NoToken)
         );
-        assert_eq!(
-            AdminAuth::with_tokens(&["short"]).err(),
-            Some(AdminAuthError::TooShort)
-        );
+        assert!(matches!(
+            AdminAuth::with_tokens(&["short"]),
+            Err(AdminAuthError::TooShort(_))
+        ));
     }
 
     #[test]

@@ -23,10 +23,11 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-pub use auth::{AdminAuth, AdminAuthError, MIN_TOKEN_LEN};
+pub use auth::{AdminAuth, AdminAuthError};
 pub use error::{ApiError, ErrorBody};
 pub use extract::BODY_LIMIT;
 pub use metrics::AdminMetrics;
+pub use respond::rfc3339_now;
 
 use crate::proxies::ProxyRegistry;
 use crate::store::Store;

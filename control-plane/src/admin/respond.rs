@@ -36,6 +36,11 @@ pub fn rfc3339(unix_ms: i64) -> String {
         .unwrap_or_default()
 }
 
+/// The current time as RFC 3339.
+pub fn rfc3339_now() -> String {
+    rfc3339(crate::store::unix_millis())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

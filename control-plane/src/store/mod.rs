@@ -26,6 +26,7 @@ pub use audit::AuditEntry;
 pub use error::{Resource, StoreError};
 pub use keys::{ClientKeyRecord, CreatedClientKey, NewClientKey};
 pub use pools::{PoolReplacement, Stored};
+pub use write::NOTIFY_CHANNEL;
 
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -105,6 +106,8 @@ impl Precondition {
 pub struct Store {
     db: AnyPool,
     kind: DatabaseKind,
+    /// Kept for the Postgres `LISTEN` connection; never logged (it may hold a password).
+    url: std::sync::Arc<str>,
     timeout: Duration,
     revision: watch::Sender<u64>,
 }
@@ -133,6 +136,7 @@ impl Store {
         let store = Self {
             db,
             kind,
+            url: url.into(),
             timeout: options.timeout,
             revision: watch::Sender::new(0),
         };
@@ -152,6 +156,31 @@ impl Store {
     /// The latest revision this store committed or read, without asking the database.
     pub fn last_known_revision(&self) -> u64 {
         *self.revision.borrow()
+    }
+
+    /// The database URL, for connections outside the pool (Postgres `LISTEN`).
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Notes a revision committed elsewhere (another replica); subscribers hear of it if it
+    /// is newer than what this store knew.
+    pub fn observe_revision(&self, revision: u64) {
+        self.revision.send_if_modified(|current| {
+            let newer = revision > *current;
+            if newer {
+                *current = revision;
+            }
+            newer
+        });
+    }
+
+    /// Reads the revision from the database and notes it: catches up after missed
+    /// notifications.
+    pub async fn refresh_revision(&self) -> Result<u64, StoreError> {
+        let revision = self.revision().await?;
+        self.observe_revision(revision);
+        Ok(revision)
     }
 
     /// The current revision, read from the database.
@@ -237,7 +266,7 @@ fn prepare_sqlite_url(url: &str) -> Result<String, StoreError> {
     Ok(format!("sqlite://{path}?{query}"))
 }
 
-pub(crate) fn unix_millis() -> i64 {
+pub fn unix_millis() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

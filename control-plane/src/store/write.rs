@@ -1,7 +1,10 @@
 use sqlx::AnyConnection;
 use sqlx::{Any, Transaction};
 
-use super::{Actor, Resource, Store, StoreError, to_revision, unix_millis};
+use super::{Actor, DatabaseKind, Resource, Store, StoreError, to_revision, unix_millis};
+
+/// The Postgres channel on which every commit announces its revision to other replicas.
+pub const NOTIFY_CHANNEL: &str = "sluice_config";
 
 /// A write transaction that already holds the next revision (and with it the writer lock).
 pub(crate) struct WriteTx {
@@ -51,15 +54,17 @@ impl WriteTx {
         .bind(resource.path())
         .execute(&mut *self.tx)
         .await?;
+        if store.kind == DatabaseKind::Postgres {
+            // Delivered to listeners only when the transaction commits.
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(NOTIFY_CHANNEL)
+                .bind(self.revision.to_string())
+                .execute(&mut *self.tx)
+                .await?;
+        }
         self.tx.commit().await?;
         let revision = to_revision(self.revision);
-        store.revision.send_if_modified(|current| {
-            let newer = revision > *current;
-            if newer {
-                *current = revision;
-            }
-            newer
-        });
+        store.observe_revision(revision);
         Ok(revision)
     }
 }

@@ -104,6 +104,11 @@ async fn serve_shared(
     shared: Arc<Shared>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> io::Result<()> {
+    // Without TCP_NODELAY, small SSE writes on a reused connection wait ~40 ms for a
+    // delayed ACK, which would make the mock (not the code under test) the bottleneck.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, router(shared))
         .with_graceful_shutdown(shutdown)
         .await

@@ -1,0 +1,161 @@
+//! Following the control plane: one long-lived gRPC stream, a snapshot applied atomically per
+//! update and acknowledged (or rejected with a NACK while the previous config keeps serving),
+//! the last applied snapshot persisted for restarts during an outage, and jittered
+//! exponential reconnects that resume from the applied revision.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_core::Stream;
+use sluice_model::Snapshot;
+use sluice_model::proto::config_discovery_client::ConfigDiscoveryClient;
+use sluice_model::proto::proxy_message::Kind;
+use sluice_model::proto::{Ack, ConfigUpdate, Hello, Nack, ProxyMessage};
+use tokio::sync::mpsc;
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::cache::SnapshotCache;
+use crate::config::ConfigBuilder;
+use crate::proxy::Proxy;
+
+const RECONNECT_MIN: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(10);
+
+pub struct ControlPlaneClient {
+    pub endpoint: Endpoint,
+    /// `Bearer <proxy token>`, marked sensitive so it is never logged.
+    pub authorization: MetadataValue<tonic::metadata::Ascii>,
+    pub node_id: String,
+    pub proxy: Arc<Proxy>,
+    pub builder: Arc<ConfigBuilder>,
+    pub cache: Option<SnapshotCache>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("cannot connect: {0}")]
+    Connect(#[from] tonic::transport::Error),
+    #[error("stream refused or broken: {0}")]
+    Stream(#[from] tonic::Status),
+    #[error("the control plane closed the stream")]
+    Closed,
+}
+
+impl ControlPlaneClient {
+    pub fn endpoint(
+        url: &str,
+        tls: Option<tonic::transport::ClientTlsConfig>,
+    ) -> Result<Endpoint, tonic::transport::Error> {
+        let endpoint = Endpoint::from_shared(url.to_owned())?
+            .connect_timeout(Duration::from_secs(5))
+            .http2_keep_alive_interval(Duration::from_secs(20))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .keep_alive_while_idle(true)
+            .tcp_nodelay(true);
+        match tls {
+            Some(tls) => endpoint.tls_config(tls),
+            None => Ok(endpoint),
+        }
+    }
+
+    /// Follows the control plane until the process ends.
+    pub async fn run(self) {
+        let mut backoff = RECONNECT_MIN;
+        loop {
+            let Err(error) = self.session(&mut backoff).await;
+            self.proxy.metrics.control_plane_connected.set(0);
+            let delay = jittered(backoff);
+            tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "config stream ended; serving the last config");
+            tokio::time::sleep(delay).await;
+            backoff = (backoff * 2).min(RECONNECT_MAX);
+        }
+    }
+
+    async fn session(&self, backoff: &mut Duration) -> Result<Infallible, SessionError> {
+        let channel: Channel = self.endpoint.connect().await?;
+        let mut client = ConfigDiscoveryClient::new(channel);
+        let (outbound, rx) = mpsc::channel(8);
+        let revision = self.proxy.current().map_or(0, |c| c.revision);
+        let hello = Hello {
+            node_id: self.node_id.clone(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            revision,
+        };
+        let _ = outbound.send(message(Kind::Hello(hello))).await;
+        let mut request = tonic::Request::new(Outbound(rx));
+        request
+            .metadata_mut()
+            .insert("authorization", self.authorization.clone());
+        let mut updates = client.stream_config(request).await?.into_inner();
+        tracing::info!(node.id = %self.node_id, revision, "connected to the control plane");
+        self.proxy.metrics.control_plane_connected.set(1);
+        *backoff = RECONNECT_MIN;
+        while let Some(update) = updates.message().await? {
+            let reply = self.apply(update).await;
+            if outbound.send(message(reply)).await.is_err() {
+                break;
+            }
+        }
+        Err(SessionError::Closed)
+    }
+
+    /// Applies one update; the answer is an ACK, or a NACK that leaves the old config serving.
+    async fn apply(&self, update: ConfigUpdate) -> Kind {
+        let nonce = update.nonce;
+        let Some(wire) = update.snapshot else {
+            return Kind::Nack(Nack {
+                revision: 0,
+                nonce,
+                error: "update carries no snapshot".into(),
+            });
+        };
+        let revision = wire.revision;
+        let snapshot = match Snapshot::try_from(wire) {
+            Ok(snapshot) => snapshot,
+            Err(error) => {
+                tracing::warn!(revision, %error, "rejecting config snapshot; keeping the previous one");
+                return Kind::Nack(Nack {
+                    revision,
+                    nonce,
+                    error: error.to_string(),
+                });
+            }
+        };
+        if let Some(cache) = &self.cache
+            && let Err(error) = cache.store(&snapshot).await
+        {
+            tracing::warn!(%error, "cannot persist the config snapshot; a restart during an outage would not have it");
+        }
+        let previous = self.proxy.current();
+        let runtime = self.builder.build(snapshot, previous.as_deref()).await;
+        self.proxy.apply(runtime);
+        Kind::Ack(Ack { revision, nonce })
+    }
+}
+
+fn message(kind: Kind) -> ProxyMessage {
+    ProxyMessage { kind: Some(kind) }
+}
+
+/// "Full jitter": a random wait up to the backoff, so proxies restarted together spread out.
+fn jittered(backoff: Duration) -> Duration {
+    let millis = u64::try_from(backoff.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    Duration::from_millis(rand::random_range(millis / 2..=millis))
+}
+
+/// The proxy's half of the stream.
+struct Outbound(mpsc::Receiver<ProxyMessage>);
+
+impl Stream for Outbound {
+    type Item = ProxyMessage;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.0.poll_recv(cx)
+    }
+}

@@ -1,0 +1,103 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use sluice_control_plane::store::StoreOptions;
+use sluice_control_plane::{ControlPlane, ControlPlaneConfig, GrpcTls};
+
+use super::read_pem;
+use crate::shutdown;
+
+#[derive(Args, Debug)]
+pub struct ControlPlaneArgs {
+    /// Config database: postgres://user@host/db or sqlite://path/to/file.db.
+    #[arg(
+        long,
+        env = "SLUICE_DATABASE_URL",
+        default_value = "sqlite://./.sluice/sluice.db"
+    )]
+    database_url: String,
+    /// Admin REST API address (port 0 picks a free port).
+    #[arg(long, env = "SLUICE_ADMIN_ADDR", default_value = "0.0.0.0:9090")]
+    admin_addr: SocketAddr,
+    /// gRPC config-stream address for proxies (port 0 picks a free port).
+    #[arg(long, env = "SLUICE_GRPC_ADDR", default_value = "0.0.0.0:9091")]
+    grpc_addr: SocketAddr,
+    /// Admin bearer token(s), at least 16 characters; comma-separated to accept several
+    /// while rotating.
+    #[arg(
+        long,
+        env = "SLUICE_ADMIN_TOKEN",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    admin_token: Vec<String>,
+    /// Serve the admin API without authentication. Loopback addresses only.
+    #[arg(long, env = "SLUICE_INSECURE_NO_ADMIN_AUTH")]
+    insecure_no_admin_auth: bool,
+    /// Token(s) proxies must present on the config stream, at least 16 characters;
+    /// comma-separated to accept several while rotating.
+    #[arg(
+        long,
+        env = "SLUICE_PROXY_TOKEN",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    proxy_token: Vec<String>,
+    /// PEM certificate for serving the config stream over TLS.
+    #[arg(long, env = "SLUICE_GRPC_TLS_CERT", requires = "grpc_tls_key")]
+    grpc_tls_cert: Option<PathBuf>,
+    /// PEM private key for --grpc-tls-cert.
+    #[arg(long, env = "SLUICE_GRPC_TLS_KEY", requires = "grpc_tls_cert")]
+    grpc_tls_key: Option<PathBuf>,
+    /// PEM CA bundle: when set, proxies must present a client certificate it signed (mTLS).
+    #[arg(long, env = "SLUICE_GRPC_CLIENT_CA", requires = "grpc_tls_cert")]
+    grpc_client_ca: Option<PathBuf>,
+    /// Longest any one database operation may take before the API answers 503.
+    #[arg(long, env = "SLUICE_DATABASE_TIMEOUT_MS", default_value_t = 1500,
+          value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    database_timeout_ms: u64,
+    /// Size of the database connection pool.
+    #[arg(long, env = "SLUICE_DATABASE_MAX_CONNECTIONS", default_value_t = 8,
+          value_parser = clap::value_parser!(u32).range(1..=256))]
+    database_max_connections: u32,
+}
+
+impl ControlPlaneArgs {
+    pub async fn run(self) -> anyhow::Result<()> {
+        let grpc_tls = match (&self.grpc_tls_cert, &self.grpc_tls_key) {
+            (Some(cert), Some(key)) => Some(GrpcTls {
+                certificate: read_pem("--grpc-tls-cert", cert)?,
+                private_key: read_pem("--grpc-tls-key", key)?,
+                client_ca: self
+                    .grpc_client_ca
+                    .as_deref()
+                    .map(|ca| read_pem("--grpc-client-ca", ca))
+                    .transpose()?,
+            }),
+            _ => None,
+        };
+        let config = ControlPlaneConfig {
+            database_url: self.database_url,
+            admin_addr: self.admin_addr,
+            grpc_addr: self.grpc_addr,
+            admin_tokens: self.admin_token,
+            insecure_no_admin_auth: self.insecure_no_admin_auth,
+            proxy_tokens: self.proxy_token,
+            grpc_tls,
+            store: StoreOptions {
+                timeout: Duration::from_millis(self.database_timeout_ms),
+                max_connections: self.database_max_connections,
+            },
+        };
+        let control_plane = ControlPlane::bind(config)
+            .await
+            .context("control plane failed to start")?;
+        control_plane
+            .serve(shutdown::signal())
+            .await
+            .context("control plane server failed")
+    }
+}

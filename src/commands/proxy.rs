@@ -1,0 +1,134 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use sluice_data_plane::proxy::ProxyOptions;
+use sluice_data_plane::{ClientTls, ConfigSource, ControlPlaneSource, DataPlane, DataPlaneConfig};
+
+use super::read_pem;
+use crate::shutdown;
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("source").required(true).args(["config", "control_plane"])))]
+pub struct ProxyArgs {
+    /// Static config file: the admin API's model as YAML (pools, backends, client keys).
+    #[arg(long, env = "SLUICE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Control plane to follow over gRPC, e.g. http://sluice-control-plane:9091.
+    #[arg(long, env = "SLUICE_CONTROL_PLANE")]
+    control_plane: Option<String>,
+    /// Token for the config stream (the control plane's SLUICE_PROXY_TOKEN).
+    #[arg(long, env = "SLUICE_PROXY_TOKEN", hide_env_values = true, required_if_eq_any = [("control_plane", "")])]
+    proxy_token: Option<String>,
+    /// This proxy's name in the control plane's /api/v1/proxies (default: HOSTNAME).
+    #[arg(long, env = "SLUICE_NODE_ID")]
+    node_id: Option<String>,
+    /// Keeps the last applied config so a restart during a control-plane outage still serves.
+    #[arg(
+        long,
+        env = "SLUICE_CACHE_DIR",
+        default_value = "./.sluice/proxy-cache"
+    )]
+    cache_dir: PathBuf,
+    /// PEM CA for a control plane served over https:// (system roots otherwise).
+    #[arg(long, env = "SLUICE_CONTROL_PLANE_CA")]
+    control_plane_ca: Option<PathBuf>,
+    /// PEM client certificate for control planes that require mTLS.
+    #[arg(long, env = "SLUICE_CLIENT_CERT", requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// PEM private key for --client-cert.
+    #[arg(long, env = "SLUICE_CLIENT_KEY", requires = "client_cert")]
+    client_key: Option<PathBuf>,
+    /// Client-facing address (HTTP/1.1 and h2c).
+    #[arg(long, env = "SLUICE_ADDR", default_value = "0.0.0.0:8080")]
+    addr: SocketAddr,
+    /// Operations address: /healthz, /readyz, /metrics.
+    #[arg(long, env = "SLUICE_OPS_ADDR", default_value = "0.0.0.0:8081")]
+    ops_addr: SocketAddr,
+    /// Serve clients that present no key. Off by default.
+    #[arg(long, env = "SLUICE_ALLOW_ANONYMOUS")]
+    allow_anonymous: bool,
+    /// Largest request body, kept in memory for retries; larger bodies get 413.
+    #[arg(long, env = "SLUICE_MAX_BODY_BYTES", default_value_t = 16 * 1024 * 1024)]
+    max_body_bytes: usize,
+    /// Upstream TCP + TLS connect timeout.
+    #[arg(long, env = "SLUICE_CONNECT_TIMEOUT_MS", default_value_t = 5000)]
+    connect_timeout_ms: u64,
+    /// How long SIGTERM waits for in-flight requests (streams included) before closing.
+    #[arg(long, env = "SLUICE_DRAIN_TIMEOUT_SECS", default_value_t = 30)]
+    drain_timeout_secs: u64,
+}
+
+impl ProxyArgs {
+    pub async fn run(self) -> anyhow::Result<()> {
+        let source = self.source()?;
+        let data_plane = DataPlane::bind(DataPlaneConfig {
+            addr: self.addr,
+            ops_addr: self.ops_addr,
+            source,
+            options: ProxyOptions {
+                allow_anonymous: self.allow_anonymous,
+                max_body_bytes: self.max_body_bytes,
+            },
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+            drain_timeout: Duration::from_secs(self.drain_timeout_secs),
+        })
+        .await
+        .context("proxy failed to start")?;
+        data_plane
+            .serve(shutdown::signal())
+            .await
+            .context("proxy server failed")
+    }
+
+    fn source(&self) -> anyhow::Result<ConfigSource> {
+        let Some(url) = &self.control_plane else {
+            let path = self
+                .config
+                .clone()
+                .context("--config or --control-plane is required")?;
+            return Ok(ConfigSource::File(path));
+        };
+        let proxy_token = self
+            .proxy_token
+            .clone()
+            .context("--control-plane needs --proxy-token (SLUICE_PROXY_TOKEN)")?;
+        let tls = match (&self.control_plane_ca, &self.client_cert, &self.client_key) {
+            (None, None, _) if !url.starts_with("https://") => None,
+            (ca, certificate, key) => Some(ClientTls {
+                ca: ca
+                    .as_deref()
+                    .map(|p| read_pem("--control-plane-ca", p))
+                    .transpose()?,
+                identity: match (certificate, key) {
+                    (Some(c), Some(k)) => {
+                        Some((read_pem("--client-cert", c)?, read_pem("--client-key", k)?))
+                    }
+                    _ => None,
+                },
+            }),
+        };
+        Ok(ConfigSource::ControlPlane(ControlPlaneSource {
+            url: url.clone(),
+            proxy_token,
+            node_id: self.node_id.clone().unwrap_or_else(default_node_id),
+            cache_dir: Some(self.cache_dir.clone()),
+            tls,
+        }))
+    }
+}
+
+/// Kubernetes sets HOSTNAME to the pod name, which is what operators want to see.
+fn default_node_id() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| format!("proxy-{:08x}", rand_suffix()))
+}
+
+fn rand_suffix() -> u32 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::process::id()) as u32
+}
