@@ -11,6 +11,8 @@ use hyper::body::Incoming;
 use tower::Service;
 use tower::retry::budget::Budget as _;
 
+use sluice_model::Strategy;
+
 use crate::backend::TransportFailure;
 use crate::balance::{NoBackend, PoolRuntime};
 use crate::call::ClientCall;
@@ -66,7 +68,11 @@ impl Service<Attempt> for PoolService {
                 .map_err(AttemptError::NoBackend)?;
             let number = attempt.tried.len() + 1;
             let timeout = pool.retry.per_try_timeout_ms.as_duration();
-            match pool.backends[backend].send(&attempt.call, timeout).await {
+            let measure_latency = pool.strategy == Strategy::LeastLatency;
+            match pool.backends[backend]
+                .send(&attempt.call, timeout, measure_latency)
+                .await
+            {
                 Ok(mut response) => {
                     response.extensions_mut().insert(ServedBy {
                         backend,

@@ -159,3 +159,135 @@ impl Stream for Outbound {
         self.0.poll_recv(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use sluice_model::{Snapshot, proto};
+
+    use super::*;
+    use crate::metrics::ProxyMetrics;
+    use crate::proxy::ProxyOptions;
+    use crate::secrets::LocalSecrets;
+
+    fn client(cache_dir: &std::path::Path) -> ControlPlaneClient {
+        let metrics = Arc::new(ProxyMetrics::new());
+        ControlPlaneClient {
+            endpoint: ControlPlaneClient::endpoint("http://127.0.0.1:9", None).unwrap(),
+            authorization: "Bearer test".parse().unwrap(),
+            node_id: "unit".into(),
+            proxy: Arc::new(Proxy::new(
+                ProxyOptions {
+                    allow_anonymous: false,
+                    max_body_bytes: 1024,
+                },
+                metrics.clone(),
+            )),
+            builder: Arc::new(ConfigBuilder {
+                client: crate::upstream::client(Duration::from_secs(1)).unwrap(),
+                resolver: Arc::new(LocalSecrets),
+                metrics,
+            }),
+            cache: Some(SnapshotCache::in_dir(cache_dir)),
+        }
+    }
+
+    fn snapshot(revision: u64) -> proto::Snapshot {
+        let snapshot: Snapshot = serde_json::from_value(serde_json::json!({
+            "revision": revision,
+            "pools": [{"name": "p", "backends": [{"name": "a", "url": "http://127.0.0.1:9", "kind": "openai", "auth": {"type": "none"}}]}]
+        }))
+        .unwrap();
+        proto::Snapshot::from(&snapshot)
+    }
+
+    /// A valid snapshot is applied, cached and ACKed; an invalid one is NACKed with the
+    /// offending field while the previous config keeps serving.
+    #[tokio::test]
+    async fn acks_valid_snapshots_and_nacks_invalid_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let client = client(dir.path());
+        let ack = client
+            .apply(ConfigUpdate {
+                nonce: "n1".into(),
+                snapshot: Some(snapshot(3)),
+            })
+            .await;
+        assert_eq!(
+            ack,
+            Kind::Ack(Ack {
+                revision: 3,
+                nonce: "n1".into()
+            })
+        );
+        assert_eq!(client.proxy.current().unwrap().revision, 3);
+        assert_eq!(
+            client
+                .cache
+                .as_ref()
+                .unwrap()
+                .load()
+                .await
+                .unwrap()
+                .unwrap()
+                .revision,
+            3
+        );
+
+        let mut bad = snapshot(4);
+        bad.pools[0].backends[0].url = "ftp://nope".into();
+        let Kind::Nack(nack) = client
+            .apply(ConfigUpdate {
+                nonce: "n2".into(),
+                snapshot: Some(bad),
+            })
+            .await
+        else {
+            panic!("an invalid snapshot must be NACKed");
+        };
+        assert_eq!((nack.revision, nack.nonce.as_str()), (4, "n2"));
+        assert!(
+            nack.error.contains("pools[0].backends[0].url"),
+            "{}",
+            nack.error
+        );
+        assert_eq!(
+            client.proxy.current().unwrap().revision,
+            3,
+            "the previous config keeps serving"
+        );
+        assert_eq!(
+            client
+                .cache
+                .as_ref()
+                .unwrap()
+                .load()
+                .await
+                .unwrap()
+                .unwrap()
+                .revision,
+            3
+        );
+
+        let empty = client
+            .apply(ConfigUpdate {
+                nonce: "n3".into(),
+                snapshot: None,
+            })
+            .await;
+        assert!(matches!(empty, Kind::Nack(_)));
+    }
+
+    #[test]
+    fn jitter_stays_within_half_to_full_backoff() {
+        for _ in 0..100 {
+            let wait = jittered(Duration::from_secs(4));
+            assert!(
+                wait >= Duration::from_secs(2) && wait <= Duration::from_secs(4),
+                "{wait:?}"
+            );
+        }
+    }
+}

@@ -15,35 +15,30 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::PROXY_AUTHORIZATION,
 ];
 
-/// Copies `from` without hop-by-hop headers (including those `Connection` names) and
-/// without any header in `also_drop`.
-fn copy_end_to_end(from: &HeaderMap, also_drop: &[HeaderName]) -> HeaderMap {
-    let named_by_connection: Vec<&str> = from
+/// Removes hop-by-hop headers (including those `Connection` names) and `also_drop`, in place:
+/// the request and response header maps are owned, so nothing needs copying.
+fn keep_end_to_end(headers: &mut HeaderMap, also_drop: &[HeaderName]) {
+    let named_by_connection: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .map(str::trim)
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
         .collect();
-    let mut to = HeaderMap::with_capacity(from.len());
-    for (name, value) in from {
-        let dropped = HOP_BY_HOP.contains(name)
-            || also_drop.contains(name)
-            || named_by_connection
-                .iter()
-                .any(|n| name.as_str().eq_ignore_ascii_case(n));
-        if !dropped {
-            to.append(name.clone(), value.clone());
-        }
+    for name in HOP_BY_HOP
+        .iter()
+        .chain(also_drop)
+        .chain(&named_by_connection)
+    {
+        headers.remove(name);
     }
-    to
 }
 
 /// Client request headers to send upstream: no credentials, no host, no framing headers
 /// (the client to the backend sets its own).
-pub fn upstream_request_headers(client: &HeaderMap) -> HeaderMap {
-    copy_end_to_end(
-        client,
+pub fn strip_for_upstream(headers: &mut HeaderMap) {
+    keep_end_to_end(
+        headers,
         &[
             header::AUTHORIZATION,
             HeaderName::from_static("api-key"),
@@ -52,12 +47,12 @@ pub fn upstream_request_headers(client: &HeaderMap) -> HeaderMap {
             header::EXPECT,
             header::PROXY_AUTHENTICATE,
         ],
-    )
+    );
 }
 
 /// Upstream response headers to send to the client.
-pub fn client_response_headers(upstream: &HeaderMap) -> HeaderMap {
-    copy_end_to_end(upstream, &[header::PROXY_AUTHENTICATE])
+pub fn strip_for_client(headers: &mut HeaderMap) {
+    keep_end_to_end(headers, &[header::PROXY_AUTHENTICATE]);
 }
 
 #[cfg(test)]
@@ -84,8 +79,8 @@ mod tests {
         ] {
             client.append(HeaderName::from_static(name), value.parse().unwrap());
         }
-        let upstream = upstream_request_headers(&client);
-        let names: Vec<_> = upstream.keys().map(HeaderName::as_str).collect();
+        strip_for_upstream(&mut client);
+        let names: Vec<_> = client.keys().map(HeaderName::as_str).collect();
         assert_eq!(
             names,
             [

@@ -22,7 +22,7 @@ use crate::client_auth::presented_key;
 use crate::client_error::ClientError;
 use crate::clock::Nanos;
 use crate::config::RuntimeConfig;
-use crate::headers::{client_response_headers, upstream_request_headers};
+use crate::headers::{strip_for_client, strip_for_upstream};
 use crate::metrics::ProxyMetrics;
 use crate::models;
 use crate::routing::route;
@@ -94,7 +94,7 @@ impl Proxy {
             )
             .into_response());
         };
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
         let key = if self.options.allow_anonymous {
             None
         } else {
@@ -135,7 +135,10 @@ impl Proxy {
             style: route.style,
             operation: route.operation.to_owned(),
             query: parts.uri.query().map(str::to_owned),
-            headers: upstream_request_headers(&parts.headers),
+            headers: {
+                strip_for_upstream(&mut parts.headers);
+                parts.headers
+            },
             body,
             requested,
         });
@@ -210,12 +213,13 @@ fn client_response(
     started: Instant,
 ) -> Response<ProxyBody> {
     let served = response.extensions().get::<ServedBy>().copied();
-    let (parts, body) = response.into_parts();
+    let (mut parts, body) = response.into_parts();
     let (backend, attempt) = served.map_or((0, 1), |s| (s.backend, s.attempt));
     let endpoint = pool.backends[backend].clone();
     let mut client = Response::new(Either::Left(ObservedBody::new(body, endpoint, started)));
     *client.status_mut() = parts.status;
-    *client.headers_mut() = client_response_headers(&parts.headers);
+    strip_for_client(&mut parts.headers);
+    *client.headers_mut() = parts.headers;
     tag(client.headers_mut(), pool, backend, attempt);
     client
 }

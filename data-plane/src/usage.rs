@@ -30,7 +30,12 @@ pub struct UsageScanner {
 
 impl UsageScanner {
     pub fn feed(&mut self, chunk: &[u8]) {
+        if chunk.is_empty() {
+            return;
+        }
+        let carried = std::mem::take(&mut self.carry);
         let mut rest = chunk;
+        let mut first_search = true;
         loop {
             if self.capturing {
                 let prior = self.capture.len();
@@ -46,7 +51,14 @@ impl UsageScanner {
                     None => break,
                 }
             }
-            if let Some(at) = self.find_key(rest) {
+            // Only the start of the chunk can complete a key that began in the carry.
+            let carry = if first_search {
+                carried.as_slice()
+            } else {
+                &[]
+            };
+            first_search = false;
+            if let Some(at) = find_key(carry, rest) {
                 self.capturing = true;
                 self.capture.clear();
                 self.capture.extend_from_slice(KEY);
@@ -55,25 +67,12 @@ impl UsageScanner {
             }
             break;
         }
-        let keep = chunk.len().min(CARRY);
-        self.carry.clear();
-        self.carry.extend_from_slice(&chunk[chunk.len() - keep..]);
-    }
-
-    /// Position right after the key in `chunk`, including a key that began in the carry.
-    fn find_key(&mut self, chunk: &[u8]) -> Option<usize> {
-        if !self.carry.is_empty() {
-            let mut joint = std::mem::take(&mut self.carry);
-            let head = chunk.len().min(CARRY);
-            joint.extend_from_slice(&chunk[..head]);
-            let found = memmem::find(&joint, KEY).map(|at| at + KEY.len() - (joint.len() - head));
-            joint.clear();
-            self.carry = joint;
-            if let Some(end) = found.filter(|&end| end <= chunk.len()) {
-                return Some(end);
-            }
-        }
-        memmem::find(chunk, KEY).map(|at| at + KEY.len())
+        // The last few bytes seen, across short chunks too.
+        let mut tail = carried;
+        tail.extend_from_slice(&chunk[chunk.len().saturating_sub(CARRY)..]);
+        let drop = tail.len().saturating_sub(CARRY);
+        tail.drain(..drop);
+        self.carry = tail;
     }
 
     /// When the captured value is complete: parses it and returns how many captured bytes,
@@ -107,6 +106,24 @@ impl UsageScanner {
         }
         None
     }
+}
+
+/// Position right after the key in `chunk`, including a key that began in `carry` (the
+/// bytes just before `chunk`).
+fn find_key(carry: &[u8], chunk: &[u8]) -> Option<usize> {
+    if !carry.is_empty() {
+        let head = &chunk[..chunk.len().min(CARRY)];
+        let mut joint = Vec::with_capacity(carry.len() + head.len());
+        joint.extend_from_slice(carry);
+        joint.extend_from_slice(head);
+        if let Some(at) = memmem::find(&joint, KEY) {
+            let end = at + KEY.len();
+            if end > carry.len() {
+                return Some(end - carry.len());
+            }
+        }
+    }
+    memmem::find(chunk, KEY).map(|at| at + KEY.len())
 }
 
 /// Length of the JSON object at the start of `bytes` (which starts with `{`), if complete.

@@ -69,7 +69,10 @@ pub struct BackendEndpoint {
     pub health: Health,
     pub metrics: BackendMetrics,
     credential: Credential,
-    client: Mutex<PeakEwma<UpstreamClient, CompleteOnResponse>>,
+    client: UpstreamClient,
+    /// The same client wrapped to measure latency, for least-latency pools only: its mutex
+    /// is not worth paying where no one reads the estimate.
+    measured: Mutex<PeakEwma<UpstreamClient, CompleteOnResponse>>,
 }
 
 /// Why an attempt produced no HTTP response.
@@ -98,12 +101,13 @@ impl BackendEndpoint {
             health: Health::default(),
             metrics,
             credential,
-            client: Mutex::new(PeakEwma::new(
-                client,
+            measured: Mutex::new(PeakEwma::new(
+                client.clone(),
                 DEFAULT_RTT,
                 decay_ns,
                 CompleteOnResponse::default(),
             )),
+            client,
         }
     }
 
@@ -123,7 +127,10 @@ impl BackendEndpoint {
 
     /// PeakEWMA latency × pending requests: lower is better.
     pub fn load(&self) -> Cost {
-        self.client.lock().unwrap_or_else(|p| p.into_inner()).load()
+        self.measured
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .load()
     }
 
     /// Sends one attempt and updates health from what came back.
@@ -131,14 +138,19 @@ impl BackendEndpoint {
         &self,
         call: &ClientCall,
         per_try_timeout: Duration,
+        measure_latency: bool,
     ) -> Result<Response<Incoming>, TransportFailure> {
         let request = self.upstream_request(call);
         let started = Instant::now();
-        let future = {
-            let mut client = self.client.lock().unwrap_or_else(|p| p.into_inner());
-            client.call(request)
+        let outcome = if measure_latency {
+            let future = {
+                let mut measured = self.measured.lock().unwrap_or_else(|p| p.into_inner());
+                measured.call(request)
+            };
+            tokio::time::timeout(per_try_timeout, future).await
+        } else {
+            tokio::time::timeout(per_try_timeout, self.client.request(request)).await
         };
-        let outcome = tokio::time::timeout(per_try_timeout, future).await;
         let now = Nanos::now();
         self.metrics
             .duration

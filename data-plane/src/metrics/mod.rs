@@ -1,11 +1,14 @@
 //! Proxy metrics. Per-backend handles are resolved once when a config is applied, so the
 //! request path only touches atomics: no label hashing, no registry lock.
 
+mod histogram;
+
+pub use histogram::LatencyHistogram;
+
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -64,11 +67,7 @@ pub struct PoolLabels {
     pub pool: String,
 }
 
-type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
-
-fn latency_histogram() -> Histogram {
-    Histogram::new(exponential_buckets(0.001, 2.0, 18))
-}
+type HistogramFamily<L> = Family<L, LatencyHistogram>;
 
 /// Everything the proxy exports on its ops port.
 pub struct ProxyMetrics {
@@ -91,8 +90,8 @@ pub struct ProxyMetrics {
 pub struct BackendMetrics {
     /// Index 0 = no response (transport error), 1..=5 = status class.
     responses: [Counter; 6],
-    pub duration: Histogram,
-    pub first_byte: Histogram,
+    pub duration: LatencyHistogram,
+    pub first_byte: LatencyHistogram,
     pub input_tokens: Counter,
     pub output_tokens: Counter,
 }
@@ -109,8 +108,8 @@ impl ProxyMetrics {
         let mut registry = Registry::default();
         let metrics = Self {
             responses: Family::default(),
-            durations: HistogramFamily::new_with_constructor(latency_histogram),
-            first_byte: HistogramFamily::new_with_constructor(latency_histogram),
+            durations: HistogramFamily::default(),
+            first_byte: HistogramFamily::default(),
             tokens: Family::default(),
             retries: Family::default(),
             rejected: Family::default(),
