@@ -5,18 +5,13 @@ mod support;
 use std::time::{Duration, Instant};
 
 use sluice_testkit::mock_upstream::Fault;
-use support::proxy::{TestProxy, backend_yaml, mock, served_by};
+use support::proxy::{TestProxy, mock, pool_yaml, served_by};
 
 /// Round-robin visits three backends in strict rotation.
 #[tokio::test]
 async fn round_robin_rotates_exactly_over_three_backends() {
     let (a, b, c) = (mock("a").await, mock("b").await, mock("c").await);
-    let pool = format!(
-        "  - name: gpt-4o\n    backends: [{}, {}, {}]",
-        backend_yaml(&a, ""),
-        backend_yaml(&b, ""),
-        backend_yaml(&c, "")
-    );
+    let pool = pool_yaml("gpt-4o", "", &[(&a, ""), (&b, ""), (&c, "")]);
     let proxy = TestProxy::start(&pool, &[&a, &b, &c]).await;
     let served = proxy.backends_of("gpt-4o", 30).await;
     let first = served.iter().position(|s| s == "a").unwrap();
@@ -33,11 +28,14 @@ async fn round_robin_rotates_exactly_over_three_backends() {
 #[tokio::test]
 async fn weighted_shares_are_within_two_percent() {
     let (a, b, c) = (mock("a").await, mock("b").await, mock("c").await);
-    let pool = format!(
-        "  - name: p\n    strategy: weighted\n    backends: [{}, {}, {}]",
-        backend_yaml(&a, ", weight: 5"),
-        backend_yaml(&b, ", weight: 3"),
-        backend_yaml(&c, ", weight: 2")
+    let pool = pool_yaml(
+        "p",
+        "strategy: weighted",
+        &[
+            (&a, ", weight: 5"),
+            (&b, ", weight: 3"),
+            (&c, ", weight: 2"),
+        ],
     );
     let proxy = TestProxy::start(&pool, &[&a, &b, &c]).await;
     let served = proxy.backends_of("p", 500).await;
@@ -56,11 +54,7 @@ async fn least_latency_prefers_the_faster_backend() {
             .latency(Duration::from_millis(150)),
     )
     .await;
-    let pool = format!(
-        "  - name: p\n    strategy: least_latency\n    backends: [{}, {}]",
-        backend_yaml(&fast, ""),
-        backend_yaml(&slow, "")
-    );
+    let pool = pool_yaml("p", "strategy: least_latency", &[(&fast, ""), (&slow, "")]);
     let proxy = TestProxy::start(&pool, &[&fast, &slow]).await;
     let served = proxy.backends_of("p", 40).await;
     let fast_share = served.iter().filter(|s| *s == "fast").count();
@@ -75,10 +69,10 @@ async fn least_latency_prefers_the_faster_backend() {
 #[tokio::test]
 async fn priority_tiers_fail_over_and_back() {
     let (primary, secondary) = (mock("primary").await, mock("secondary").await);
-    let pool = format!(
-        "  - name: p\n    retry: {{ max_attempts: 2 }}\n    backends: [{}, {}]",
-        backend_yaml(&primary, ", priority: 0"),
-        backend_yaml(&secondary, ", priority: 1")
+    let pool = pool_yaml(
+        "p",
+        "retry: { max_attempts: 2 }",
+        &[(&primary, ", priority: 0"), (&secondary, ", priority: 1")],
     );
     let proxy = TestProxy::start(&pool, &[&primary, &secondary]).await;
     assert_eq!(proxy.backends_of("p", 5).await, vec!["primary"; 5]);
@@ -106,11 +100,7 @@ async fn priority_tiers_fail_over_and_back() {
 #[tokio::test]
 async fn retry_after_ms_cools_a_backend_down_for_that_long() {
     let (a, b) = (mock("a").await, mock("b").await);
-    let pool = format!(
-        "  - name: p\n    backends: [{}, {}]",
-        backend_yaml(&a, ""),
-        backend_yaml(&b, "")
-    );
+    let pool = pool_yaml("p", "", &[(&a, ""), (&b, "")]);
     let proxy = TestProxy::start(&pool, &[&a, &b]).await;
     a.inject(Fault::status(429).header("retry-after-ms", "2000").once())
         .unwrap();
@@ -147,11 +137,7 @@ async fn retry_after_ms_cools_a_backend_down_for_that_long() {
 #[tokio::test]
 async fn all_backends_cooling_answers_429_with_the_shortest_wait() {
     let (a, b) = (mock("a").await, mock("b").await);
-    let pool = format!(
-        "  - name: p\n    backends: [{}, {}]",
-        backend_yaml(&a, ""),
-        backend_yaml(&b, "")
-    );
+    let pool = pool_yaml("p", "", &[(&a, ""), (&b, "")]);
     let proxy = TestProxy::start(&pool, &[&a, &b]).await;
     a.inject(Fault::status(429).header("retry-after-ms", "3000").once())
         .unwrap();

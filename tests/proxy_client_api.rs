@@ -4,7 +4,7 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::proxy::{CLIENT_KEY, TestProxy, backend_yaml, mock};
+use support::proxy::{CLIENT_KEY, TestProxy, backend_yaml, mock, pool_yaml};
 
 async fn expect_openai_error(response: reqwest::Response, status: u16, code: &str) -> Value {
     assert_eq!(response.status().as_u16(), status);
@@ -25,11 +25,11 @@ async fn expect_openai_error(response: reqwest::Response, status: u16, code: &st
 
 async fn two_pool_proxy() -> (TestProxy, sluice_testkit::mock_upstream::MockHandle) {
     let a = mock("a").await;
-    let pools = format!(
-        "  - name: gpt-4o\n    backends: [{}]\n  - name: other\n    backends: [{}]",
-        backend_yaml(&a, ""),
-        backend_yaml(&a, "")
-    );
+    let pools = [
+        pool_yaml("gpt-4o", "", &[(&a, "")]),
+        pool_yaml("other", "", &[(&a, "")]),
+    ]
+    .join("\n");
     (TestProxy::start(&pools, &[&a]).await, a)
 }
 
@@ -251,11 +251,11 @@ async fn calls_are_rewritten_per_backend_kind() {
 #[tokio::test]
 async fn key_scopes_and_model_listing() {
     let a = mock("a").await;
-    let pools = format!(
-        "  - name: gpt-4o\n    backends: [{}]\n  - name: other\n    backends: [{}]",
-        backend_yaml(&a, ""),
-        backend_yaml(&a, "")
-    );
+    let pools = [
+        pool_yaml("gpt-4o", "", &[(&a, "")]),
+        pool_yaml("other", "", &[(&a, "")]),
+    ]
+    .join("\n");
     let proxy = TestProxy::start_with(&pools, &[&a], &[("ops", &["other"])], false).await;
     let list = |key: &'static str| {
         let request = proxy.client.get(proxy.url("/v1/models")).bearer_auth(key);
@@ -298,7 +298,7 @@ async fn key_scopes_and_model_listing() {
 #[tokio::test]
 async fn anonymous_access_only_when_allowed() {
     let a = mock("a").await;
-    let pool = format!("  - name: p\n    backends: [{}]", backend_yaml(&a, ""));
+    let pool = pool_yaml("p", "", &[(&a, "")]);
     let proxy = TestProxy::start_with(&pool, &[&a], &[], true).await;
     let response = proxy
         .client

@@ -6,17 +6,16 @@ mod support;
 use std::time::Duration;
 
 use sluice_testkit::mock_upstream::Fault;
-use support::proxy::{TestProxy, attempts, backend_yaml, mock, served_by};
+use support::proxy::{TestProxy, attempts, mock, pool_yaml, served_by};
 
 /// A failed attempt moves to a different backend; no backend is tried twice for one call.
 #[tokio::test]
 async fn a_retry_never_lands_on_the_backend_that_just_failed() {
     let (a, b, c) = (mock("a").await, mock("b").await, mock("c").await);
-    let pool = format!(
-        "  - name: p\n    retry: {{ max_attempts: 3 }}\n    backends: [{}, {}, {}]",
-        backend_yaml(&a, ""),
-        backend_yaml(&b, ""),
-        backend_yaml(&c, "")
+    let pool = pool_yaml(
+        "p",
+        "retry: { max_attempts: 3 }",
+        &[(&a, ""), (&b, ""), (&c, "")],
     );
     let proxy = TestProxy::start(&pool, &[&a, &b, &c]).await;
     a.inject(Fault::status(500)).unwrap();
@@ -40,11 +39,7 @@ async fn a_retry_never_lands_on_the_backend_that_just_failed() {
 #[tokio::test]
 async fn connect_errors_are_retried_elsewhere() {
     let (a, b) = (mock("a").await, mock("b").await);
-    let pool = format!(
-        "  - name: p\n    backends: [{}, {}]",
-        backend_yaml(&a, ""),
-        backend_yaml(&b, "")
-    );
+    let pool = pool_yaml("p", "", &[(&a, ""), (&b, "")]);
     let proxy = TestProxy::start(&pool, &[&a, &b]).await;
     a.inject(Fault::reset()).unwrap();
     for _ in 0..4 {
@@ -59,11 +54,7 @@ async fn connect_errors_are_retried_elsewhere() {
 #[tokio::test]
 async fn the_last_failure_is_passed_on_as_sent() {
     let (a, b) = (mock("a").await, mock("b").await);
-    let pool = format!(
-        "  - name: p\n    retry: {{ max_attempts: 2 }}\n    backends: [{}, {}]",
-        backend_yaml(&a, ""),
-        backend_yaml(&b, "")
-    );
+    let pool = pool_yaml("p", "retry: { max_attempts: 2 }", &[(&a, ""), (&b, "")]);
     let proxy = TestProxy::start(&pool, &[&a, &b]).await;
     a.inject(Fault::status(503).header("retry-after", "7"))
         .unwrap();
@@ -82,11 +73,7 @@ async fn the_last_failure_is_passed_on_as_sent() {
 #[tokio::test]
 async fn statuses_outside_retry_on_are_not_retried() {
     let (a, b) = (mock("a").await, mock("b").await);
-    let pool = format!(
-        "  - name: p\n    backends: [{}, {}]",
-        backend_yaml(&a, ""),
-        backend_yaml(&b, "")
-    );
+    let pool = pool_yaml("p", "", &[(&a, ""), (&b, "")]);
     let proxy = TestProxy::start(&pool, &[&a, &b]).await;
     let filtered = serde_json::json!({"error": {"code": "content_filter", "message": "filtered",
         "innererror": {"code": "ResponsibleAIPolicyViolation"}}});
@@ -102,11 +89,7 @@ async fn statuses_outside_retry_on_are_not_retried() {
 #[tokio::test]
 async fn max_attempts_one_disables_retries() {
     let (a, b) = (mock("a").await, mock("b").await);
-    let pool = format!(
-        "  - name: p\n    retry: {{ max_attempts: 1 }}\n    backends: [{}, {}]",
-        backend_yaml(&a, ""),
-        backend_yaml(&b, "")
-    );
+    let pool = pool_yaml("p", "retry: { max_attempts: 1 }", &[(&a, ""), (&b, "")]);
     let proxy = TestProxy::start(&pool, &[&a, &b]).await;
     a.inject(Fault::status(500)).unwrap();
     b.inject(Fault::status(500)).unwrap();
@@ -119,10 +102,10 @@ async fn max_attempts_one_disables_retries() {
 #[tokio::test]
 async fn per_try_timeout_moves_on_to_another_backend() {
     let (a, b) = (mock("a").await, mock("b").await);
-    let pool = format!(
-        "  - name: p\n    retry: {{ per_try_timeout_ms: 300 }}\n    backends: [{}, {}]",
-        backend_yaml(&a, ""),
-        backend_yaml(&b, "")
+    let pool = pool_yaml(
+        "p",
+        "retry: { per_try_timeout_ms: 300 }",
+        &[(&a, ""), (&b, "")],
     );
     let proxy = TestProxy::start(&pool, &[&a, &b]).await;
     a.inject(Fault::latency(Duration::from_secs(5))).unwrap();
@@ -143,11 +126,7 @@ async fn per_try_timeout_moves_on_to_another_backend() {
 #[tokio::test]
 async fn never_retries_after_the_stream_started() {
     let (a, b) = (mock("a").await, mock("b").await);
-    let pool = format!(
-        "  - name: p\n    backends: [{}, {}]",
-        backend_yaml(&a, ""),
-        backend_yaml(&b, "")
-    );
+    let pool = pool_yaml("p", "", &[(&a, ""), (&b, "")]);
     let proxy = TestProxy::start(&pool, &[&a, &b]).await;
     a.inject(Fault::stream_abort_after(2)).unwrap();
     b.inject(Fault::stream_abort_after(2)).unwrap();

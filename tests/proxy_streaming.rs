@@ -6,7 +6,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use sluice_testkit::mock_upstream::MockConfig;
-use support::proxy::{CLIENT_KEY, TestProxy, backend_yaml, mock, mock_with};
+use support::proxy::{CLIENT_KEY, TestProxy, mock, mock_with, pool_yaml};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -19,7 +19,7 @@ async fn streamed_chunks_reach_the_client_before_the_upstream_finishes() {
             .completion_tokens(10),
     )
     .await;
-    let pool = format!("  - name: p\n    backends: [{}]", backend_yaml(&slow, ""));
+    let pool = pool_yaml("p", "", &[(&slow, "")]);
     let proxy = TestProxy::start(&pool, &[&slow]).await;
     let started = Instant::now();
     let mut response = proxy.stream("p").send().await.unwrap();
@@ -59,7 +59,7 @@ async fn streamed_chunks_reach_the_client_before_the_upstream_finishes() {
 #[tokio::test]
 async fn usage_of_plain_responses_is_counted() {
     let a = mock("a").await;
-    let pool = format!("  - name: p\n    backends: [{}]", backend_yaml(&a, ""));
+    let pool = pool_yaml("p", "", &[(&a, "")]);
     let proxy = TestProxy::start(&pool, &[&a]).await;
     let body: serde_json::Value = proxy.chat("p").send().await.unwrap().json().await.unwrap();
     let (input, output) = (
@@ -161,7 +161,7 @@ async fn client_disconnect_mid_stream_cancels_upstream() {
 #[tokio::test]
 async fn serves_h2c_clients() {
     let a = mock("a").await;
-    let pool = format!("  - name: p\n    backends: [{}]", backend_yaml(&a, ""));
+    let pool = pool_yaml("p", "", &[(&a, "")]);
     let proxy = TestProxy::start(&pool, &[&a]).await;
     let h2 = reqwest::Client::builder()
         .http2_prior_knowledge()
@@ -187,7 +187,7 @@ async fn shutdown_drains_in_flight_streams() {
             .completion_tokens(8),
     )
     .await;
-    let pool = format!("  - name: p\n    backends: [{}]", backend_yaml(&slow, ""));
+    let pool = pool_yaml("p", "", &[(&slow, "")]);
     let mut proxy = TestProxy::start(&pool, &[&slow]).await;
     let mut response = proxy.stream("p").send().await.unwrap();
     let first = response.chunk().await.unwrap().unwrap();

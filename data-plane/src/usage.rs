@@ -21,7 +21,9 @@ const MAX_CAPTURE: usize = 8 * 1024;
 
 #[derive(Default)]
 pub struct UsageScanner {
-    carry: Vec<u8>,
+    /// The last bytes seen (at most `CARRY`), kept without allocating per frame.
+    carry: [u8; CARRY],
+    carry_len: usize,
     /// Bytes from a `"usage"` key on, while its value is incomplete.
     capture: Vec<u8>,
     capturing: bool,
@@ -33,7 +35,8 @@ impl UsageScanner {
         if chunk.is_empty() {
             return;
         }
-        let carried = std::mem::take(&mut self.carry);
+        let carried = self.carry;
+        let carried = &carried[..self.carry_len];
         let mut rest = chunk;
         let mut first_search = true;
         loop {
@@ -52,11 +55,7 @@ impl UsageScanner {
                 }
             }
             // Only the start of the chunk can complete a key that began in the carry.
-            let carry = if first_search {
-                carried.as_slice()
-            } else {
-                &[]
-            };
+            let carry: &[u8] = if first_search { carried } else { &[] };
             first_search = false;
             if let Some(at) = find_key(carry, rest) {
                 self.capturing = true;
@@ -68,11 +67,14 @@ impl UsageScanner {
             break;
         }
         // The last few bytes seen, across short chunks too.
-        let mut tail = carried;
-        tail.extend_from_slice(&chunk[chunk.len().saturating_sub(CARRY)..]);
-        let drop = tail.len().saturating_sub(CARRY);
-        tail.drain(..drop);
-        self.carry = tail;
+        let mut tail = [0u8; 2 * CARRY];
+        let recent = &chunk[chunk.len().saturating_sub(CARRY)..];
+        tail[..carried.len()].copy_from_slice(carried);
+        tail[carried.len()..carried.len() + recent.len()].copy_from_slice(recent);
+        let total = carried.len() + recent.len();
+        let kept = total.min(CARRY);
+        self.carry[..kept].copy_from_slice(&tail[total - kept..total]);
+        self.carry_len = kept;
     }
 
     /// When the captured value is complete: parses it and returns how many captured bytes,
@@ -113,10 +115,10 @@ impl UsageScanner {
 fn find_key(carry: &[u8], chunk: &[u8]) -> Option<usize> {
     if !carry.is_empty() {
         let head = &chunk[..chunk.len().min(CARRY)];
-        let mut joint = Vec::with_capacity(carry.len() + head.len());
-        joint.extend_from_slice(carry);
-        joint.extend_from_slice(head);
-        if let Some(at) = memmem::find(&joint, KEY) {
+        let mut joint = [0u8; 2 * CARRY];
+        joint[..carry.len()].copy_from_slice(carry);
+        joint[carry.len()..carry.len() + head.len()].copy_from_slice(head);
+        if let Some(at) = memmem::find(&joint[..carry.len() + head.len()], KEY) {
             let end = at + KEY.len();
             if end > carry.len() {
                 return Some(end - carry.len());

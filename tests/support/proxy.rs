@@ -46,6 +46,24 @@ pub fn backend_yaml(mock: &MockHandle, extra: &str) -> String {
     )
 }
 
+/// One pool's YAML list entry: `settings` (e.g. `strategy: weighted`, may be empty) and its
+/// backends, each with extra fields (e.g. `, weight: 3`).
+pub fn pool_yaml(name: &str, settings: &str, backends: &[(&MockHandle, &str)]) -> String {
+    let backends: Vec<String> = backends
+        .iter()
+        .map(|(mock, extra)| backend_yaml(mock, extra))
+        .collect();
+    let settings = if settings.is_empty() {
+        String::new()
+    } else {
+        format!("    {settings}\n")
+    };
+    format!(
+        "  - name: {name}\n{settings}    backends: [{}]",
+        backends.join(", ")
+    )
+}
+
 impl TestProxy {
     /// Starts a proxy with `pools_yaml` (the `pools:` list) and one client key for all pools.
     pub async fn start(pools_yaml: &str, mocks: &[&MockHandle]) -> Self {

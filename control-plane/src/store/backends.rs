@@ -4,7 +4,7 @@ use sqlx::Row;
 
 use super::pools::{from_json, pool_revision, to_json, touch_pool};
 use super::write::WriteTx;
-use super::{Actor, Precondition, Resource, Store, StoreError, Stored, to_revision};
+use super::{Actor, Precondition, Resource, Store, StoreError, Stored, require, to_revision};
 
 impl Store {
     /// A pool's backends in the order they were added; `NotFound` when the pool is missing.
@@ -82,12 +82,8 @@ impl Store {
         self.bounded(async {
             let mut tx = self.begin_write().await?;
             require_pool(tx.conn(), pool).await?;
-            let current = fetch_backend(tx.conn(), pool, &backend.name)
-                .await?
-                .ok_or_else(|| StoreError::NotFound(resource.clone()))?;
-            if let Some(precondition) = precondition {
-                precondition.check(&resource, current.revision)?;
-            }
+            let current = fetch_backend(tx.conn(), pool, &backend.name).await?;
+            require(precondition, &resource, current.map(|b| b.revision))?;
             let revision = tx.revision();
             sqlx::query("UPDATE backends SET spec = $1, updated_revision = $2 WHERE pool = $3 AND name = $4")
                 .bind(to_json(backend))
@@ -117,12 +113,8 @@ impl Store {
         self.bounded(async {
             let mut tx = self.begin_write().await?;
             require_pool(tx.conn(), pool).await?;
-            let current = fetch_backend(tx.conn(), pool, name)
-                .await?
-                .ok_or_else(|| StoreError::NotFound(resource.clone()))?;
-            if let Some(precondition) = precondition {
-                precondition.check(&resource, current.revision)?;
-            }
+            let current = fetch_backend(tx.conn(), pool, name).await?;
+            require(precondition, &resource, current.map(|b| b.revision))?;
             sqlx::query("DELETE FROM backends WHERE pool = $1 AND name = $2")
                 .bind(pool.as_str())
                 .bind(name.as_str())

@@ -88,6 +88,16 @@ pub enum Precondition {
     AtRevision(Vec<u64>),
 }
 
+/// The resource must exist (at `current`) and satisfy the precondition, if one was given.
+pub(crate) fn require(
+    precondition: Option<&Precondition>,
+    resource: &Resource,
+    current: Option<u64>,
+) -> Result<(), StoreError> {
+    let current = current.ok_or_else(|| StoreError::NotFound(resource.clone()))?;
+    precondition.map_or(Ok(()), |p| p.check(resource, current))
+}
+
 impl Precondition {
     fn check(&self, resource: &Resource, current: u64) -> Result<(), StoreError> {
         match self {

@@ -3,7 +3,7 @@ use sqlx::AnyConnection;
 use sqlx::Row;
 
 use super::write::WriteTx;
-use super::{Actor, Precondition, Resource, Store, StoreError, to_revision};
+use super::{Actor, Precondition, Resource, Store, StoreError, require, to_revision};
 
 /// A stored value and the revision of its last change, which is its ETag.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,12 +77,8 @@ impl Store {
         let resource = Resource::Pool(name.to_string());
         self.bounded(async {
             let mut tx = self.begin_write().await?;
-            let current = pool_revision(tx.conn(), name)
-                .await?
-                .ok_or_else(|| StoreError::NotFound(resource.clone()))?;
-            if let Some(precondition) = precondition {
-                precondition.check(&resource, current)?;
-            }
+            let current = pool_revision(tx.conn(), name).await?;
+            require(precondition, &resource, current)?;
             sqlx::query(
                 "UPDATE pools SET strategy = $1, retry = $2, updated_revision = $3 WHERE name = $4",
             )
@@ -115,12 +111,8 @@ impl Store {
         let resource = Resource::Pool(name.to_string());
         self.bounded(async {
             let mut tx = self.begin_write().await?;
-            let current = pool_revision(tx.conn(), name)
-                .await?
-                .ok_or_else(|| StoreError::NotFound(resource.clone()))?;
-            if let Some(precondition) = precondition {
-                precondition.check(&resource, current)?;
-            }
+            let current = pool_revision(tx.conn(), name).await?;
+            require(precondition, &resource, current)?;
             for statement in [
                 "DELETE FROM backends WHERE pool = $1",
                 "DELETE FROM pools WHERE name = $1",
