@@ -12,7 +12,7 @@ use std::time::Duration;
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::Value;
 use sluice_control_plane::store::StoreOptions;
-use sluice_control_plane::{ControlPlane, ControlPlaneConfig};
+use sluice_control_plane::{ControlPlane, ControlPlaneConfig, GrpcTls};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -71,6 +71,21 @@ impl TestControlPlane {
         database_url: String,
         store: StoreOptions,
     ) -> Self {
+        Self::start_full(database, database_url, store, None).await
+    }
+
+    /// Serves the config stream over TLS (mTLS when `tls` names a client CA).
+    pub async fn start_with_tls(database: TestDatabase, tls: GrpcTls) -> Self {
+        let url = database.url().to_owned();
+        Self::start_full(database, url, StoreOptions::default(), Some(tls)).await
+    }
+
+    async fn start_full(
+        database: TestDatabase,
+        database_url: String,
+        store: StoreOptions,
+        grpc_tls: Option<GrpcTls>,
+    ) -> Self {
         let config = ControlPlaneConfig {
             database_url,
             admin_addr: "127.0.0.1:0".parse().unwrap(),
@@ -78,7 +93,7 @@ impl TestControlPlane {
             admin_tokens: vec![ADMIN_TOKEN.to_owned()],
             insecure_no_admin_auth: false,
             proxy_tokens: vec![PROXY_TOKEN.to_owned()],
-            grpc_tls: None,
+            grpc_tls,
             store,
         };
         let control_plane = ControlPlane::bind(config)

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use reqwest::Response;
 use sluice_data_plane::proxy::ProxyOptions;
-use sluice_data_plane::{ConfigSource, ControlPlaneSource, DataPlane, DataPlaneConfig};
+use sluice_data_plane::{ClientTls, ConfigSource, ControlPlaneSource, DataPlane, DataPlaneConfig};
 use sluice_testkit::mock_upstream::{MockConfig, MockHandle, MockUpstream};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
@@ -106,12 +106,22 @@ impl TestProxy {
 
     /// A proxy following the control plane at `grpc` as `node_id`, caching in `cache_dir`.
     pub async fn follow(grpc: SocketAddr, node_id: &str, cache_dir: &std::path::Path) -> Self {
+        Self::follow_url(format!("http://{grpc}"), node_id, cache_dir, None).await
+    }
+
+    /// Follows a control plane at `url` (https:// with `tls`).
+    pub async fn follow_url(
+        url: String,
+        node_id: &str,
+        cache_dir: &std::path::Path,
+        tls: Option<ClientTls>,
+    ) -> Self {
         let source = ConfigSource::ControlPlane(ControlPlaneSource {
-            url: format!("http://{grpc}"),
+            url,
             proxy_token: super::PROXY_TOKEN.to_owned(),
             node_id: node_id.to_owned(),
             cache_dir: Some(cache_dir.to_owned()),
-            tls: None,
+            tls,
         });
         Self::start_source(source, tempfile::tempdir().unwrap(), false).await
     }
