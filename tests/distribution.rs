@@ -158,20 +158,20 @@ async fn a_change_reaches_ten_proxies_within_milliseconds() {
             201,
         )
         .await;
-        // Each proxy's own view of the pool, polled on the ops port via a real call.
-        let waits = proxies.iter().map(|proxy| {
-            let (key, name) = (key.clone(), name.clone());
-            async move {
-                eventually(Duration::from_secs(5), "propagation", || {
-                    serves(proxy, &key, &name)
-                })
-                .await;
-                started.elapsed()
+        // Sweep all proxies until each serves the new pool; note when each first did.
+        let mut arrived = vec![None; proxies.len()];
+        while arrived.iter().any(Option::is_none) {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "propagation timed out"
+            );
+            for (proxy, seen) in proxies.iter().zip(arrived.iter_mut()) {
+                if seen.is_none() && serves(proxy, &key, &name).await {
+                    *seen = Some(started.elapsed());
+                }
             }
-        });
-        for wait in waits {
-            samples.push(wait.await);
         }
+        samples.extend(arrived.into_iter().flatten());
     }
     samples.sort();
     let p50 = samples[samples.len() / 2];
