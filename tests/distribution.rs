@@ -41,6 +41,20 @@ fn pool(name: &str, mocks: &[&MockHandle], secrets: &Path) -> Value {
     json!({"name": name, "backends": backends})
 }
 
+/// `n` proxies following `cp`, each with its own cache under `dir`.
+async fn followers(cp: &TestControlPlane, n: usize, dir: &Path) -> Vec<TestProxy> {
+    let mut proxies = Vec::with_capacity(n);
+    for i in 0..n {
+        let cache = dir.join(format!("cache-{i}"));
+        proxies.push(TestProxy::follow(cp.grpc_addr, &format!("proxy-{i}"), &cache).await);
+    }
+    proxies
+}
+
+async fn create_pool(cp: &TestControlPlane, pool: &Value) {
+    expect_status(cp.post("/api/v1/pools", pool).await, 201).await;
+}
+
 async fn client_key(cp: &TestControlPlane) -> String {
     let created = expect_status(cp.post("/api/v1/keys", &json!({"id": "team-a"})).await, 201).await;
     created["secret"].as_str().unwrap().to_owned()
@@ -70,23 +84,8 @@ async fn a_pool_created_through_the_admin_api_is_served_by_three_proxies() {
     let cp = TestControlPlane::start(TestDatabase::sqlite()).await;
     let (a, b) = (mock("a").await, mock("b").await);
     let dir = tempfile::tempdir().unwrap();
-    let mut proxies = Vec::new();
-    for i in 0..3 {
-        proxies.push(
-            TestProxy::follow(
-                cp.grpc_addr,
-                &format!("proxy-{i}"),
-                &dir.path().join(format!("cache-{i}")),
-            )
-            .await,
-        );
-    }
-    expect_status(
-        cp.post("/api/v1/pools", &pool("gpt-4o", &[&a, &b], dir.path()))
-            .await,
-        201,
-    )
-    .await;
+    let proxies = followers(&cp, 3, dir.path()).await;
+    create_pool(&cp, &pool("gpt-4o", &[&a, &b], dir.path())).await;
     let key = client_key(&cp).await;
     for proxy in &proxies {
         eventually(
@@ -124,23 +123,8 @@ async fn a_change_reaches_ten_proxies_within_milliseconds() {
     let cp = TestControlPlane::start(TestDatabase::sqlite()).await;
     let a = mock("a").await;
     let dir = tempfile::tempdir().unwrap();
-    let mut proxies = Vec::new();
-    for i in 0..10 {
-        proxies.push(
-            TestProxy::follow(
-                cp.grpc_addr,
-                &format!("proxy-{i}"),
-                &dir.path().join(format!("c{i}")),
-            )
-            .await,
-        );
-    }
-    expect_status(
-        cp.post("/api/v1/pools", &pool("p", &[&a], dir.path()))
-            .await,
-        201,
-    )
-    .await;
+    let proxies = followers(&cp, 10, dir.path()).await;
+    create_pool(&cp, &pool("p", &[&a], dir.path())).await;
     let key = client_key(&cp).await;
     for proxy in &proxies {
         eventually(Duration::from_secs(5), "initial sync", || {
@@ -152,12 +136,7 @@ async fn a_change_reaches_ten_proxies_within_milliseconds() {
     for round in 0..10 {
         let name = format!("q{round}");
         let started = Instant::now();
-        expect_status(
-            cp.post("/api/v1/pools", &pool(&name, &[&a], dir.path()))
-                .await,
-            201,
-        )
-        .await;
+        create_pool(&cp, &pool(&name, &[&a], dir.path())).await;
         // Sweep all proxies until each serves the new pool; note when each first did.
         let mut arrived = vec![None; proxies.len()];
         while arrived.iter().any(Option::is_none) {
@@ -192,12 +171,7 @@ async fn proxies_keep_serving_without_the_control_plane() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
     let proxy = Arc::new(TestProxy::follow(cp.grpc_addr, "steady", &cache).await);
-    expect_status(
-        cp.post("/api/v1/pools", &pool("p", &[&a, &b], dir.path()))
-            .await,
-        201,
-    )
-    .await;
+    create_pool(&cp, &pool("p", &[&a, &b], dir.path())).await;
     let key = client_key(&cp).await;
     eventually(Duration::from_secs(5), "sync", || serves(&proxy, &key, "p")).await;
 
@@ -291,12 +265,7 @@ async fn frequent_config_changes_under_load_lose_no_request() {
     let (a, b) = (mock("a").await, mock("b").await);
     let dir = tempfile::tempdir().unwrap();
     let proxy = Arc::new(TestProxy::follow(cp.grpc_addr, "busy", &dir.path().join("cache")).await);
-    expect_status(
-        cp.post("/api/v1/pools", &pool("p", &[&a, &b], dir.path()))
-            .await,
-        201,
-    )
-    .await;
+    create_pool(&cp, &pool("p", &[&a, &b], dir.path())).await;
     let key = client_key(&cp).await;
     eventually(Duration::from_secs(5), "sync", || serves(&proxy, &key, "p")).await;
 
@@ -360,12 +329,7 @@ async fn unauthenticated_and_garbage_streams_are_refused_without_affecting_other
     let a = mock("a").await;
     let dir = tempfile::tempdir().unwrap();
     let proxy = TestProxy::follow(cp.grpc_addr, "good", &dir.path().join("cache")).await;
-    expect_status(
-        cp.post("/api/v1/pools", &pool("p", &[&a], dir.path()))
-            .await,
-        201,
-    )
-    .await;
+    create_pool(&cp, &pool("p", &[&a], dir.path())).await;
     let key = client_key(&cp).await;
     eventually(Duration::from_secs(5), "sync", || serves(&proxy, &key, "p")).await;
 
@@ -428,12 +392,7 @@ async fn unauthenticated_and_garbage_streams_are_refused_without_affecting_other
         .unwrap();
     drop(garbage);
 
-    expect_status(
-        cp.post("/api/v1/pools", &pool("q", &[&a], dir.path()))
-            .await,
-        201,
-    )
-    .await;
+    create_pool(&cp, &pool("q", &[&a], dir.path())).await;
     eventually(
         Duration::from_secs(5),
         "the good proxy to keep following",

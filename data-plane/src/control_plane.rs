@@ -203,6 +203,11 @@ mod tests {
         proto::Snapshot::from(&snapshot)
     }
 
+    async fn cached_revision(client: &ControlPlaneClient) -> u64 {
+        let cache = client.cache.as_ref().unwrap();
+        cache.load().await.unwrap().unwrap().revision
+    }
+
     /// A valid snapshot is applied, cached and ACKed; an invalid one is NACKed with the
     /// offending field while the previous config keeps serving.
     #[tokio::test]
@@ -223,18 +228,7 @@ mod tests {
             })
         );
         assert_eq!(client.proxy.current().unwrap().revision, 3);
-        assert_eq!(
-            client
-                .cache
-                .as_ref()
-                .unwrap()
-                .load()
-                .await
-                .unwrap()
-                .unwrap()
-                .revision,
-            3
-        );
+        assert_eq!(cached_revision(&client).await, 3);
 
         let mut bad = snapshot(4);
         bad.pools[0].backends[0].url = "ftp://nope".into();
@@ -258,18 +252,7 @@ mod tests {
             3,
             "the previous config keeps serving"
         );
-        assert_eq!(
-            client
-                .cache
-                .as_ref()
-                .unwrap()
-                .load()
-                .await
-                .unwrap()
-                .unwrap()
-                .revision,
-            3
-        );
+        assert_eq!(cached_revision(&client).await, 3);
 
         let empty = client
             .apply(ConfigUpdate {
