@@ -107,6 +107,8 @@ async fn a_pool_created_through_the_admin_api_is_served_by_three_proxies() {
     .await;
     let listed = expect_status(cp.get("/api/v1/proxies").await, 200).await;
     assert_eq!(listed["proxies"][0]["node_id"], "proxy-0");
+    let metrics = cp.get("/metrics").await.text().await.unwrap();
+    assert!(metrics.contains("sluice_connected_proxies 3"), "{metrics}");
     assert!(
         listed["proxies"][0]["address"]
             .as_str()

@@ -155,3 +155,47 @@ async fn never_retries_after_the_stream_started() {
         "no retry after the first byte"
     );
 }
+
+/// A backend that refuses its key (401) makes the proxy re-read the secret once and, if it
+/// changed, send again with the new key; an unchanged secret passes the 401 on.
+#[tokio::test]
+async fn an_upstream_401_rereads_the_secret_and_retries_once() {
+    let a = mock("a").await;
+    let proxy = TestProxy::start(&pool_yaml("p", "", &[(&a, "")]), &[&a]).await;
+    assert_eq!(proxy.chat("p").send().await.unwrap().status(), 200);
+
+    // The key was rotated: the file holds a new one, the backend now refuses the old one.
+    proxy.rotate_secret(&a, "key-a-rotated");
+    a.inject(Fault::status(401).once()).unwrap();
+    let response = proxy.chat("p").send().await.unwrap();
+    let seen: Vec<_> = a
+        .requests()
+        .iter()
+        .map(|r| r.api_key().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(
+        seen[1..],
+        ["key-a", "key-a-rotated"],
+        "one retry, with the re-read key"
+    );
+    assert_eq!(
+        response.status(),
+        401,
+        "the mock still expects key-a, so the retry is refused too"
+    );
+    assert_eq!(
+        attempts(&response),
+        1,
+        "the re-send is part of the same attempt"
+    );
+
+    // The file now holds the key the backend accepts: its 401 is recovered transparently.
+    proxy.rotate_secret(&a, "key-a");
+    assert_eq!(proxy.chat("p").send().await.unwrap().status(), 200);
+    assert_eq!(a.request_count(), 5);
+
+    // An unchanged secret is not retried.
+    a.inject(Fault::status(401).once()).unwrap();
+    assert_eq!(proxy.chat("p").send().await.unwrap().status(), 401);
+    assert_eq!(a.request_count(), 6);
+}

@@ -53,7 +53,7 @@ impl ConfigBuilder {
                             BackendEndpoint::build(
                                 spec,
                                 self.client.clone(),
-                                self.resolver.as_ref(),
+                                self.resolver.clone(),
                                 metrics,
                             )
                             .await,

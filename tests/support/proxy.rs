@@ -219,6 +219,16 @@ impl TestProxy {
         }
     }
 
+    /// Rewrites a backend's secret file (`key-<mock name>`), as a rotated mounted secret.
+    pub fn rotate_secret(&self, mock: &MockHandle, value: &str) {
+        let path = self
+            .dir
+            .path()
+            .join("secrets")
+            .join(format!("key-{}", mock.name()));
+        std::fs::write(path, value).unwrap();
+    }
+
     /// `/readyz` on the ops port answers 200 (a config is loaded).
     pub async fn is_ready(&self) -> bool {
         reqwest::get(format!("http://{}/readyz", self.ops_addr))

@@ -37,6 +37,7 @@ pub struct AdminMetrics {
     requests: Family<RequestLabels, Counter>,
     durations: HistogramFamily,
     revision: Gauge,
+    proxies: Gauge,
 }
 
 impl AdminMetrics {
@@ -47,6 +48,7 @@ impl AdminMetrics {
             Histogram::new(exponential_buckets(0.0005, 2.0, 14))
         });
         let revision = Gauge::default();
+        let proxies = Gauge::default();
         registry.register(
             "sluice_admin_requests",
             "Admin API requests by method, route and status",
@@ -62,17 +64,24 @@ impl AdminMetrics {
             "Latest config revision this control plane has committed or read",
             revision.clone(),
         );
+        registry.register(
+            "sluice_connected_proxies",
+            "Proxies with an open config stream to this replica",
+            proxies.clone(),
+        );
         Self {
             registry,
             requests,
             durations,
             revision,
+            proxies,
         }
     }
 
-    fn encode(&self, revision: u64) -> String {
+    fn encode(&self, revision: u64, proxies: usize) -> String {
         self.revision
             .set(i64::try_from(revision).unwrap_or(i64::MAX));
+        self.proxies.set(i64::try_from(proxies).unwrap_or(i64::MAX));
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
@@ -125,7 +134,10 @@ pub async fn track(
 pub async fn metrics(State(state): State<AdminState>) -> Response {
     let mut response = state
         .metrics
-        .encode(state.store.last_known_revision())
+        .encode(
+            state.store.last_known_revision(),
+            state.proxies.list().len(),
+        )
         .into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

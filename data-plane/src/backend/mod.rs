@@ -3,12 +3,13 @@
 pub mod health;
 pub mod rate_limit;
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, HeaderName, HeaderValue};
-use http::{Request, Response, Uri};
+use http::{Request, Response, StatusCode, Uri};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use secrecy::ExposeSecret as _;
@@ -33,7 +34,7 @@ const EWMA_DECAY: Duration = Duration::from_secs(10);
 static API_KEY: HeaderName = HeaderName::from_static("api-key");
 
 /// How requests to this backend are authenticated, resolved from its `auth`.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum Credential {
     Header(HeaderName, HeaderValue),
     None,
@@ -68,7 +69,9 @@ pub struct BackendEndpoint {
     pub name_header: HeaderValue,
     pub health: Health,
     pub metrics: BackendMetrics,
-    credential: Credential,
+    /// Swapped when the secret is re-read after the backend refused it (rotation).
+    credential: ArcSwap<Credential>,
+    resolver: Arc<dyn SecretResolver>,
     client: UpstreamClient,
     /// The same client wrapped to measure latency, for least-latency pools only: its mutex
     /// is not worth paying where no one reads the estimate.
@@ -86,10 +89,10 @@ impl BackendEndpoint {
     pub async fn build(
         spec: Backend,
         client: UpstreamClient,
-        resolver: &dyn SecretResolver,
+        resolver: Arc<dyn SecretResolver>,
         metrics: BackendMetrics,
     ) -> Self {
-        let credential = resolve_credential(&spec, resolver).await;
+        let credential = resolve_credential(&spec, resolver.as_ref()).await;
         if let Credential::Missing(reason) = &credential {
             tracing::warn!(backend.name = %spec.name, reason = %reason, "backend has no credential; it takes no traffic");
         }
@@ -100,7 +103,8 @@ impl BackendEndpoint {
             spec,
             health: Health::default(),
             metrics,
-            credential,
+            credential: ArcSwap::from_pointee(credential),
+            resolver,
             measured: Mutex::new(PeakEwma::new(
                 client.clone(),
                 DEFAULT_RTT,
@@ -115,7 +119,7 @@ impl BackendEndpoint {
         if !self.spec.enabled {
             return State::Disabled;
         }
-        if matches!(self.credential, Credential::Missing(_)) {
+        if matches!(**self.credential.load(), Credential::Missing(_)) {
             return State::NoCredential;
         }
         match self.health.check(now) {
@@ -133,8 +137,42 @@ impl BackendEndpoint {
             .load()
     }
 
-    /// Sends one attempt and updates health from what came back.
+    /// Sends one attempt and updates health from what came back. A 401 re-reads the
+    /// backend's secret once and, when it changed (a rotated key), sends again with it.
     pub async fn send(
+        &self,
+        call: &ClientCall,
+        per_try_timeout: Duration,
+        measure_latency: bool,
+    ) -> Result<Response<Incoming>, TransportFailure> {
+        let response = self
+            .send_once(call, per_try_timeout, measure_latency)
+            .await?;
+        if response.status() != StatusCode::UNAUTHORIZED || !self.refresh_credential().await {
+            return Ok(response);
+        }
+        tracing::info!(backend.name = %self.spec.name, "backend refused its key; retrying with the re-read secret");
+        self.send_once(call, per_try_timeout, measure_latency).await
+    }
+
+    /// Re-resolves the secret; `true` when a different, usable credential was stored.
+    async fn refresh_credential(&self) -> bool {
+        if !matches!(self.spec.auth, Auth::ApiKey { .. }) {
+            return false;
+        }
+        let fresh = resolve_credential(&self.spec, self.resolver.as_ref()).await;
+        if let Credential::Missing(reason) = &fresh {
+            tracing::warn!(backend.name = %self.spec.name, reason = %reason, "cannot re-read the backend's secret; keeping the current one");
+            return false;
+        }
+        if **self.credential.load() == fresh {
+            return false;
+        }
+        self.credential.store(Arc::new(fresh));
+        true
+    }
+
+    async fn send_once(
         &self,
         call: &ClientCall,
         per_try_timeout: Duration,
@@ -222,7 +260,7 @@ impl BackendEndpoint {
         *request.uri_mut() = Uri::try_from(uri).unwrap_or_default();
         let headers = request.headers_mut();
         headers.clone_from(&call.headers);
-        if let Credential::Header(name, value) = &self.credential {
+        if let Credential::Header(name, value) = &**self.credential.load() {
             headers.insert(name.clone(), value.clone());
         }
         request
