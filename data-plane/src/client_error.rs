@@ -160,6 +160,15 @@ impl ClientError {
         )
     }
 
+    pub fn not_ready() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server_error",
+            "not_ready",
+            "The proxy has not received its configuration yet; retry shortly.",
+        )
+    }
+
     pub fn upstream_unreachable() -> Self {
         Self::new(
             StatusCode::BAD_GATEWAY,

@@ -89,10 +89,7 @@ impl Proxy {
     ) -> Result<Response<ProxyBody>, Response<ProxyBody>> {
         let started = Instant::now();
         let Some(config) = self.current() else {
-            return Err(ClientError::no_usable_backend(
-                "any deployment: the proxy has no config yet",
-            )
-            .into_response());
+            return Err(ClientError::not_ready().into_response());
         };
         let (mut parts, body) = request.into_parts();
         let key = if self.options.allow_anonymous {

@@ -20,7 +20,7 @@ pub struct ProxyArgs {
     #[arg(long, env = "SLUICE_CONTROL_PLANE")]
     control_plane: Option<String>,
     /// Token for the config stream (the control plane's SLUICE_PROXY_TOKEN).
-    #[arg(long, env = "SLUICE_PROXY_TOKEN", hide_env_values = true, required_if_eq_any = [("control_plane", "")])]
+    #[arg(long, env = "SLUICE_PROXY_TOKEN", hide_env_values = true)]
     proxy_token: Option<String>,
     /// This proxy's name in the control plane's /api/v1/proxies (default: HOSTNAME).
     #[arg(long, env = "SLUICE_NODE_ID")]
