@@ -14,7 +14,7 @@ use crate::balance::PoolRuntime;
 use crate::client_auth::ClientKeys;
 use crate::metrics::ProxyMetrics;
 use crate::secrets::{SecretError, SecretResolver};
-use crate::upstream::UpstreamClient;
+use crate::upstream::Upstream;
 
 pub struct RuntimeConfig {
     pub revision: u64,
@@ -24,7 +24,7 @@ pub struct RuntimeConfig {
 
 /// Turns snapshots into [`RuntimeConfig`]s, keeping the state of unchanged backends.
 pub struct ConfigBuilder {
-    pub client: UpstreamClient,
+    pub upstream: Arc<Upstream>,
     pub resolver: Arc<dyn SecretResolver>,
     pub metrics: Arc<ProxyMetrics>,
 }
@@ -52,7 +52,7 @@ impl ConfigBuilder {
                         Arc::new(
                             BackendEndpoint::build(
                                 spec,
-                                self.client.clone(),
+                                self.upstream.clone(),
                                 self.resolver.clone(),
                                 metrics,
                             )

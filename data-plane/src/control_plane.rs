@@ -186,7 +186,7 @@ mod tests {
                 metrics.clone(),
             )),
             builder: Arc::new(ConfigBuilder {
-                client: crate::upstream::client(Duration::from_secs(1)).unwrap(),
+                upstream: crate::upstream::Upstream::new(Duration::from_secs(1)).unwrap(),
                 resolver: Arc::new(LocalSecrets),
                 metrics,
             }),

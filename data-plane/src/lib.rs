@@ -100,7 +100,8 @@ pub enum StartError {
 pub struct DataPlane {
     proxy: Arc<Proxy>,
     follower: Option<ControlPlaneClient>,
-    listener: TcpListener,
+    /// One per core, all on the proxy address.
+    listeners: Vec<std::net::TcpListener>,
     ops_listener: TcpListener,
     drain_timeout: Duration,
 }
@@ -110,7 +111,7 @@ impl DataPlane {
         let metrics = Arc::new(ProxyMetrics::new());
         let resolver: Arc<dyn SecretResolver> = Arc::new(LocalSecrets);
         let builder = Arc::new(ConfigBuilder {
-            client: upstream::client(config.connect_timeout)?,
+            upstream: upstream::Upstream::new(config.connect_timeout)?,
             resolver: resolver.clone(),
             metrics: metrics.clone(),
         });
@@ -131,14 +132,20 @@ impl DataPlane {
         Ok(Self {
             proxy,
             follower,
-            listener: bind(config.addr).await?,
+            listeners: server::bind_per_core(config.addr).map_err(|source| StartError::Bind {
+                addr: config.addr,
+                source,
+            })?,
             ops_listener: bind(config.ops_addr).await?,
             drain_timeout: config.drain_timeout,
         })
     }
 
     pub fn addr(&self) -> std::io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.listeners
+            .first()
+            .ok_or_else(|| std::io::Error::other("no listener"))?
+            .local_addr()
     }
 
     pub fn ops_addr(&self) -> std::io::Result<SocketAddr> {
@@ -151,7 +158,7 @@ impl DataPlane {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let (addr, ops_addr) = (self.addr()?, self.ops_addr()?);
-        tracing::info!(proxy.addr = %addr, ops.addr = %ops_addr, "proxy serving");
+        tracing::info!(proxy.addr = %addr, ops.addr = %ops_addr, threads = self.listeners.len(), "proxy serving");
         let follower = self.follower.map(|client| tokio::spawn(client.run()));
         let (stop_ops, ops_stopped) = tokio::sync::oneshot::channel::<()>();
         let ops = tokio::spawn(server::serve_ops(
@@ -161,13 +168,14 @@ impl DataPlane {
                 let _ = ops_stopped.await;
             },
         ));
-        server::serve_proxy(self.listener, self.proxy, shutdown, self.drain_timeout).await;
+        let served =
+            server::serve_proxy(self.listeners, self.proxy, shutdown, self.drain_timeout).await;
         if let Some(follower) = follower {
             follower.abort();
         }
         let _ = stop_ops.send(());
         let _ = ops.await;
-        Ok(())
+        served
     }
 }
 

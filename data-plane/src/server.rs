@@ -15,23 +15,106 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use std::io;
+use std::net::SocketAddr;
+
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::{oneshot, watch};
 
 use crate::clock::Nanos;
 use crate::proxy::Proxy;
 
-/// Accepts connections until `shutdown`, then waits up to `drain` for in-flight requests.
+/// One listening socket per core on the same address (`SO_REUSEPORT`, so the kernel spreads
+/// connections over them); with port 0 all share the port the first one got.
+pub fn bind_per_core(addr: SocketAddr) -> io::Result<Vec<std::net::TcpListener>> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut listeners = Vec::with_capacity(cores);
+    let mut addr = addr;
+    for _ in 0..cores {
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        #[cfg(unix)]
+        socket.set_reuseport(true)?;
+        socket.bind(addr)?;
+        let listener = socket.listen(1024)?;
+        addr = listener.local_addr()?;
+        listeners.push(listener.into_std()?);
+        if cfg!(not(unix)) {
+            break;
+        }
+    }
+    Ok(listeners)
+}
+
+/// Serves client traffic with one single-threaded runtime per listener (per core) until
+/// `shutdown`, then lets each drain its in-flight requests for up to `drain`.
 pub async fn serve_proxy(
-    listener: TcpListener,
+    listeners: Vec<std::net::TcpListener>,
     proxy: Arc<Proxy>,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
+) -> io::Result<()> {
+    let (stop, stopped) = watch::channel(false);
+    let mut finished = Vec::with_capacity(listeners.len());
+    for (index, listener) in listeners.into_iter().enumerate() {
+        let (proxy, stopped) = (proxy.clone(), stopped.clone());
+        let (done, finished_rx) = oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name(format!("sluice-proxy-{index}"))
+            .spawn(move || {
+                serve_on_own_runtime(listener, proxy, stopped, drain);
+                let _ = done.send(());
+            })?;
+        finished.push(finished_rx);
+    }
+    shutdown.await;
+    let _ = stop.send(true);
+    for thread in finished {
+        let _ = thread.await;
+    }
+    Ok(())
+}
+
+fn serve_on_own_runtime(
+    listener: std::net::TcpListener,
+    proxy: Arc<Proxy>,
+    mut stopped: watch::Receiver<bool>,
+    drain: Duration,
 ) {
-    let service = service_fn(move |request: Request<Incoming>| {
-        let proxy = proxy.clone();
-        async move { Ok::<_, Infallible>(proxy.handle(request).await) }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(%error, "cannot start a proxy runtime; this core serves nothing");
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match listener
+            .set_nonblocking(true)
+            .and_then(|()| TcpListener::from_std(listener))
+        {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::error!(%error, "cannot take over the listening socket");
+                return;
+            }
+        };
+        let service = service_fn(move |request: Request<Incoming>| {
+            let proxy = proxy.clone();
+            async move { Ok::<_, Infallible>(proxy.handle(request).await) }
+        });
+        let shutdown = async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        serve(listener, service, shutdown, drain).await;
     });
-    serve(listener, service, shutdown, drain).await;
 }
 
 pub async fn serve_ops(

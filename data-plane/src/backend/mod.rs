@@ -22,7 +22,7 @@ use crate::call::{CallStyle, ClientCall};
 use crate::clock::Nanos;
 use crate::metrics::BackendMetrics;
 use crate::secrets::SecretResolver;
-use crate::upstream::UpstreamClient;
+use crate::upstream::{Upstream, UpstreamService};
 
 pub use health::{Health, Unavailable};
 
@@ -72,10 +72,10 @@ pub struct BackendEndpoint {
     /// Swapped when the secret is re-read after the backend refused it (rotation).
     credential: ArcSwap<Credential>,
     resolver: Arc<dyn SecretResolver>,
-    client: UpstreamClient,
+    upstream: Arc<Upstream>,
     /// The same client wrapped to measure latency, for least-latency pools only: its mutex
     /// is not worth paying where no one reads the estimate.
-    measured: Mutex<PeakEwma<UpstreamClient, CompleteOnResponse>>,
+    measured: Mutex<PeakEwma<UpstreamService, CompleteOnResponse>>,
 }
 
 /// Why an attempt produced no HTTP response.
@@ -88,7 +88,7 @@ pub enum TransportFailure {
 impl BackendEndpoint {
     pub async fn build(
         spec: Backend,
-        client: UpstreamClient,
+        upstream: Arc<Upstream>,
         resolver: Arc<dyn SecretResolver>,
         metrics: BackendMetrics,
     ) -> Self {
@@ -106,12 +106,12 @@ impl BackendEndpoint {
             credential: ArcSwap::from_pointee(credential),
             resolver,
             measured: Mutex::new(PeakEwma::new(
-                client.clone(),
+                UpstreamService(upstream.clone()),
                 DEFAULT_RTT,
                 decay_ns,
                 CompleteOnResponse::default(),
             )),
-            client,
+            upstream,
         }
     }
 
@@ -187,7 +187,7 @@ impl BackendEndpoint {
             };
             tokio::time::timeout(per_try_timeout, future).await
         } else {
-            tokio::time::timeout(per_try_timeout, self.client.request(request)).await
+            tokio::time::timeout(per_try_timeout, self.upstream.request(request)).await
         };
         let now = Nanos::now();
         self.metrics
