@@ -460,6 +460,100 @@ async fn a_nack_shows_in_the_proxies_list() {
     drop(tx);
 }
 
+/// A proxy that stops reading its stream is dropped after the send timeout, while the others
+/// keep following every change.
+#[tokio::test]
+async fn a_stuck_proxy_is_dropped_without_holding_up_the_others() {
+    use sluice_model::proto::config_discovery_client::ConfigDiscoveryClient;
+    use sluice_model::proto::proxy_message::Kind;
+    use sluice_model::proto::{Hello, ProxyMessage};
+
+    let db = TestDatabase::sqlite();
+    let mut config = support::test_config(db.url().to_owned());
+    config.proxy_send_timeout = Duration::from_millis(300);
+    let cp = TestControlPlane::start_config(db, config).await;
+    let a = mock("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let good = TestProxy::follow(cp.grpc_addr, "good", &dir.path().join("cache")).await;
+
+    // A small receive window, as a proxy under memory pressure would have.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", cp.grpc_addr))
+        .unwrap()
+        .initial_stream_window_size(65_535)
+        .initial_connection_window_size(65_535)
+        .connect()
+        .await
+        .unwrap();
+    let mut client = ConfigDiscoveryClient::new(channel);
+    let hello = Kind::Hello(Hello {
+        node_id: "stuck".into(),
+        version: "x".into(),
+        revision: 0,
+    });
+    let mut request = tonic::Request::new(Messages(
+        vec![ProxyMessage { kind: Some(hello) }].into_iter(),
+    ));
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {PROXY_TOKEN}").parse().unwrap(),
+    );
+    // Never read: HTTP/2 flow control soon stops the control plane's sends to this proxy.
+    let _stuck = client.stream_config(request).await.unwrap().into_inner();
+    eventually(
+        Duration::from_secs(5),
+        "the stuck proxy to register",
+        || async {
+            let listed = expect_status(cp.get("/api/v1/proxies").await, 200).await;
+            listed["proxies"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["node_id"] == "stuck")
+        },
+    )
+    .await;
+
+    // Snapshots grow by ~10 KB per pool: 3 MB in all, far past the stream's flow-control
+    // window and HTTP/2 send buffer.
+    let key = client_key(&cp).await;
+    let many: Vec<&MockHandle> = std::iter::repeat_n(&a, 1).collect();
+    for i in 0..25 {
+        let mut body = pool(&format!("bulk-{i}"), &many, dir.path());
+        let backend = body["backends"][0].clone();
+        body["backends"] = Value::Array(
+            (0..40)
+                .map(|j| {
+                    let mut b = backend.clone();
+                    b["name"] = json!(format!("b{j}"));
+                    b
+                })
+                .collect(),
+        );
+        create_pool(&cp, &body).await;
+        // Let each snapshot go out on its own instead of being coalesced with the next.
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    eventually(
+        Duration::from_secs(10),
+        "the stuck proxy to be dropped",
+        || async {
+            let listed = expect_status(cp.get("/api/v1/proxies").await, 200).await;
+            !listed["proxies"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["node_id"] == "stuck")
+        },
+    )
+    .await;
+    eventually(
+        Duration::from_secs(5),
+        "the good proxy to have every pool",
+        || serves(&good, &key, "bulk-24"),
+    )
+    .await;
+}
+
 /// Outbound messages for a hand-driven stream.
 struct Messages(std::vec::IntoIter<sluice_model::proto::ProxyMessage>);
 

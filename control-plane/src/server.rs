@@ -9,7 +9,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::admin::{self, AdminAuth, AdminAuthError, AdminMetrics, AdminState};
-use crate::distribution::{self, Snapshots};
+use crate::distribution::{self, GrpcServer, Snapshots};
 use crate::proxies::ProxyRegistry;
 use crate::store::{Store, StoreError, StoreOptions};
 use crate::tokens::{TokenSet, TokenTooShort};
@@ -27,6 +27,8 @@ pub struct ControlPlaneConfig {
     pub proxy_tokens: Vec<String>,
     /// Serve the config stream over TLS, optionally requiring client certificates (mTLS).
     pub grpc_tls: Option<GrpcTls>,
+    /// A proxy that does not take a snapshot within this long is dropped (it resyncs later).
+    pub proxy_send_timeout: std::time::Duration,
     /// Serve the admin API without authentication (loopback addresses only).
     pub insecure_no_admin_auth: bool,
     pub store: StoreOptions,
@@ -87,6 +89,7 @@ pub struct ControlPlane {
     proxy_tokens: Arc<TokenSet>,
     proxies: ProxyRegistry,
     snapshots: Snapshots,
+    proxy_send_timeout: std::time::Duration,
 }
 
 impl ControlPlane {
@@ -128,6 +131,7 @@ impl ControlPlane {
             grpc_tls: config.grpc_tls.as_ref().map(GrpcTls::server_config),
             proxy_tokens: Arc::new(proxy_tokens),
             proxies,
+            proxy_send_timeout: config.proxy_send_timeout,
         })
     }
 
@@ -159,14 +163,14 @@ impl ControlPlane {
             "control plane serving"
         );
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let grpc = tokio::spawn(distribution::serve(
-            self.grpc_listener,
-            self.snapshots,
-            self.proxies,
-            self.proxy_tokens,
-            self.grpc_tls,
-            stopped,
-        ));
+        let grpc_server = GrpcServer {
+            snapshots: self.snapshots,
+            registry: self.proxies,
+            tokens: self.proxy_tokens,
+            tls: self.grpc_tls,
+            send_timeout: self.proxy_send_timeout,
+        };
+        let grpc = tokio::spawn(grpc_server.serve(self.grpc_listener, stopped));
         let served = axum::serve(self.admin_listener, self.admin_router)
             .with_graceful_shutdown(async move {
                 shutdown.await;

@@ -55,6 +55,11 @@ pub struct ControlPlaneArgs {
     /// PEM CA bundle: when set, proxies must present a client certificate it signed (mTLS).
     #[arg(long, env = "SLUICE_GRPC_CLIENT_CA", requires = "grpc_tls_cert")]
     grpc_client_ca: Option<PathBuf>,
+    /// A proxy that does not take a config snapshot within this long is dropped; it
+    /// reconnects and resyncs, and never holds up the others.
+    #[arg(long, env = "SLUICE_PROXY_SEND_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(100..=600_000))]
+    proxy_send_timeout_ms: u64,
     /// Longest any one database operation may take before the API answers 503.
     #[arg(long, env = "SLUICE_DATABASE_TIMEOUT_MS", default_value_t = 1500,
           value_parser = clap::value_parser!(u64).range(100..=60_000))]
@@ -87,6 +92,7 @@ impl ControlPlaneArgs {
             insecure_no_admin_auth: self.insecure_no_admin_auth,
             proxy_tokens: self.proxy_token,
             grpc_tls,
+            proxy_send_timeout: Duration::from_millis(self.proxy_send_timeout_ms),
             store: StoreOptions {
                 timeout: Duration::from_millis(self.database_timeout_ms),
                 max_connections: self.database_max_connections,

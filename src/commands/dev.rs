@@ -72,6 +72,7 @@ impl DevArgs {
             insecure_no_admin_auth: true,
             proxy_tokens: vec![proxy_token.clone()],
             grpc_tls: None,
+            proxy_send_timeout: Duration::from_secs(10),
             store: StoreOptions::default(),
         })
         .await

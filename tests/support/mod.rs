@@ -44,6 +44,21 @@ macro_rules! on_both_databases {
     };
 }
 
+/// The control-plane config tests use: ephemeral loopback ports, the test tokens.
+pub fn test_config(database_url: String) -> ControlPlaneConfig {
+    ControlPlaneConfig {
+        database_url,
+        admin_addr: "127.0.0.1:0".parse().unwrap(),
+        grpc_addr: "127.0.0.1:0".parse().unwrap(),
+        admin_tokens: vec![ADMIN_TOKEN.to_owned()],
+        insecure_no_admin_auth: false,
+        proxy_tokens: vec![PROXY_TOKEN.to_owned()],
+        grpc_tls: None,
+        proxy_send_timeout: Duration::from_secs(10),
+        store: StoreOptions::default(),
+    }
+}
+
 /// A control plane serving on 127.0.0.1 with an ephemeral port; stopped on drop.
 pub struct TestControlPlane {
     pub addr: SocketAddr,
@@ -87,15 +102,15 @@ impl TestControlPlane {
         grpc_tls: Option<GrpcTls>,
     ) -> Self {
         let config = ControlPlaneConfig {
-            database_url,
-            admin_addr: "127.0.0.1:0".parse().unwrap(),
-            grpc_addr: "127.0.0.1:0".parse().unwrap(),
-            admin_tokens: vec![ADMIN_TOKEN.to_owned()],
-            insecure_no_admin_auth: false,
-            proxy_tokens: vec![PROXY_TOKEN.to_owned()],
-            grpc_tls,
             store,
+            grpc_tls,
+            ..test_config(database_url)
         };
+        Self::start_config(database, config).await
+    }
+
+    /// Starts with a config made by the caller (tokens and addresses as the other starters).
+    pub async fn start_config(database: TestDatabase, config: ControlPlaneConfig) -> Self {
         let control_plane = ControlPlane::bind(config)
             .await
             .expect("control plane starts");

@@ -30,42 +30,52 @@ pub fn follow(store: &Store) -> Snapshots {
     publisher::spawn(store.clone())
 }
 
-/// Serves `ConfigDiscovery` and the standard gRPC health service on `listener`.
-pub async fn serve(
-    listener: TcpListener,
-    snapshots: Snapshots,
-    registry: ProxyRegistry,
-    tokens: Arc<TokenSet>,
-    tls: Option<tonic::transport::ServerTlsConfig>,
-    stopping: watch::Receiver<bool>,
-) -> Result<(), tonic::transport::Error> {
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<ConfigDiscoveryServer<ConfigDiscoveryService>>()
-        .await;
-    let discovery = ConfigDiscoveryService::new(
-        snapshots,
-        stopping.clone(),
-        registry,
-        tokens,
-        Duration::from_secs(10),
-    );
-    let shutdown = async move {
-        let mut stopping = stopping;
-        service::until_true(&mut stopping).await;
-    };
-    let mut server = Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(20)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)));
-    if let Some(tls) = tls {
-        server = server.tls_config(tls)?;
+/// What the config-stream server needs besides its socket.
+pub struct GrpcServer {
+    pub snapshots: Snapshots,
+    pub registry: ProxyRegistry,
+    pub tokens: Arc<TokenSet>,
+    pub tls: Option<tonic::transport::ServerTlsConfig>,
+    /// A proxy that does not take a snapshot within this long is dropped and resyncs later.
+    pub send_timeout: Duration,
+}
+
+impl GrpcServer {
+    /// Serves `ConfigDiscovery` and the standard gRPC health service until `stopping` turns
+    /// true; open streams are then ended so proxies reconnect elsewhere.
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        stopping: watch::Receiver<bool>,
+    ) -> Result<(), tonic::transport::Error> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<ConfigDiscoveryServer<ConfigDiscoveryService>>()
+            .await;
+        let discovery = ConfigDiscoveryService::new(
+            self.snapshots,
+            stopping.clone(),
+            self.registry,
+            self.tokens,
+            self.send_timeout,
+        );
+        let shutdown = async move {
+            let mut stopping = stopping;
+            service::until_true(&mut stopping).await;
+        };
+        let mut server = Server::builder()
+            .http2_keepalive_interval(Some(Duration::from_secs(20)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)));
+        if let Some(tls) = self.tls {
+            server = server.tls_config(tls)?;
+        }
+        server
+            .add_service(health_service)
+            .add_service(ConfigDiscoveryServer::new(discovery))
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                shutdown,
+            )
+            .await
     }
-    server
-        .add_service(health_service)
-        .add_service(ConfigDiscoveryServer::new(discovery))
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
-        .await
 }
