@@ -1,0 +1,1104 @@
+"""deploy/ against the real binary: the Helm chart (rendered by Helm's Go SDK), compose.yaml,
+the Dockerfile, Prometheus/Grafana/OTel wiring, the dashboard's metric names, and the compose
+topology re-created with local processes (two control planes on one Postgres, three proxies,
+two mocks, the seed script). Run with scripts/check-deploy."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import tomllib
+import uuid
+from collections import Counter
+from pathlib import Path, PurePosixPath
+
+import pytest
+import yaml
+
+from conftest import (
+    CHART,
+    COMPOSE,
+    DEPLOY,
+    NAMESPACE,
+    RELEASE,
+    ROOT,
+    SUBCOMMANDS,
+    environment_of,
+    flag_values,
+    http,
+    port_of,
+    postgres_base_url,
+    postgres_reachable,
+    psql,
+    render_chart,
+    run_sluice,
+    services_running,
+    sluice_services,
+    subcommand_of,
+    wait_until,
+)
+
+PROXY_ENDPOINTS = {"/healthz", "/readyz", "/metrics"}  # ops port
+ADMIN_OPS_ENDPOINTS = {"/healthz", "/readyz", "/metrics", "/openapi.json"}  # admin port, no auth
+MOCK_ENDPOINTS = {"/_mock/stats", "/_mock/faults", "/_mock/requests"}
+LISTEN_FLAGS = {
+    "control-plane": {"admin": "--admin-addr", "grpc": "--grpc-addr"},
+    "proxy": {"http": "--addr", "ops": "--ops-addr"},
+    "mock-upstream": {"http": "--addr"},
+}
+
+
+def check_argv(argv: list[str], cli, where: str) -> str:
+    """Every flag of argv exists for its subcommand, and the binary itself accepts argv (clap
+    parses and validates every value before it acts on a trailing --help). Returns the
+    subcommand."""
+    command = subcommand_of(argv, cli)
+    known = cli[command].flags | cli[""].flags
+    for flag in flag_values(argv):
+        assert flag in known, f"{where}: `sluice {command}` has no {flag}"
+    result = run_sluice([*argv, "--help"])
+    assert result.returncode == 0, f"{where}: `sluice {' '.join(argv)}` is refused:\n{result.stderr}"
+    return command
+
+
+def check_env_names(names, command: str, cli, where: str) -> None:
+    known = cli[command].envs | cli[""].envs
+    for name in names:
+        if name.startswith("SLUICE_"):
+            assert name in known, f"{where}: `sluice {command}` reads no {name}"
+
+
+# ================================================================================================
+# The binary and the README
+# ================================================================================================
+
+def test_readme_commands_exist(cli):
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## Commands", 1)[1].split("\n### ", 1)[0]
+    documented = {}
+    for row in re.findall(r"^\| `sluice ([a-z-]+)([^`]*)` \|(.*)$", table, re.M):
+        documented[row[0]] = row[1] + row[2]
+    assert set(SUBCOMMANDS) <= set(documented), documented.keys()
+    for command, text in documented.items():
+        assert command in cli[""].commands, f"README documents `sluice {command}`; the binary has no such command"
+        for flag in re.findall(r"(--[a-z][a-z0-9-]+)", text):
+            assert flag in cli[command].flags, f"README: `sluice {command}` has no {flag}"
+
+
+def test_readme_flag_tables_match_help(cli):
+    readme = (ROOT / "README.md").read_text()
+    sections = re.split(r"^### `sluice ([a-z-]+)`\s*$", readme, flags=re.M)
+    checked = set()
+    for command, body in zip(sections[1::2], sections[2::2]):
+        body = body.split("\n## ", 1)[0]
+        rows = [line for line in body.splitlines() if line.startswith("| `--")]
+        for row in rows:
+            first_cells = "|".join(row.split("|")[1:3])
+            for flag in re.findall(r"`(--[a-z][a-z0-9-]+)`", first_cells):
+                assert flag in cli[command].flags, f"README table: `sluice {command}` has no {flag}"
+            for env in re.findall(r"\b(SLUICE_[A-Z0-9_]+)\b", first_cells):
+                assert env in cli[command].envs | cli[""].envs, f"README table: `sluice {command}` reads no {env}"
+            checked.add(command)
+    assert {"control-plane", "proxy"} <= checked
+
+
+def test_every_flag_has_its_env_var(cli):
+    for command in SUBCOMMANDS:
+        for option in cli[command].options.values():
+            if option.flag in ("--help", "--version"):
+                continue
+            expected = "SLUICE_" + option.flag[2:].upper().replace("-", "_")
+            assert option.env == expected, f"`sluice {command} {option.flag}`: env {option.env}, expected {expected}"
+
+
+def test_log_format_is_global(cli):
+    assert "--log-format" in cli[""].flags
+    for command in SUBCOMMANDS:
+        assert "--log-format" in cli[command].flags
+        for argv in (["--log-format", "json", command], [command, "--log-format", "json"]):
+            result = run_sluice([*argv, "--help"])
+            assert result.returncode == 0, result.stderr
+
+
+def test_operations_guide_mentions_only_real_flags_and_variables(cli):
+    text = (ROOT / "docs" / "operations.md").read_text()
+    every_env = set().union(*(h.envs for h in cli.values()))
+    for env in set(re.findall(r"\b(SLUICE_[A-Z0-9_]+)\b", text)):
+        assert env in every_env, f"docs/operations.md mentions {env}, which no command reads"
+    for command, rest in re.findall(r"\bsluice (control-plane|proxy|dev|mock-upstream)\b([^`\n|]*)", text):
+        for flag in re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]+)", rest):
+            assert flag in cli[command].flags | cli[""].flags, f"docs/operations.md: `sluice {command}` has no {flag}"
+    # Inline code that starts with a flag (`--drain-timeout-secs`) names a sluice flag; fenced
+    # blocks hold other tools' commands (kubectl, pg_dump).
+    prose = re.sub(r"^```.*?^```", "", text, flags=re.M | re.S)
+    every_flag = set().union(*(h.flags for h in cli.values()))
+    inline = re.findall(r"`(--[a-z][a-z0-9-]+)[^`]*`", prose)
+    assert inline
+    for flag in inline:
+        assert flag in every_flag, f"docs/operations.md mentions {flag}, which no command has"
+
+
+# ================================================================================================
+# Dockerfile
+# ================================================================================================
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    lines, current = [], ""
+    for raw in (DEPLOY / "Dockerfile").read_text().splitlines():
+        stripped = raw.strip()
+        if not current and (not stripped or stripped.startswith("#")):
+            continue
+        if current and stripped.startswith("#"):
+            continue
+        if stripped.endswith("\\"):
+            current += stripped[:-1] + " "
+            continue
+        current += stripped
+        instr, _, rest = current.partition(" ")
+        lines.append((instr.upper(), rest.strip()))
+        current = ""
+    return lines
+
+
+def final_stage(instructions):
+    starts = [i for i, (instr, _) in enumerate(instructions) if instr == "FROM"]
+    return instructions[starts[-1]:]
+
+
+def test_dockerfile_entrypoint_is_the_sluice_binary_built_from_this_workspace(cli):
+    instructions = dockerfile_instructions()
+    runtime = final_stage(instructions)
+    entrypoints = [rest for instr, rest in runtime if instr == "ENTRYPOINT"]
+    assert len(entrypoints) == 1
+    entrypoint = json.loads(entrypoints[0])  # exec form: signals reach sluice itself
+    assert entrypoint == ["/usr/local/bin/sluice"]
+    copies = [rest for instr, rest in runtime if instr == "COPY"]
+    binary = [m for c in copies if (m := re.fullmatch(r"--from=build\s+(\S+)\s+/usr/local/bin/sluice", c))]
+    assert len(binary) == 1, copies
+    copied_from = binary[0].group(1)
+
+    build = instructions[: [i for i, (x, _) in enumerate(instructions) if x == "FROM"][-1]]
+    assert any(instr == "FROM" and re.search(r"\bAS build\b", rest, re.I) for instr, rest in build)
+    assert ("COPY", ". .") in build, "the build stage copies the workspace (the repository root context)"
+    runs = " ".join(rest for instr, rest in build if instr == "RUN")
+    assert re.search(r"cargo build --release --locked --bin sluice\b", runs), runs
+    assert re.search(rf"install .*target/release/sluice {re.escape(copied_from)}\b", runs), runs
+
+    # ... and `sluice` is the workspace's root package binary.
+    metadata = json.loads(subprocess.run(
+        ["cargo", "metadata", "--no-deps", "--offline", "--format-version", "1"],
+        cwd=ROOT, capture_output=True, text=True, check=True, timeout=120,
+    ).stdout)
+    root = next(p for p in metadata["packages"] if Path(p["manifest_path"]).parent == ROOT)
+    bins = [t["name"] for t in root["targets"] if "bin" in t["kind"]]
+    assert "sluice" in bins
+
+    cmd = [rest for instr, rest in runtime if instr == "CMD"]
+    if cmd:
+        argv = json.loads(cmd[-1])
+        result = run_sluice(argv)
+        assert result.returncode == 0, result.stderr
+
+
+def test_dockerfile_env_ports_and_user(cli, chart_values, compose):
+    runtime = final_stage(dockerfile_instructions())
+    env = {}
+    for instr, rest in runtime:
+        if instr == "ENV":
+            for item in shlex.split(rest):
+                key, _, value = item.partition("=")
+                env[key] = value
+    every_env = set().union(*(h.envs for h in cli.values()))
+    for key in env:
+        if key.startswith("SLUICE_"):
+            assert key in every_env, f"Dockerfile sets {key}, which no command reads"
+    assert env.get("SLUICE_LOG_FORMAT") in ("json", "text")
+
+    exposed = {int(p.split("/")[0]) for instr, rest in runtime if instr == "EXPOSE" for p in rest.split()}
+    defaults = {
+        cli["proxy"].default_port("--addr"), cli["proxy"].default_port("--ops-addr"),
+        cli["control-plane"].default_port("--admin-addr"), cli["control-plane"].default_port("--grpc-addr"),
+    }
+    assert exposed == defaults
+
+    user = [rest for instr, rest in runtime if instr == "USER"][-1]
+    uid = int(user.split(":")[0])
+    assert chart_values["podSecurityContext"]["runAsUser"] == uid
+    assert chart_values["podSecurityContext"]["runAsNonRoot"] is True
+
+    # The cache directory the image prepares (owned by that user) is where chart and compose
+    # mount the writable cache volume.
+    cache = env["SLUICE_CACHE_DIR"]
+    runs = " ".join(rest for instr, rest in runtime if instr == "RUN")
+    assert re.search(rf"install -d -o {uid} -g {uid} .*{re.escape(cache)}\b", runs), runs
+    assert chart_values["proxy"]["cacheDir"] == cache
+    for name, service in services_running(compose, "proxy").items():
+        assert environment_of(service).get("SLUICE_CACHE_DIR", cache) == cache, name
+
+
+def test_dockerfile_rust_image_meets_the_workspace_rust_version():
+    instructions = dockerfile_instructions()
+    args = dict(rest.split("=", 1) for instr, rest in instructions if instr == "ARG" and "=" in rest)
+    image = tuple(int(x) for x in args["RUST_VERSION"].split("."))
+    cargo = tomllib.loads((ROOT / "Cargo.toml").read_text())
+    wanted = tuple(int(x) for x in cargo["workspace"]["package"]["rust-version"].split("."))
+    assert image[: len(wanted)] >= wanted, f"rust:{args['RUST_VERSION']} is older than rust-version {wanted}"
+
+
+def dockerignore_patterns() -> list[tuple[bool, re.Pattern]]:
+    patterns = []
+    for line in (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        negate = line.startswith("!")
+        line = line.lstrip("!").strip().strip("/")
+        line = os.path.normpath(line)
+        regex = ""
+        i = 0
+        while i < len(line):
+            if line.startswith("**/", i):
+                regex += "(?:.*/)?"
+                i += 3
+            elif line.startswith("**", i):
+                regex += ".*"
+                i += 2
+            elif line[i] == "*":
+                regex += "[^/]*"
+                i += 1
+            elif line[i] == "?":
+                regex += "[^/]"
+                i += 1
+            else:
+                regex += re.escape(line[i])
+                i += 1
+        patterns.append((negate, re.compile(regex + r"\Z")))
+    return patterns
+
+
+def docker_ignores(path: str, patterns) -> bool:
+    """Docker's rule: the last pattern matching the path or one of its parents decides."""
+    parts = PurePosixPath(path).parts
+    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+    excluded = False
+    for negate, pattern in patterns:
+        if any(pattern.match(c) for c in candidates):
+            excluded = not negate
+    return excluded
+
+
+def build_context_files(patterns) -> list[str]:
+    files = []
+    for dirpath, dirnames, filenames in os.walk(ROOT):
+        rel_dir = os.path.relpath(dirpath, ROOT)
+        rel_dir = "" if rel_dir == "." else rel_dir
+        dirnames[:] = [d for d in dirnames if not docker_ignores(os.path.join(rel_dir, d), patterns)]
+        for name in filenames:
+            rel = os.path.join(rel_dir, name)
+            if not docker_ignores(rel, patterns):
+                files.append(rel)
+    return files
+
+
+def test_docker_build_context_holds_the_workspace(tmp_path):
+    patterns = dockerignore_patterns()
+    for excluded in ("target/debug/sluice", ".git/HEAD", ".sluice/sluice.db", "model/target/x"):
+        assert docker_ignores(excluded, patterns), f"{excluded} should stay out of the build context"
+    cargo = tomllib.loads((ROOT / "Cargo.toml").read_text())
+    needed = ["Cargo.toml", "Cargo.lock", "deploy/Dockerfile"]
+    for member in cargo["workspace"]["members"]:
+        needed.append(os.path.normpath(os.path.join(member, "Cargo.toml")))
+    for dirpath, _, filenames in os.walk(ROOT):
+        rel = os.path.relpath(dirpath, ROOT)
+        top = rel.split(os.sep)[0]
+        if top in {m for m in cargo["workspace"]["members"] if m != "."} | {"src", "migrations"}:
+            if "target" not in rel.split(os.sep):
+                needed += [os.path.join(rel, f) for f in filenames]
+    for path in needed:
+        assert not docker_ignores(path, patterns), f"{path} is needed by the build but the dockerignore drops it"
+
+    # The context as BuildKit would send it is a complete, locked workspace.
+    context = tmp_path / "context"
+    for rel in build_context_files(patterns):
+        dest = context / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, dest)
+    result = subprocess.run(
+        ["cargo", "metadata", "--locked", "--offline", "--format-version", "1",
+         "--manifest-path", str(context / "Cargo.toml")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    packages = {p["name"] for p in json.loads(result.stdout)["packages"]}
+    assert "sluice" in packages
+
+
+# ================================================================================================
+# Helm chart
+# ================================================================================================
+
+def test_chart_lints_clean():
+    import helm_python as helm
+
+    for values in ({}, {"serviceMonitor": {"enabled": True},
+                        "workloadIdentity": {"enabled": True, "clientId": "00000000-0000-0000-0000-000000000001"}}):
+        report = helm.lint(str(CHART), values, strict=True, namespace=NAMESPACE)
+        assert not report["errors"], report
+        serious = [m for m in report["messages"] if m["severity"] >= 2]  # warning or error
+        assert not serious, serious
+
+
+def test_rendered_documents_are_yaml_kubernetes_objects(rendered):
+    for variant, out in rendered.items():
+        assert out.docs, variant
+        for path, text in out.files.items():
+            if path.endswith(".yaml"):
+                list(yaml.safe_load_all(text))  # parses
+        for path, doc in out.docs:
+            assert isinstance(doc, dict), (variant, path)
+            for key in ("apiVersion", "kind", "metadata"):
+                assert key in doc, (variant, path, key)
+            assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", doc["metadata"]["name"]), doc["metadata"]["name"]
+            assert doc["metadata"]["namespace"] == NAMESPACE, (variant, path)
+
+
+def test_rendered_objects_match_the_kubernetes_schemas(rendered):
+    import kubernetes_validate
+
+    minimum = yaml.safe_load((CHART / "Chart.yaml").read_text())["kubeVersion"]
+    assert minimum.startswith(">=1.25"), "the oldest version checked below"
+    for variant, out in rendered.items():
+        # The native preStop sleep action needs Kubernetes 1.30 (values.yaml says so).
+        versions = ["1.30.0"] if out.values.get("useSleepAction") else ["1.25.0", "1.30.0"]
+        versions.append(kubernetes_validate.latest_version())
+        for path, doc in out.docs:
+            if doc["apiVersion"].startswith("monitoring.coreos.com/"):
+                continue  # a CRD: checked field by field below
+            for version in versions:
+                try:
+                    kubernetes_validate.validate(doc, version, strict=True)
+                except kubernetes_validate.ValidationError as error:
+                    pytest.fail(f"{variant} {path} {doc['kind']} on Kubernetes {version}: {error}")
+
+
+def test_default_render_has_the_expected_objects(rendered):
+    kinds = Counter(d["kind"] for _, d in rendered["default"].docs)
+    assert kinds == Counter({
+        "Deployment": 2, "Service": 2, "PodDisruptionBudget": 2, "ServiceAccount": 2,
+        "HorizontalPodAutoscaler": 1,
+    }), kinds
+    apis = {(d["kind"], d["apiVersion"]) for _, d in rendered["default"].docs}
+    assert ("HorizontalPodAutoscaler", "autoscaling/v2") in apis
+    assert ("PodDisruptionBudget", "policy/v1") in apis
+    out = rendered["default"]
+    assert out.component("Deployment", "control-plane")["spec"]["replicas"] >= 2
+    assert "replicas" not in out.component("Deployment", "proxy")["spec"], "the HPA owns the proxy replica count"
+    assert out.component("HorizontalPodAutoscaler", "proxy")["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+
+    fixed = rendered["fixed-replicas"]
+    assert fixed.component("Deployment", "proxy")["spec"]["replicas"] == 4
+    assert not fixed.of_kind("HorizontalPodAutoscaler")
+
+    only = rendered["proxies-only"]
+    assert Counter(d["kind"] for _, d in only.docs) == Counter({
+        "Deployment": 1, "Service": 1, "PodDisruptionBudget": 1, "ServiceAccount": 1, "HorizontalPodAutoscaler": 1,
+    })
+    args = flag_values(only.component("Deployment", "proxy")["spec"]["template"]["spec"]["containers"][0]["args"])
+    assert args["--control-plane"] == "https://sluice-cp.example.internal:9091"
+
+
+def test_service_monitor_and_workload_identity(rendered):
+    out = rendered["features"]
+    monitors = out.of_kind("ServiceMonitor")
+    assert len(monitors) == 1
+    monitor = monitors[0]
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    services = [s for s in out.of_kind("Service") if selector.items() <= s["metadata"]["labels"].items()]
+    assert {s["metadata"]["labels"]["app.kubernetes.io/component"] for s in services} == {"control-plane", "proxy"}
+    port_names = {p["name"]: s for s in services for p in s["spec"]["ports"]}
+    scraped = set()
+    for endpoint in monitor["spec"]["endpoints"]:
+        assert endpoint["path"] == "/metrics"
+        assert endpoint["port"] in port_names, endpoint
+        scraped.add(port_names[endpoint["port"]]["metadata"]["labels"]["app.kubernetes.io/component"])
+        assert re.fullmatch(r"\d+[smh]", endpoint["interval"]) and re.fullmatch(r"\d+[smh]", endpoint["scrapeTimeout"])
+    assert scraped == {"control-plane", "proxy"}
+    assert monitor["spec"]["namespaceSelector"]["matchNames"] == [NAMESPACE]
+    # The admin port is the one that serves /metrics on the control plane, ops on the proxy.
+    cp = container(out.component("Deployment", "control-plane"))
+    px = container(out.component("Deployment", "proxy"))
+    assert port_of(flag_values(cp["args"]).get("--admin-addr", ":9090")) == named_port(cp, "admin")
+    assert port_of(flag_values(px["args"])["--ops-addr"]) == named_port(px, "ops")
+
+    account = out.component("ServiceAccount", "proxy")
+    annotations = account["metadata"]["annotations"]
+    assert annotations["azure.workload.identity/client-id"] == "00000000-0000-0000-0000-000000000001"
+    assert annotations["azure.workload.identity/tenant-id"] == "00000000-0000-0000-0000-000000000002"
+    pod = out.component("Deployment", "proxy")["spec"]["template"]
+    assert pod["metadata"]["labels"]["azure.workload.identity/use"] == "true"
+    assert pod["spec"]["serviceAccountName"] == account["metadata"]["name"]
+    # Not on by default, and never on the control plane (it resolves no secrets).
+    assert not rendered["default"].of_kind("ServiceMonitor")
+    assert "annotations" not in rendered["default"].component("ServiceAccount", "proxy")["metadata"]
+    cp_pod = out.component("Deployment", "control-plane")["spec"]["template"]
+    assert "azure.workload.identity/use" not in cp_pod["metadata"]["labels"]
+
+
+def test_required_values_are_enforced():
+    import helm_python as helm
+
+    with pytest.raises(helm.HelmError, match="workloadIdentity.clientId"):
+        render_chart({"workloadIdentity": {"enabled": True}})
+    with pytest.raises(helm.HelmError, match="secrets.adminToken"):
+        render_chart({"secrets": {"create": True}})
+
+
+def test_every_value_a_template_reads_is_defined(chart_values):
+    """values.yaml promises it lists every key the templates read (Helm renders a missing one as
+    empty without a word, even with lint --strict)."""
+    missing = []
+    for template in sorted((CHART / "templates").glob("*")):
+        for path in re.findall(r"\.Values((?:\.[A-Za-z_][A-Za-z0-9_]*)+)", template.read_text()):
+            node = chart_values
+            for key in path.strip(".").split("."):
+                if not isinstance(node, dict) or key not in node:
+                    missing.append(f"{template.name}: .Values{path}")
+                    break
+                node = node[key]
+    assert not missing, missing
+
+
+def container(deployment: dict) -> dict:
+    containers = deployment["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return containers[0]
+
+
+def named_port(c: dict, name) -> int:
+    if isinstance(name, int):
+        return name
+    ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
+    assert name in ports, f"container {c['name']} has no port named {name}"
+    return ports[name]
+
+
+@pytest.mark.parametrize("variant", ["default", "features", "secrets", "sleep-action", "proxies-only"])
+def test_chart_container_args_and_env_are_real(rendered, cli, variant):
+    for deployment in rendered[variant].of_kind("Deployment"):
+        c = container(deployment)
+        assert "command" not in c, "the image's ENTRYPOINT is sluice; the chart passes args only"
+        where = f"{variant} Deployment {deployment['metadata']['name']}"
+        command = check_argv(c["args"], cli, where)
+        assert command == deployment["metadata"]["labels"]["app.kubernetes.io/component"]
+        names = [e["name"] for e in c.get("env", [])]
+        check_env_names(names, command, cli, where)
+        assert len(names) == len(set(names)), names
+        # A setting given twice (flag and env) would be ambiguous to whoever reads the manifest.
+        flags = flag_values(c["args"])
+        for name in names:
+            flag = next((o.flag for o in cli[command].options.values() if o.env == name), None)
+            assert flag not in flags, f"{where}: both {flag} and {name}"
+
+
+@pytest.mark.parametrize("variant", ["default", "features", "sleep-action"])
+def test_chart_ports_and_probes_match_the_flags(rendered, cli, variant):
+    out = rendered[variant]
+    for component, listen in LISTEN_FLAGS.items():
+        if component == "mock-upstream":
+            continue
+        deployment = out.component("Deployment", component)
+        c = container(deployment)
+        flags = flag_values(c["args"])
+        ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+        assert set(ports) == set(listen), ports
+        for name, flag in listen.items():
+            actual = port_of(flags[flag]) if flag in flags else cli[component].default_port(flag)
+            assert ports[name] == actual, f"{component}: containerPort {name}={ports[name]}, but it listens on {actual}"
+            assert flags.get(flag, "0.0.0.0:").startswith(("0.0.0.0:", "[::]:")), "pods must listen on all interfaces"
+        ops_port = "admin" if component == "control-plane" else "ops"
+        for kind in ("readinessProbe", "livenessProbe", "startupProbe"):
+            probe = c.get(kind)
+            if probe is None:
+                continue
+            get = probe["httpGet"]
+            assert named_port(c, get["port"]) == named_port(c, ops_port), f"{component} {kind} must hit the {ops_port} port"
+            assert get["path"] in {"/healthz", "/readyz"}, get
+        assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert c["readinessProbe"]["httpGet"]["path"] in {"/healthz", "/readyz"}
+        if component == "proxy":
+            # A proxy is ready once it holds a config (from the control plane or its cache).
+            assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
+
+        # Services target named container ports of the pods they select.
+        service = out.component("Service", component)
+        pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+        assert service["spec"]["selector"].items() <= pod_labels.items()
+        assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+        for port in service["spec"]["ports"]:
+            assert named_port(c, port["targetPort"]) == port["port"], port
+        pdb = out.component("PodDisruptionBudget", component)
+        assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+
+
+def test_chart_proxies_follow_the_control_plane_service(rendered):
+    out = rendered["secrets"]
+    proxy = container(out.component("Deployment", "proxy"))
+    cp = container(out.component("Deployment", "control-plane"))
+    service = out.component("Service", "control-plane")
+    url = flag_values(proxy["args"])["--control-plane"]
+    m = re.fullmatch(r"http://([a-z0-9.-]+):(\d+)", url)
+    assert m, url
+    assert m.group(1) == service["metadata"]["name"]
+    grpc = next(p for p in service["spec"]["ports"] if p["name"] == "grpc")
+    assert int(m.group(2)) == grpc["port"]
+    hpa = out.component("HorizontalPodAutoscaler", "proxy")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == out.component("Deployment", "proxy")["metadata"]["name"]
+
+    # Tokens and the database URL come from the Secret; every key referenced exists in it.
+    secret = out.of_kind("Secret")[0]
+    refs = {
+        (c["name"], e["name"]): e["valueFrom"]["secretKeyRef"]
+        for c in (proxy, cp) for e in c["env"] if "secretKeyRef" in e.get("valueFrom", {})
+    }
+    assert {("control-plane", "SLUICE_DATABASE_URL"), ("control-plane", "SLUICE_ADMIN_TOKEN"),
+            ("control-plane", "SLUICE_PROXY_TOKEN"), ("proxy", "SLUICE_PROXY_TOKEN")} <= set(refs)
+    for ref in refs.values():
+        assert ref["name"] == secret["metadata"]["name"]
+        assert ref["key"] in secret["stringData"], ref
+    data = secret["stringData"]
+    # The proxies present one token; the control plane accepts a list that includes it.
+    assert refs[("proxy", "SLUICE_PROXY_TOKEN")]["key"] == "proxy-token"
+    assert data["proxy-token"] in data[refs[("control-plane", "SLUICE_PROXY_TOKEN")]["key"]].split(",")
+    for key in ("admin-token", "proxy-token", "proxy-tokens"):
+        assert all(len(t) >= 16 for t in data[key].split(",")), key
+
+    # Default render: the Secret is brought by the operator, under the documented name.
+    default = rendered["default"]
+    assert not default.of_kind("Secret")
+    name = container(default.component("Deployment", "proxy"))["env"][0]["valueFrom"]["secretKeyRef"]["name"]
+    assert name == f"{RELEASE}-secrets"
+
+
+@pytest.mark.parametrize("variant", ["default", "sleep-action"])
+def test_chart_cache_shutdown_and_security(rendered, cli, variant):
+    out = rendered[variant]
+    for component in ("control-plane", "proxy"):
+        deployment = out.component("Deployment", component)
+        pod = deployment["spec"]["template"]["spec"]
+        c = container(deployment)
+        assert c["securityContext"]["readOnlyRootFilesystem"] is True
+        assert c["securityContext"]["allowPrivilegeEscalation"] is False
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        pre_stop = c["lifecycle"]["preStop"]
+        if out.values["useSleepAction"]:
+            sleep = pre_stop["sleep"]["seconds"]
+        else:
+            command = pre_stop["exec"]["command"]
+            assert command[0] == "/bin/sleep", command
+            sleep = int(command[1])
+        if component == "proxy":
+            flags = flag_values(c["args"])
+            drain = int(flags.get("--drain-timeout-secs") or cli["proxy"].options["--drain-timeout-secs"].default)
+            assert pod["terminationGracePeriodSeconds"] >= sleep + drain, "SIGKILL would cut the drain short"
+            cache = flags.get("--cache-dir") or cli["proxy"].options["--cache-dir"].default
+            mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+            assert cache in mounts, f"--cache-dir {cache} is not a mounted volume (the root filesystem is read-only)"
+            volume = next(v for v in pod["volumes"] if v["name"] == mounts[cache])
+            assert "emptyDir" in volume, "the cache outlives container restarts inside the pod"
+        else:
+            assert pod["terminationGracePeriodSeconds"] > sleep
+
+
+# ================================================================================================
+# compose.yaml
+# ================================================================================================
+
+def compose_argv(service: dict) -> list[str]:
+    command = service.get("command") or []
+    return shlex.split(command) if isinstance(command, str) else list(command)
+
+
+def listen_port(service: dict, command: str, name: str, cli) -> int:
+    """Port a sluice service listens on for `name` (flag, else SLUICE_* env, else default)."""
+    flag = LISTEN_FLAGS[command][name]
+    flags = flag_values(compose_argv(service))
+    if flag in flags:
+        return port_of(flags[flag])
+    env = environment_of(service)
+    variable = cli[command].options[flag].env
+    if variable in env:
+        return port_of(env[variable])
+    return cli[command].default_port(flag)
+
+
+def test_compose_is_a_valid_compose_file():
+    import compose_spec
+
+    raw = yaml.safe_load(COMPOSE.read_text())  # merge keys (<<) applied, as Compose does
+    parsed = compose_spec.PyCompose.from_json(json.dumps(raw))
+    assert parsed.name == "sluice"
+    assert set(parsed.services) == set(raw["services"])
+
+
+def test_compose_has_the_whole_picture(compose):
+    services = compose["services"]
+    assert len(services_running(compose, "control-plane")) == 2
+    assert len(services_running(compose, "proxy")) == 3
+    assert len(services_running(compose, "mock-upstream")) == 2
+    for name in ("postgres", "seed", "otel-collector", "prometheus", "grafana"):
+        assert name in services, name
+    for name, service in services.items():
+        for dependency, condition in (service.get("depends_on") or {}).items():
+            assert dependency in services, (name, dependency)
+            if condition.get("condition") == "service_healthy":
+                assert "healthcheck" in services[dependency], f"{name} waits for {dependency} to be healthy; it has no healthcheck"
+        for volume in service.get("volumes") or []:
+            source = volume.split(":")[0]
+            if source.startswith("."):
+                assert (DEPLOY / source).exists(), f"{name}: {source} does not exist"
+            else:
+                assert source in compose["volumes"], f"{name}: undeclared volume {source}"
+
+
+def test_compose_sluice_commands_and_env_are_real(compose, cli):
+    for name, service in sluice_services(compose).items():
+        argv = compose_argv(service)
+        command = check_argv(argv, cli, f"compose service {name}")
+        check_env_names(environment_of(service), command, cli, f"compose service {name}")
+    build = compose["x-sluice"]["build"]
+    assert (DEPLOY / build["context"] / build["dockerfile"]).resolve() == (DEPLOY / "Dockerfile").resolve()
+
+
+def test_compose_control_planes_share_postgres_and_tokens(compose):
+    cps = services_running(compose, "control-plane")
+    envs = [environment_of(s) for s in cps.values()]
+    for key in ("SLUICE_DATABASE_URL", "SLUICE_ADMIN_TOKEN", "SLUICE_PROXY_TOKEN"):
+        values = {e.get(key) for e in envs}
+        assert len(values) == 1 and None not in values, f"control planes differ on {key}"
+    url = envs[0]["SLUICE_DATABASE_URL"]
+    m = re.fullmatch(r"postgres://([^:]+):([^@]+)@([^:/]+):(\d+)/(\w+)", url)
+    assert m, url
+    postgres = environment_of(compose["services"]["postgres"])
+    assert m.group(3) == "postgres" and m.group(4) == "5432"
+    assert (m.group(1), m.group(2), m.group(5)) == (postgres["POSTGRES_USER"], postgres["POSTGRES_PASSWORD"], postgres["POSTGRES_DB"])
+    for key in ("SLUICE_ADMIN_TOKEN", "SLUICE_PROXY_TOKEN"):
+        assert all(len(t) >= 16 for t in envs[0][key].split(",")), f"{key}: the control plane refuses tokens under 16 characters"
+    for service in cps.values():
+        assert service["depends_on"]["postgres"]["condition"] == "service_healthy"
+
+
+def aliases_of(service: dict) -> set[str]:
+    networks = service.get("networks") or {}
+    if isinstance(networks, list):
+        return set()
+    return {a for n in networks.values() for a in ((n or {}).get("aliases") or [])}
+
+
+def test_compose_proxies_follow_the_control_planes(compose, cli):
+    cps = services_running(compose, "control-plane")
+    cp_tokens = environment_of(next(iter(cps.values())))["SLUICE_PROXY_TOKEN"].split(",")
+    node_ids = set()
+    for name, service in services_running(compose, "proxy").items():
+        env = environment_of(service)
+        url = flag_values(compose_argv(service)).get("--control-plane") or env.get("SLUICE_CONTROL_PLANE")
+        m = re.fullmatch(r"http://([a-z0-9.-]+):(\d+)", url or "")
+        assert m, f"{name}: --control-plane {url}"
+        host, port = m.group(1), int(m.group(2))
+        targets = [cp for cp_name, cp in cps.items() if host == cp_name or host in aliases_of(cp)]
+        assert targets, f"{name} follows {host}, which is neither a control plane nor an alias of one"
+        for cp in targets:
+            assert listen_port(cp, "control-plane", "grpc", cli) == port
+        assert env["SLUICE_PROXY_TOKEN"] in cp_tokens, f"{name} presents a token the control planes refuse"
+        node_ids.add(env.get("SLUICE_NODE_ID", name))
+        cache = env["SLUICE_CACHE_DIR"]
+        mounts = {v.split(":")[1]: v.split(":")[0] for v in service.get("volumes", [])}
+        assert cache in mounts and mounts[cache] in compose["volumes"], f"{name}: the cache dir is not a named volume"
+        drain = int(env.get("SLUICE_DRAIN_TIMEOUT_SECS") or cli["proxy"].options["--drain-timeout-secs"].default)
+        grace = int(re.fullmatch(r"(\d+)s", service["stop_grace_period"]).group(1))
+        assert grace > drain, f"{name}: stop_grace_period {grace}s cuts the {drain}s drain short"
+    assert len(node_ids) == 3
+    # "either replica": the alias names both of them.
+    shared = set.intersection(*(aliases_of(cp) for cp in cps.values()))
+    assert shared, "no network alias shared by both control planes"
+
+
+def seed_backends() -> list[tuple[str, str, str]]:
+    """(backend name, URL variable, env:// variable) of the pool deploy/seed.sh creates."""
+    text = (DEPLOY / "seed.sh").read_text()
+    found = re.findall(
+        r'\{"name": "([a-z0-9-]+)", "url": "\'"\$(\w+)"\'".*?"secret": "env://(\w+)"', text, re.S)
+    assert len(found) == 2, found
+    return found
+
+
+def test_compose_seed_wires_mock_keys_through_the_proxies(compose, cli):
+    seed = environment_of(compose["services"]["seed"])
+    mocks = services_running(compose, "mock-upstream")
+    proxies = services_running(compose, "proxy")
+    for backend, url_var, key_var in seed_backends():
+        m = re.fullmatch(r"http://([a-z0-9-]+):(\d+)", seed[url_var])
+        assert m, seed[url_var]
+        mock = mocks.get(m.group(1))
+        assert mock is not None, f"{url_var} points at {m.group(1)}, which is not a mock-upstream service"
+        assert listen_port(mock, "mock-upstream", "http", cli) == int(m.group(2))
+        expected_key = environment_of(mock).get("SLUICE_API_KEY") or flag_values(compose_argv(mock)).get("--api-key")
+        assert expected_key, f"{m.group(1)} accepts any key: the check proves nothing"
+        for name, proxy in proxies.items():
+            assert environment_of(proxy).get(key_var) == expected_key, (
+                f"{name} resolves env://{key_var} to something else than {m.group(1)}'s key")
+    assert compose["services"]["seed"]["entrypoint"][-1] == "/seed.sh"
+    assert any(v.startswith("./seed.sh:/seed.sh") for v in compose["services"]["seed"]["volumes"])
+    admin = re.fullmatch(r"http://([a-z0-9-]+):(\d+)", seed["ADMIN_URL"])
+    cp = services_running(compose, "control-plane")[admin.group(1)]
+    assert listen_port(cp, "control-plane", "admin", cli) == int(admin.group(2))
+    assert seed["ADMIN_TOKEN"] in environment_of(cp)["SLUICE_ADMIN_TOKEN"].split(",")
+    proxy = re.fullmatch(r"http://([a-z0-9-]+):(\d+)", seed["PROXY_URL"])
+    assert listen_port(proxies[proxy.group(1)], "proxy", "http", cli) == int(proxy.group(2))
+
+
+def healthcheck_target(service: dict) -> tuple[str, int, str]:
+    test = service["healthcheck"]["test"]
+    script = test[-1] if test[0] == "CMD" else test[1]
+    m = re.search(r"/dev/tcp/([^/]+)/(\d+)", script)
+    path = re.search(r"GET (\S+) HTTP/1\.[01]", script)
+    assert m and path, script
+    return m.group(1), int(m.group(2)), path.group(1)
+
+
+def test_compose_healthchecks_and_ports_hit_real_endpoints(compose, cli):
+    for name, service in sluice_services(compose).items():
+        command = subcommand_of(compose_argv(service), cli)
+        host, port, path = healthcheck_target(service)
+        assert host == "127.0.0.1"
+        if command == "control-plane":
+            assert port == listen_port(service, command, "admin", cli) and path in ADMIN_OPS_ENDPOINTS
+        elif command == "proxy":
+            assert port == listen_port(service, command, "ops", cli) and path in PROXY_ENDPOINTS
+        else:
+            assert port == listen_port(service, command, "http", cli) and path in MOCK_ENDPOINTS
+        for mapping in service.get("ports", []):
+            container_port = int(str(mapping).rsplit(":", 1)[1])
+            listening = {listen_port(service, command, n, cli) for n in LISTEN_FLAGS[command]}
+            assert container_port in listening, f"{name} publishes {container_port}; it listens on {listening}"
+            assert str(mapping).startswith("127.0.0.1:"), f"{name}: demo ports stay on loopback"
+
+
+def test_prometheus_scrapes_every_control_plane_and_proxy(compose, cli):
+    config = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
+    targets = {}
+    for job in config["scrape_configs"]:
+        for static in job.get("static_configs", []):
+            for target in static["targets"]:
+                targets[target] = job.get("metrics_path", "/metrics")
+    for target in targets:
+        assert target.split(":")[0] in compose["services"], f"Prometheus scrapes {target}: no such service"
+    for name, service in services_running(compose, "control-plane").items():
+        assert targets.get(f"{name}:{listen_port(service, 'control-plane', 'admin', cli)}") == "/metrics", name
+    for name, service in services_running(compose, "proxy").items():
+        assert targets.get(f"{name}:{listen_port(service, 'proxy', 'ops', cli)}") == "/metrics", name
+    prometheus = compose["services"]["prometheus"]
+    assert "./prometheus.yml:/etc/prometheus/prometheus.yml:ro" in prometheus["volumes"]
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prometheus["command"]
+
+
+def test_grafana_is_provisioned_with_the_dashboard(compose):
+    grafana = compose["services"]["grafana"]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in grafana["volumes"]}
+    assert mounts["/etc/grafana/provisioning"] == "./grafana/provisioning"
+    datasources = yaml.safe_load((DEPLOY / "grafana/provisioning/datasources/prometheus.yaml").read_text())
+    source = datasources["datasources"][0]
+    assert source["type"] == "prometheus"
+    assert re.fullmatch(r"http://prometheus:9090/?", source["url"])  # the container port, not the published one
+    providers = yaml.safe_load((DEPLOY / "grafana/provisioning/dashboards/sluice.yaml").read_text())["providers"]
+    folder = providers[0]["options"]["path"]
+    dashboard_mount = next(target for target, src in mounts.items() if src == "./grafana/sluice-dashboard.json")
+    assert str(PurePosixPath(dashboard_mount).parent) == folder
+    assert grafana["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"] == dashboard_mount
+
+    dashboard = json.loads((DEPLOY / "grafana/sluice-dashboard.json").read_text())
+    uids = {source["uid"], "${datasource}"}
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["query"] == "prometheus"
+    panels = [p for p in dashboard["panels"] if p["type"] != "row"]
+    assert panels
+    assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
+    for panel in panels:
+        assert panel["datasource"]["uid"] in uids, panel["title"]
+        assert panel["targets"], panel["title"]
+        for target in panel["targets"]:
+            assert target["datasource"]["uid"] in uids
+            assert "sluice_" in target["expr"], panel["title"]
+
+
+def test_otel_collector_config_is_consistent(compose):
+    config = yaml.safe_load((DEPLOY / "otel-collector.yaml").read_text())
+    for pipeline in config["service"]["pipelines"].values():
+        for kind in ("receivers", "processors", "exporters"):
+            for component in pipeline.get(kind, []):
+                assert component in config[kind], component
+    for extension in config["service"].get("extensions", []):
+        assert extension in config["extensions"]
+    grpc = config["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"]
+    for name, service in services_running(compose, "proxy").items():
+        endpoint = environment_of(service).get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        if endpoint:
+            assert endpoint == f"http://otel-collector:{port_of(grpc)}", name
+    collector = compose["services"]["otel-collector"]
+    config_path = collector["command"][0].split("=", 1)[1]
+    assert f"./otel-collector.yaml:{config_path}:ro" in collector["volumes"]
+
+
+# ================================================================================================
+# Live: the dashboard's metric names, and the compose topology on local processes
+# ================================================================================================
+
+def scrape(url: str) -> dict[str, set[str]]:
+    """metric sample name -> label names seen on it."""
+    status, headers, body = http("GET", url)
+    assert status == 200, url
+    samples: dict[str, set[str]] = {}
+    for line in body.decode().splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r'([a-zA-Z_:][a-zA-Z0-9_:]*)(\{((?:[^"}]|"(?:[^"\\]|\\.)*")*)\})?\s', line)
+        assert m, line
+        samples.setdefault(m.group(1), set()).update(re.findall(r'([a-zA-Z_]\w*)="', m.group(3) or ""))
+    return samples
+
+
+def test_dashboard_queries_use_metrics_sluice_really_exports(processes, tmp_path):
+    dev = processes("dev", [
+        "dev", "--admin-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--addr", "127.0.0.1:0",
+        "--ops-addr", "127.0.0.1:0", "--data-dir", str(tmp_path / "data"),
+    ])
+    banner = wait_until(lambda: "api-key: sk-sluice-" in dev.log_path.read_text() and dev.log_path.read_text(),
+                        timeout=30, what="sluice dev's banner")
+    proxy = re.search(r"proxy\s+(http://\S+)\s+\(ops (http://\S+?)/metrics\)", banner)
+    admin = re.search(r"admin API\s+(http://\S+)", banner).group(1)
+    mocks = re.search(r"backends\s+(.+)", banner).group(1).replace(",", " ").split()
+    key = re.search(r"api-key: (sk-sluice-[A-Za-z0-9]+)", banner).group(1)
+    proxy_url, ops_url = proxy.group(1), proxy.group(2)
+    call = f"{proxy_url}/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
+    message = {"messages": [{"role": "user", "content": "Hello"}]}
+    for stream in (False, False, True):
+        status, _, _ = http("POST", call, {**message, "stream": stream}, {"api-key": key})
+        assert status == 200
+    # Every backend answering 429 makes retries, cooldowns and "all unavailable" show up.
+    for mock in mocks:
+        status, _, _ = http("POST", f"{mock}/_mock/faults", {"kind": "status", "status": 429, "retry_after_ms": 5000})
+        assert status == 200
+    for _ in range(3):
+        http("POST", call, message, {"api-key": key})
+    http("GET", f"{admin}/api/v1/pools")
+
+    samples = scrape(f"{ops_url}/metrics")
+    for name, labels in scrape(f"{admin}/metrics").items():
+        samples.setdefault(name, set()).update(labels)
+    target_labels = {"instance", "job"}  # added by Prometheus
+
+    dashboard = json.loads((DEPLOY / "grafana/sluice-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] == "query":
+            exprs.append(variable["definition"])
+    assert exprs
+    for expr in exprs:
+        names = re.findall(r"\b(sluice_[a-z0-9_]+)\b", expr)
+        assert names, expr
+        for name in names:
+            assert name in samples, f"dashboard query uses {name}, which neither /metrics serves: {expr}"
+        used = set()
+        for name, selector in re.findall(r"\b(sluice_[a-z0-9_]+)\{([^}]*)\}", expr):
+            for label in re.findall(r"(\w+)\s*(?:=~|!~|!=|=)", selector):
+                assert label in samples[name], f"{name} has no label {label}: {expr}"
+        for group in re.findall(r"\b(?:by|on)\s*\(([^)]*)\)", expr):
+            used |= {g.strip() for g in group.split(",") if g.strip()}
+        for label in re.findall(r"label_values\(\s*sluice_\w+\s*,\s*(\w+)\s*\)", expr):
+            used.add(label)
+        available = set().union(*(samples[n] for n in names)) | target_labels
+        assert used <= available, f"labels {used - available} exist on none of {names}: {expr}"
+
+
+def rewrite_argv(argv: list[str], overrides: dict[str, str]) -> list[str]:
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] in overrides:
+            i += 2
+            continue
+        out.append(argv[i])
+        i += 1
+    for flag, value in overrides.items():
+        out += [flag, value]
+    return out
+
+
+def run_healthcheck(service: dict, port: int) -> bool:
+    script = service["healthcheck"]["test"][-1]
+    script = re.sub(r"/dev/tcp/127\.0\.0\.1/\d+", f"/dev/tcp/127.0.0.1/{port}", script)
+    return subprocess.run(["bash", "-c", script], capture_output=True, timeout=10).returncode == 0
+
+
+def busybox_shell(tmp_path: Path) -> tuple[list[str], dict[str, str]]:
+    """The seed job runs in curlimages/curl (Alpine: busybox sh, sed, tail). Use busybox for
+    the same applets when it is installed, else the system's sh."""
+    busybox = shutil.which("busybox")
+    if not busybox:
+        return ["sh"], {}
+    bin_dir = tmp_path / "busybox-bin"
+    bin_dir.mkdir()
+    for applet in ("sh", "sed", "tail", "cat", "sleep", "printf"):
+        (bin_dir / applet).symlink_to(busybox)
+    return [busybox, "sh"], {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+@pytest.fixture
+def fresh_database():
+    """A new, empty Postgres database (dropped afterwards), like the compose stack's first start."""
+    if not postgres_reachable():
+        pytest.skip(f"no Postgres at {postgres_base_url()} (scripts/check-deploy starts one)")
+    database = f"sluice_deploy_{uuid.uuid4().hex[:12]}"
+    psql(f"CREATE DATABASE {database}")
+    yield f"{postgres_base_url()}/{database}"
+    psql(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+
+
+# fresh_database comes before processes: the processes stop before the database is dropped.
+def test_compose_topology_on_local_processes(fresh_database, processes, compose, cli, tmp_path):
+    """deploy/compose.yaml, service by service, as local processes with the same commands and
+    environment: two control planes on one (fresh) Postgres database, three proxies (spread over
+    both replicas), two mocks, the compose healthchecks, deploy/seed.sh, calls through every
+    proxy, and proxies serving on after both control planes stop, a restarted one from its
+    cache."""
+    _run_topology(processes, compose, cli, tmp_path, fresh_database)
+
+
+def image_env() -> dict[str, str]:
+    """The ENV of the Dockerfile's runtime stage: what every container starts with."""
+    env = {}
+    for instr, rest in final_stage(dockerfile_instructions()):
+        if instr == "ENV":
+            env.update(item.split("=", 1) for item in shlex.split(rest))
+    return env
+
+
+def container_env(service: dict) -> dict[str, str]:
+    return {**image_env(), **environment_of(service)}
+
+
+def _run_topology(processes, compose, cli, tmp_path, database_url):
+    local: dict[tuple[str, int], str] = {}  # (service, container port) -> local host:port
+    started = {}
+    assert image_env().get("SLUICE_LOG_FORMAT") == "json"  # the addresses are read from JSON logs
+
+    for name, service in services_running(compose, "mock-upstream").items():
+        argv = rewrite_argv(compose_argv(service), {"--addr": "127.0.0.1:0"})
+        proc = processes(name, argv, container_env(service))
+        local[(name, listen_port(service, "mock-upstream", "http", cli))] = proc.wait_for_field("mock.addr")
+        started[name] = (proc, service)
+
+    cps = services_running(compose, "control-plane")
+    cp_procs = {}
+    for name, service in cps.items():  # both at once: migrations race for the advisory lock
+        env = container_env(service)
+        assert env["SLUICE_DATABASE_URL"].startswith("postgres://")
+        env["SLUICE_DATABASE_URL"] = database_url
+        argv = rewrite_argv(compose_argv(service), {"--admin-addr": "127.0.0.1:0", "--grpc-addr": "127.0.0.1:0"})
+        cp_procs[name] = (processes(name, argv, env), service)
+    for name, (proc, service) in cp_procs.items():
+        local[(name, listen_port(service, "control-plane", "admin", cli))] = proc.wait_for_field("admin.addr")
+        local[(name, listen_port(service, "control-plane", "grpc", cli))] = proc.wait_for_field("grpc.addr")
+        started[name] = (proc, service)
+    cp_names = sorted(cps)
+
+    proxy_launch = {}
+    for i, (name, service) in enumerate(sorted(services_running(compose, "proxy").items())):
+        env = container_env(service)
+        env["SLUICE_CACHE_DIR"] = str(tmp_path / f"{name}-cache")
+        # Each proxy follows one replica (the compose alias resolves to either).
+        cp = cp_names[i % len(cp_names)]
+        grpc = local[(cp, listen_port(cps[cp], "control-plane", "grpc", cli))]
+        argv = rewrite_argv(compose_argv(service), {
+            "--control-plane": f"http://{grpc}", "--addr": "127.0.0.1:0", "--ops-addr": "127.0.0.1:0"})
+        proxy_launch[name] = (argv, env)
+        proc = processes(name, argv, env)
+        local[(name, listen_port(service, "proxy", "http", cli))] = proc.wait_for_field("proxy.addr")
+        local[(name, listen_port(service, "proxy", "ops", cli))] = proc.wait_for_field("ops.addr")
+        started[name] = (proc, service)
+
+    # The compose healthchecks pass against the real processes.
+    for name, (proc, service) in started.items():
+        _, port, _ = healthcheck_target(service)
+        addr = local[(name, port)]
+        wait_until(lambda: run_healthcheck(service, port_of(addr)), what=f"{name}'s compose healthcheck")
+
+    # The seed job, with the compose environment; service URLs point at the local processes.
+    seed_env = environment_of(compose["services"]["seed"])
+    for key, value in seed_env.items():
+        m = re.fullmatch(r"http://([a-z0-9-]+):(\d+)", value)
+        if m and (m.group(1), int(m.group(2))) in local:
+            seed_env[key] = f"http://{local[(m.group(1), int(m.group(2)))]}"
+    shell, shell_env = busybox_shell(tmp_path)
+    seed = subprocess.run(
+        [*shell, str(DEPLOY / "seed.sh")], env={**os.environ, **seed_env, **shell_env, "WAIT_SECS": "20"},
+        capture_output=True, text=True, timeout=90,
+    )
+    assert seed.returncode == 0, seed.stdout + seed.stderr
+    assert "answered by backend mock-" in seed.stdout, seed.stdout
+    key = re.search(r"^\s+(sk-sluice-\S+)$", seed.stdout, re.M).group(1)
+
+    proxies = services_running(compose, "proxy")
+    path = "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
+    body = {"messages": [{"role": "user", "content": "Hello"}]}
+
+    def serves(name: str) -> set[str]:
+        addr = local[(name, listen_port(proxies[name], "proxy", "http", cli))]
+        backends = set()
+        for _ in range(4):
+            status, headers, payload = http("POST", f"http://{addr}{path}", body, {"api-key": key})
+            assert status == 200, (name, status, payload[:300])
+            backends.add(headers["x-sluice-backend"])
+        return backends
+
+    for name in proxies:
+        # Keys and pools reach every proxy, through either replica (LISTEN/NOTIFY).
+        addr = local[(name, listen_port(proxies[name], "proxy", "http", cli))]
+        wait_until(lambda: http("POST", f"http://{addr}{path}", body, {"api-key": key})[0] == 200,
+                   what=f"{name} to serve the seeded pool")
+        assert serves(name) == {"mock-a", "mock-b"}, name
+
+    token = environment_of(cps[cp_names[0]])["SLUICE_ADMIN_TOKEN"].split(",")[0]
+    connected = set()
+    for cp in cp_names:
+        admin = local[(cp, listen_port(cps[cp], "control-plane", "admin", cli))]
+        status, _, payload = http("GET", f"http://{admin}/api/v1/proxies", headers={"authorization": f"Bearer {token}"})
+        assert status == 200
+        connected |= {p["node_id"] for p in json.loads(payload)["proxies"]}
+    assert connected == {environment_of(p)["SLUICE_NODE_ID"] for p in proxies.values()}
+
+    # What Prometheus scrapes is there.
+    for name, (proc, service) in started.items():
+        command = subcommand_of(compose_argv(service), cli)
+        if command in ("control-plane", "proxy"):
+            port = listen_port(service, command, "admin" if command == "control-plane" else "ops", cli)
+            assert any(n.startswith("sluice_") for n in scrape(f"http://{local[(name, port)]}/metrics")), name
+
+    # Both control planes gone: proxies keep serving; a restarted proxy serves from its cache.
+    for cp in cp_names:
+        started[cp][0].stop()
+    for name in proxies:
+        assert serves(name) == {"mock-a", "mock-b"}
+    restarted = sorted(proxies)[-1]
+    started[restarted][0].stop()
+    argv, env = proxy_launch[restarted]
+    proc = processes(f"{restarted}-restarted", argv, env)
+    ops = proc.wait_for_field("ops.addr")
+    http_addr = proc.wait_for_field("proxy.addr")
+    wait_until(lambda: http("GET", f"http://{ops}/readyz")[0] == 200, what="the restarted proxy to load its cache")
+    status, _, _ = http("POST", f"http://{http_addr}{path}", body, {"api-key": key})
+    assert status == 200
