@@ -185,6 +185,48 @@ mod tests {
     use super::*;
     use crate::secrets::LocalSecrets;
 
+    fn snapshot(revision: u64, backends: serde_json::Value) -> Snapshot {
+        serde_json::from_value(serde_json::json!({
+            "revision": revision,
+            "pools": [{"name": "p", "backends": backends}]
+        }))
+        .unwrap()
+    }
+
+    /// An unchanged backend keeps its endpoint (connection pool, cooldowns, ejections,
+    /// latency estimate) across config updates; a changed one starts afresh.
+    #[tokio::test]
+    async fn unchanged_backends_keep_their_state_across_updates() {
+        let builder = ConfigBuilder {
+            upstream: crate::upstream::Upstream::new(std::time::Duration::from_secs(1)).unwrap(),
+            resolver: Arc::new(LocalSecrets),
+            metrics: Arc::new(ProxyMetrics::new()),
+        };
+        let a = serde_json::json!({"name": "a", "url": "http://127.0.0.1:9", "kind": "openai", "auth": {"type": "none"}});
+        let b = serde_json::json!({"name": "b", "url": "http://127.0.0.1:10", "kind": "openai", "auth": {"type": "none"}});
+        let first = builder
+            .build(snapshot(1, serde_json::json!([a, b])), None)
+            .await;
+        let mut b_weighted = b.clone();
+        b_weighted["weight"] = serde_json::json!(5);
+        let second = builder
+            .build(
+                snapshot(2, serde_json::json!([a, b_weighted])),
+                Some(&first),
+            )
+            .await;
+        let (before, after) = (&first.pools["p"].backends, &second.pools["p"].backends);
+        assert!(
+            Arc::ptr_eq(&before[0], &after[0]),
+            "a is unchanged and kept"
+        );
+        assert!(
+            !Arc::ptr_eq(&before[1], &after[1]),
+            "b changed and was rebuilt"
+        );
+        assert_eq!(second.revision, 2);
+    }
+
     async fn load(yaml: &str) -> Result<Snapshot, String> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sluice.yaml");
