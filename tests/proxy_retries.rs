@@ -189,13 +189,39 @@ async fn an_upstream_401_rereads_the_secret_and_retries_once() {
         "the re-send is part of the same attempt"
     );
 
-    // The file now holds the key the backend accepts: its 401 is recovered transparently.
+    // The file now holds the key the backend accepts. The refusal above ejected the backend
+    // for a second; after that its 401 is recovered transparently.
     proxy.rotate_secret(&a, "key-a");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     assert_eq!(proxy.chat("p").send().await.unwrap().status(), 200);
     assert_eq!(a.request_count(), 5);
 
-    // An unchanged secret is not retried.
+    // An unchanged secret is not re-sent; with no other backend the 401 goes to the client.
     a.inject(Fault::status(401).once()).unwrap();
     assert_eq!(proxy.chat("p").send().await.unwrap().status(), 401);
     assert_eq!(a.request_count(), 6);
+}
+
+/// A backend that keeps refusing its key is failed over and ejected, whatever `retry_on` says.
+#[tokio::test]
+async fn a_refused_backend_key_fails_over_and_ejects_the_backend() {
+    let (a, b) = (mock("a").await, mock("b").await);
+    let pool = pool_yaml("p", "retry: { retry_on: [503] }", &[(&a, ""), (&b, "")]);
+    let proxy = TestProxy::start(&pool, &[&a, &b]).await;
+    a.inject(Fault::status(401)).unwrap();
+    for _ in 0..4 {
+        let response = proxy.chat("p").send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(served_by(&response), "b");
+    }
+    assert_eq!(a.request_count(), 1, "ejected after refusing its key");
+    let metrics = proxy.metrics().await;
+    assert!(
+        metrics.contains(r#"sluice_retries_total{pool="p",reason="key_rejected"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"sluice_backend_state{pool="p",backend="a",state="ejected"} 1"#),
+        "{metrics}"
+    );
 }

@@ -90,8 +90,8 @@ impl Service<Attempt> for PoolService {
     }
 }
 
-/// Retries on another backend after a connect error, a timeout or a `retry_on` status, while
-/// attempts, budget and untried available backends remain.
+/// Retries on another backend after a connect error, a timeout, a `retry_on` status or a
+/// refused backend key (401), while attempts, budget and untried available backends remain.
 #[derive(Clone)]
 pub struct RetryOnAnotherBackend {
     pub pool: Arc<PoolRuntime>,
@@ -122,10 +122,12 @@ impl tower::retry::Policy<Attempt, Response<Incoming>, AttemptError> for RetryOn
         let (backend, reason) = match result {
             Ok(response) => {
                 let status = response.status().as_u16();
-                if !self.pool.retry.retry_on.contains(status) {
+                // A refused key is that backend's problem, not the request's: always fail over.
+                if !self.pool.retry.retry_on.contains(status) && status != 401 {
                     return None;
                 }
                 let reason = match status {
+                    401 => RetryReason::key_rejected,
                     429 => RetryReason::status_429,
                     500..=599 => RetryReason::status_5xx,
                     _ => RetryReason::status_other,

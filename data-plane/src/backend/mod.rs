@@ -145,14 +145,22 @@ impl BackendEndpoint {
         per_try_timeout: Duration,
         measure_latency: bool,
     ) -> Result<Response<Incoming>, TransportFailure> {
-        let response = self
+        let mut response = self
             .send_once(call, per_try_timeout, measure_latency)
             .await?;
-        if response.status() != StatusCode::UNAUTHORIZED || !self.refresh_credential().await {
-            return Ok(response);
+        if response.status() == StatusCode::UNAUTHORIZED && self.refresh_credential().await {
+            tracing::info!(backend.name = %self.spec.name, "backend refused its key; retrying with the re-read secret");
+            response = self
+                .send_once(call, per_try_timeout, measure_latency)
+                .await?;
         }
-        tracing::info!(backend.name = %self.spec.name, "backend refused its key; retrying with the re-read secret");
-        self.send_once(call, per_try_timeout, measure_latency).await
+        if response.status() == StatusCode::UNAUTHORIZED {
+            // A key this backend keeps refusing will not start working by itself: keep traffic
+            // away from it (the call itself fails over to another backend).
+            tracing::warn!(backend.name = %self.spec.name, "backend refuses its key; ejecting it");
+            self.health.record_failure(Nanos::now());
+        }
+        Ok(response)
     }
 
     /// Re-resolves the secret; `true` when a different, usable credential was stored.

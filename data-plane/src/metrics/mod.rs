@@ -51,6 +51,8 @@ pub enum RetryReason {
     status_429,
     status_5xx,
     status_other,
+    /// The backend refused its key (401) even after the secret was re-read.
+    key_rejected,
     connect_error,
     timeout,
 }
