@@ -122,57 +122,69 @@ impl ProxyMetrics {
             seconds_since_update: Gauge::default(),
             registry: Registry::default(),
         };
-        registry.register(
-            "sluice_upstream_responses",
-            "Upstream attempts by pool, backend and status class",
-            metrics.responses.clone(),
-        );
-        registry.register(
-            "sluice_upstream_duration_seconds",
-            "Time to the upstream response head per attempt",
-            metrics.durations.clone(),
-        );
-        registry.register(
-            "sluice_time_to_first_byte_seconds",
-            "Time from the client request to the first response body byte",
-            metrics.first_byte.clone(),
-        );
-        registry.register(
-            "sluice_tokens",
-            "Tokens used, from upstream usage reports",
-            metrics.tokens.clone(),
-        );
-        registry.register(
-            "sluice_retries",
-            "Retries on another backend, by reason",
-            metrics.retries.clone(),
-        );
-        registry.register(
-            "sluice_all_backends_unavailable",
-            "Requests answered 429/503 because no backend of the pool was available",
-            metrics.rejected.clone(),
-        );
-        registry.register("sluice_backend_state", "1 for the backend's current state (available, cooling, ejected, disabled, no_credential)", metrics.state.clone());
-        registry.register(
-            "sluice_backend_cooldown_remaining_seconds",
-            "Seconds until a cooling or ejected backend takes traffic again",
-            metrics.cooldown.clone(),
-        );
-        registry.register(
-            "sluice_config_revision",
-            "Config revision the proxy serves",
-            metrics.revision.clone(),
-        );
-        registry.register(
-            "sluice_control_plane_connected",
-            "1 while the config stream to the control plane is up",
-            metrics.control_plane_connected.clone(),
-        );
-        registry.register(
-            "sluice_config_age_seconds",
-            "Seconds since the proxy last applied a config",
-            metrics.seconds_since_update.clone(),
-        );
+        // (name, help, metric): one table, so each metric is declared once.
+        macro_rules! register {
+            ($(($name:literal, $help:literal, $metric:expr)),* $(,)?) => {
+                $(registry.register($name, $help, $metric.clone());)*
+            };
+        }
+        register![
+            (
+                "sluice_upstream_responses",
+                "Upstream attempts by pool, backend and status class",
+                metrics.responses
+            ),
+            (
+                "sluice_upstream_duration_seconds",
+                "Time to the upstream response head per attempt",
+                metrics.durations
+            ),
+            (
+                "sluice_time_to_first_byte_seconds",
+                "Time from the client request to the first response body byte",
+                metrics.first_byte
+            ),
+            (
+                "sluice_tokens",
+                "Tokens used, from upstream usage reports",
+                metrics.tokens
+            ),
+            (
+                "sluice_retries",
+                "Retries on another backend, by reason",
+                metrics.retries
+            ),
+            (
+                "sluice_all_backends_unavailable",
+                "Requests answered 429/503 because no backend of the pool was available",
+                metrics.rejected
+            ),
+            (
+                "sluice_backend_state",
+                "1 for the backend's current state (available, cooling, ejected, disabled, no_credential)",
+                metrics.state
+            ),
+            (
+                "sluice_backend_cooldown_remaining_seconds",
+                "Seconds until a cooling or ejected backend takes traffic again",
+                metrics.cooldown
+            ),
+            (
+                "sluice_config_revision",
+                "Config revision the proxy serves",
+                metrics.revision
+            ),
+            (
+                "sluice_control_plane_connected",
+                "1 while the config stream to the control plane is up",
+                metrics.control_plane_connected
+            ),
+            (
+                "sluice_config_age_seconds",
+                "Seconds since the proxy last applied a config",
+                metrics.seconds_since_update
+            ),
+        ];
         Self {
             registry,
             ..metrics
