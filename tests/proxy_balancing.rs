@@ -181,3 +181,31 @@ async fn all_backends_cooling_answers_429_with_the_shortest_wait() {
         "{metrics}"
     );
 }
+
+/// A disabled backend takes no traffic and counts as unavailable for its tier; a pool whose
+/// backends are all disabled answers 503 without calling anyone.
+#[tokio::test]
+async fn disabled_backends_take_no_traffic() {
+    let (a, b, c) = (mock("a").await, mock("b").await, mock("c").await);
+    let pools = [
+        pool_yaml("p", "", &[(&a, ", enabled: false"), (&b, ", priority: 1")]),
+        pool_yaml("off", "", &[(&c, ", enabled: false")]),
+    ]
+    .join("\n");
+    let proxy = TestProxy::start(&pools, &[&a, &b, &c]).await;
+    assert_eq!(
+        proxy.backends_of("p", 4).await,
+        vec!["b"; 4],
+        "the next tier serves"
+    );
+    let response = proxy.chat("off").send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "no_backend");
+    assert_eq!(a.request_count() + c.request_count(), 0);
+    let metrics = proxy.metrics().await;
+    assert!(
+        metrics.contains(r#"sluice_backend_state{pool="p",backend="a",state="disabled"} 1"#),
+        "{metrics}"
+    );
+}

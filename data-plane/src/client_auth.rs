@@ -1,7 +1,8 @@
 //! Client keys: which key a request presents and whether it is one of ours.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+
+use arc_swap::ArcSwap;
 
 use http::HeaderMap;
 use http::header::AUTHORIZATION;
@@ -21,18 +22,20 @@ pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
 ///
 /// Keys are stored as salted hashes, so checking one costs a SHA-256 per configured key.
 /// Keys that verified once are remembered (only valid ones, so the memo is bounded by the
-/// number of keys); it is dropped with the config revision it belongs to.
+/// number of keys); it is dropped with the config revision it belongs to. The memo is read on
+/// every request by every core, so it is copy-on-write rather than behind a lock: each key is
+/// added once, read lock-free ever after.
 #[derive(Default)]
 pub struct ClientKeys {
     keys: Vec<ClientKey>,
-    verified: RwLock<HashMap<Box<str>, usize>>,
+    verified: ArcSwap<HashMap<Box<str>, usize>>,
 }
 
 impl ClientKeys {
     pub fn new(keys: Vec<ClientKey>) -> Self {
         Self {
             keys,
-            verified: RwLock::default(),
+            verified: ArcSwap::default(),
         }
     }
 
@@ -40,21 +43,18 @@ impl ClientKeys {
         if presented.is_empty() {
             return None;
         }
-        let known = self
-            .verified
-            .read()
-            .ok()
-            .and_then(|verified| verified.get(presented).copied());
-        if let Some(index) = known {
+        if let Some(&index) = self.verified.load().get(presented) {
             return self.keys.get(index);
         }
         let index = self
             .keys
             .iter()
             .position(|key| key.hash.verify(presented))?;
-        if let Ok(mut verified) = self.verified.write() {
+        self.verified.rcu(|verified| {
+            let mut verified = HashMap::clone(verified);
             verified.insert(presented.into(), index);
-        }
+            verified
+        });
         self.keys.get(index)
     }
 }
@@ -90,7 +90,7 @@ mod tests {
         assert!(keys.authenticate("key-c").is_none());
         assert!(keys.authenticate("").is_none());
         assert_eq!(
-            keys.verified.read().unwrap().len(),
+            keys.verified.load().len(),
             1,
             "only valid keys are remembered"
         );

@@ -5,6 +5,7 @@
 pub mod database;
 pub mod proxy;
 pub mod relay;
+pub mod server;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -13,8 +14,6 @@ use reqwest::{Method, RequestBuilder, Response};
 use serde_json::Value;
 use sluice_control_plane::store::StoreOptions;
 use sluice_control_plane::{ControlPlane, ControlPlaneConfig, GrpcTls};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 pub use database::TestDatabase;
 
@@ -65,8 +64,7 @@ pub struct TestControlPlane {
     pub grpc_addr: SocketAddr,
     client: reqwest::Client,
     token: Option<String>,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<std::io::Result<()>>>,
+    running: server::Running,
     pub database: TestDatabase,
 }
 
@@ -116,20 +114,12 @@ impl TestControlPlane {
             .expect("control plane starts");
         let addr = control_plane.admin_addr().unwrap();
         let grpc_addr = control_plane.grpc_addr().unwrap();
-        let (shutdown, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(control_plane.serve(async {
-            let _ = stopped.await;
-        }));
         Self {
             addr,
             grpc_addr,
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap(),
+            client: server::http_client(),
             token: Some(ADMIN_TOKEN.to_owned()),
-            shutdown: Some(shutdown),
-            task: Some(task),
+            running: server::Running::spawn(|shutdown| control_plane.serve(shutdown)),
             database,
         }
     }
@@ -174,25 +164,8 @@ impl TestControlPlane {
         config["revision"].as_u64().unwrap()
     }
 
-    pub async fn stop(mut self) {
-        self.shutdown_now().await;
-    }
-
-    async fn shutdown_now(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await.unwrap().unwrap();
-        }
-    }
-}
-
-impl Drop for TestControlPlane {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
+    pub async fn stop(self) {
+        self.running.stop().await;
     }
 }
 

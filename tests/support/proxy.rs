@@ -11,8 +11,6 @@ use sluice_data_plane::proxy::ProxyOptions;
 use sluice_data_plane::{ClientTls, ConfigSource, ControlPlaneSource, DataPlane, DataPlaneConfig};
 use sluice_testkit::mock_upstream::{MockConfig, MockHandle, MockUpstream};
 use tempfile::TempDir;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 pub const CLIENT_KEY: &str = "sk-client-team-a-0123456789";
 
@@ -20,8 +18,7 @@ pub struct TestProxy {
     pub addr: SocketAddr,
     pub ops_addr: SocketAddr,
     pub client: reqwest::Client,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<std::io::Result<()>>>,
+    running: super::server::Running,
     dir: TempDir,
 }
 
@@ -141,19 +138,11 @@ impl TestProxy {
         .await
         .expect("proxy starts");
         let (addr, ops_addr) = (data_plane.addr().unwrap(), data_plane.ops_addr().unwrap());
-        let (shutdown, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(data_plane.serve(async {
-            let _ = stopped.await;
-        }));
         Self {
             addr,
             ops_addr,
-            client: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()
-                .unwrap(),
-            shutdown: Some(shutdown),
-            task: Some(task),
+            client: super::server::http_client(),
+            running: super::server::Running::spawn(|shutdown| data_plane.serve(shutdown)),
             dir,
         }
     }
@@ -207,16 +196,11 @@ impl TestProxy {
 
     /// SIGTERM-style shutdown: stop accepting, let in-flight requests finish.
     pub fn begin_shutdown(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
+        self.running.begin_stop();
     }
 
-    pub async fn stopped(mut self) {
-        self.begin_shutdown();
-        if let Some(task) = self.task.take() {
-            task.await.unwrap().unwrap();
-        }
+    pub async fn stopped(self) {
+        self.running.stop().await;
     }
 
     /// Rewrites a backend's secret file (`key-<mock name>`), as a rotated mounted secret.
@@ -234,14 +218,6 @@ impl TestProxy {
         reqwest::get(format!("http://{}/readyz", self.ops_addr))
             .await
             .is_ok_and(|r| r.status() == 200)
-    }
-}
-
-impl Drop for TestProxy {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
     }
 }
 
