@@ -42,6 +42,8 @@ pub struct Proxy {
     config: ArcSwapOption<RuntimeConfig>,
     /// When the current config was applied, for `sluice_config_age_seconds`.
     applied_at: AtomicU64,
+    /// The revision being served, for callers that must wait for a given config.
+    applied_revision: tokio::sync::watch::Sender<u64>,
     options: ProxyOptions,
     pub metrics: Arc<ProxyMetrics>,
 }
@@ -51,6 +53,7 @@ impl Proxy {
         Self {
             config: ArcSwapOption::empty(),
             applied_at: AtomicU64::new(0),
+            applied_revision: tokio::sync::watch::Sender::new(0),
             options,
             metrics,
         }
@@ -63,8 +66,15 @@ impl Proxy {
             pools = config.pools.len(),
             "config applied"
         );
+        let revision = config.revision;
         self.config.store(Some(Arc::new(config)));
         self.applied_at.store(Nanos::now().0, Ordering::Relaxed);
+        self.applied_revision.send_replace(revision);
+    }
+
+    /// Follows the revision being served (0 until a config is applied).
+    pub fn applied_revision(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.applied_revision.subscribe()
     }
 
     /// How long ago the current config was applied.

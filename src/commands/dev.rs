@@ -14,6 +14,7 @@ use sluice_model::{Backend, Name, Pool, generate_client_secret};
 use sluice_testkit::mock_upstream::{MockConfig, MockHandle, MockUpstream};
 use tokio::sync::watch;
 
+use super::proxy::AzureArgs;
 use crate::shutdown;
 
 const POOL: &str = "gpt-4o";
@@ -40,6 +41,8 @@ pub struct DevArgs {
     /// Proxy operations address: /healthz, /readyz, /metrics.
     #[arg(long, env = "SLUICE_OPS_ADDR", default_value = "127.0.0.1:8081")]
     ops_addr: SocketAddr,
+    #[command(flatten)]
+    azure: AzureArgs,
 }
 
 impl DevArgs {
@@ -78,6 +81,7 @@ impl DevArgs {
         .await
         .context("dev control plane failed to start")?;
         let demo_key = seed(control_plane.store(), &mocks, &secrets).await?;
+        let seeded_revision = control_plane.store().revision().await?;
         let admin = control_plane.admin_addr()?;
         let grpc = control_plane.grpc_addr()?;
 
@@ -97,11 +101,13 @@ impl DevArgs {
             },
             connect_timeout: Duration::from_secs(2),
             drain_timeout: Duration::from_secs(5),
+            azure: self.azure.options(),
+            credential_refresh: self.azure.refresh(),
         })
         .await
         .context("dev proxy failed to start")?;
         let proxy = data_plane.addr()?;
-        println!(
+        let banner = format!(
             "\nSluice dev is running (loopback only, no admin auth):\n  \
              proxy        http://{proxy}   (ops http://{ops}/metrics)\n  \
              admin API    http://{admin}   (try /api/v1/pools, /api/v1/proxies, /openapi.json)\n  \
@@ -126,10 +132,28 @@ impl DevArgs {
         let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
             let _ = stopped.wait_for(|s| *s).await;
         };
-        let (cp, dp, ()) = tokio::join!(
+        // The banner's curl line must work when it appears: wait until the proxy serves the
+        // seeded config, not a cached one from an earlier run.
+        let mut applied = data_plane.applied_revision();
+        let announce = async move {
+            match tokio::time::timeout(
+                Duration::from_secs(30),
+                applied.wait_for(|revision| *revision >= seeded_revision),
+            )
+            .await
+            {
+                Ok(Ok(_)) => println!("{banner}"),
+                _ => tracing::error!(
+                    revision = seeded_revision,
+                    "the dev proxy did not receive the seeded config"
+                ),
+            }
+        };
+        let (cp, dp, (), ()) = tokio::join!(
             control_plane.serve(until_stopped(stopped.clone())),
             data_plane.serve(until_stopped(stopped)),
             signal,
+            announce,
         );
         cp.context("dev control plane failed")?;
         dp.context("dev proxy failed")?;
