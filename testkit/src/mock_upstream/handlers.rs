@@ -167,7 +167,7 @@ impl Shared {
     /// Accepts the configured key from `api-key` or `Authorization: Bearer` on every path:
     /// Azure takes both, and OpenAI-compatible clients sometimes send `api-key`.
     fn authorize(&self, flavor: Flavor, headers: &HeaderMap) -> Result<(), ErrorReply> {
-        let Some(expected) = &self.config.api_key else {
+        let Some(expected) = self.api_key() else {
             return Ok(());
         };
         let presented = headers
@@ -179,7 +179,7 @@ impl Shared {
             });
         match presented {
             None => Err(ErrorReply::missing_key(flavor)),
-            Some(key) if key == expected => Ok(()),
+            Some(key) if key == &*expected => Ok(()),
             Some(_) => Err(ErrorReply::invalid_key(flavor)),
         }
     }

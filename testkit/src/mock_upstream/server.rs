@@ -4,7 +4,7 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -27,6 +27,10 @@ use super::script::Script;
 /// State shared by every request of one mock.
 pub(crate) struct Shared {
     pub config: MockConfig,
+    /// The key callers must present now: starts as `config.api_key`, changed by
+    /// [`MockHandle::set_api_key`] so tests can rotate it together with Key Vault. An
+    /// uncontended read lock is a couple of atomics, cheap enough for the request path.
+    api_key: RwLock<Option<Arc<str>>>,
     pub token_interval: Option<Duration>,
     pub script: Arc<Script>,
     pub name_header: HeaderValue,
@@ -49,8 +53,21 @@ impl Shared {
             ids: Ids::new(),
             faults: FaultQueue::default(),
             recorder: Recorder::new(config.record_requests),
+            api_key: RwLock::new(config.api_key.as_deref().map(Arc::from)),
             config,
         })
+    }
+
+    /// The key callers must present, or `None` when any key (or none) is accepted.
+    pub fn api_key(&self) -> Option<Arc<str>> {
+        self.api_key
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_api_key(&self, key: Option<String>) {
+        *self.api_key.write().unwrap_or_else(PoisonError::into_inner) = key.map(Arc::from);
     }
 
     pub fn stats(&self) -> MockStats {
@@ -179,8 +196,20 @@ impl MockHandle {
         &self.shared.config.name
     }
 
+    /// The config the mock started with; the key it accepts now is [`MockHandle::api_key`].
     pub fn config(&self) -> &MockConfig {
         &self.shared.config
+    }
+
+    /// The key callers must present now (`None`: any key or none).
+    pub fn api_key(&self) -> Option<String> {
+        self.shared.api_key().map(|key| key.to_string())
+    }
+
+    /// Changes the key callers must present, from the next request on (`None` accepts any
+    /// key and no key). Requests already past authentication are not affected.
+    pub fn set_api_key(&self, key: Option<String>) {
+        self.shared.set_api_key(key);
     }
 
     /// Queues a fault after those already pending.

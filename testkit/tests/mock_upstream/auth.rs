@@ -86,3 +86,33 @@ async fn no_configured_key_accepts_anything() {
     let without = client().post(&url).json(&chat_body());
     assert_eq!(without.send().await.expect("sent").status(), 200);
 }
+
+/// A running mock's key can be rotated (and turned off and on); the config keeps the
+/// starting key.
+#[tokio::test]
+async fn the_key_can_change_while_running() {
+    let mock = start(MockConfig::default().api_key("old")).await;
+    let url = azure_url(&mock, "gpt-4o", "chat/completions");
+    let status_with = |key: &'static str| {
+        let request = client()
+            .post(&url)
+            .header("api-key", key)
+            .json(&chat_body());
+        async move { request.send().await.expect("sent").status() }
+    };
+    assert_eq!(status_with("old").await, 200);
+
+    mock.set_api_key(Some("new".to_owned()));
+    assert_eq!(mock.api_key().as_deref(), Some("new"));
+    assert_eq!(mock.config().api_key.as_deref(), Some("old"));
+    assert_eq!(status_with("old").await, 401);
+    assert_eq!(status_with("new").await, 200);
+
+    mock.set_api_key(None);
+    assert_eq!(status_with("anything").await, 200);
+    let without = client().post(&url).json(&chat_body());
+    assert_eq!(without.send().await.expect("sent").status(), 200);
+
+    mock.set_api_key(Some("again".to_owned()));
+    assert_eq!(status_with("new").await, 401);
+}
