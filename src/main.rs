@@ -4,6 +4,9 @@ mod cli;
 mod commands;
 mod logging;
 mod shutdown;
+// Nothing calls the OTLP metrics export yet: the commands wire it in next.
+#[allow(dead_code, unused_imports)]
+mod telemetry;
 
 use clap::Parser as _;
 

@@ -341,12 +341,18 @@ on_both_databases! {
         assert_eq!(expect_status(cp.get("/healthz").await, 200).await["status"], "ok");
 
         let metrics = cp.get("/metrics").await;
-        assert!(metrics.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+        // The classic Prometheus text unless the scraper asks for OpenMetrics.
+        assert!(metrics.headers()["content-type"].to_str().unwrap().starts_with("text/plain; version=0.0.4"));
         let text = metrics.text().await.unwrap();
         assert!(text.contains("sluice_config_revision 1"), "{text}");
         assert!(text.contains(r#"sluice_admin_requests_total{method="POST",route="/api/v1/pools",status="201"} 1"#), "{text}");
         assert!(text.contains("sluice_admin_request_duration_seconds_bucket"), "{text}");
         assert!(!text.contains("/api/v1/pools/p\""), "raw paths never become labels");
+
+        let prometheus_accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5";
+        let openmetrics = cp.request(Method::GET, "/metrics").header("accept", prometheus_accept).send().await.unwrap();
+        assert!(openmetrics.headers()["content-type"].to_str().unwrap().starts_with("application/openmetrics-text"));
+        assert!(openmetrics.text().await.unwrap().ends_with("# EOF\n"));
     }
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderValue};
+use http::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -22,6 +22,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{oneshot, watch};
 
 use crate::clock::Nanos;
+use crate::metrics::Exposition;
 use crate::proxy::Proxy;
 
 /// One listening socket per core on the same address (`SO_REUSEPORT`, so the kernel spreads
@@ -124,7 +125,7 @@ pub async fn serve_ops(
 ) {
     let service = service_fn(move |request: Request<Incoming>| {
         let proxy = proxy.clone();
-        async move { Ok::<_, Infallible>(ops(&proxy, request.uri().path())) }
+        async move { Ok::<_, Infallible>(ops(&proxy, &request)) }
     });
     serve(listener, service, shutdown, Duration::from_secs(1)).await;
 }
@@ -177,8 +178,8 @@ async fn serve<S, B>(
     }
 }
 
-fn ops(proxy: &Proxy, path: &str) -> Response<Full<Bytes>> {
-    match path {
+fn ops<B>(proxy: &Proxy, request: &Request<B>) -> Response<Full<Bytes>> {
+    match request.uri().path() {
         "/healthz" => plain(
             StatusCode::OK,
             "application/json",
@@ -197,32 +198,16 @@ fn ops(proxy: &Proxy, path: &str) -> Response<Full<Bytes>> {
             ),
         },
         "/metrics" => {
-            if let Some(age) = proxy.config_age() {
-                proxy.metrics.seconds_since_update.set(age.as_secs_f64());
-            }
-            if let Some(config) = proxy.current() {
-                let now = Nanos::now();
-                for pool in config.pools.values() {
-                    for backend in &pool.backends {
-                        let state = backend.state(now);
-                        let remaining = match state {
-                            crate::backend::State::Cooling(wait)
-                            | crate::backend::State::Ejected(wait) => wait.as_secs_f64(),
-                            _ => 0.0,
-                        };
-                        proxy.metrics.backend_state(
-                            pool.name.as_str(),
-                            backend.spec.name.as_str(),
-                            state.label(),
-                            remaining,
-                        );
-                    }
-                }
-            }
+            refresh_scrape_time_metrics(proxy);
+            let accept = request
+                .headers()
+                .get(ACCEPT)
+                .and_then(|accept| accept.to_str().ok());
+            let format = Exposition::negotiate(accept);
             plain(
                 StatusCode::OK,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                proxy.metrics.encode(),
+                format.content_type(),
+                proxy.metrics.encode(format),
             )
         }
         _ => plain(
@@ -230,6 +215,34 @@ fn ops(proxy: &Proxy, path: &str) -> Response<Full<Bytes>> {
             "application/json",
             r#"{"error":"not found"}"#.into(),
         ),
+    }
+}
+
+/// Sets the gauges that are read rather than counted (backend states, config age), before
+/// the registry is encoded for a scrape or an export.
+pub(crate) fn refresh_scrape_time_metrics(proxy: &Proxy) {
+    if let Some(age) = proxy.config_age() {
+        proxy.metrics.seconds_since_update.set(age.as_secs_f64());
+    }
+    if let Some(config) = proxy.current() {
+        let now = Nanos::now();
+        for pool in config.pools.values() {
+            for backend in &pool.backends {
+                let state = backend.state(now);
+                let remaining = match state {
+                    crate::backend::State::Cooling(wait) | crate::backend::State::Ejected(wait) => {
+                        wait.as_secs_f64()
+                    }
+                    _ => 0.0,
+                };
+                proxy.metrics.backend_state(
+                    pool.name.as_str(),
+                    backend.spec.name.as_str(),
+                    state.label(),
+                    remaining,
+                );
+            }
+        }
     }
 }
 

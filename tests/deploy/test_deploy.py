@@ -14,6 +14,7 @@ import subprocess
 import tomllib
 import uuid
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -872,7 +873,17 @@ def scrape(url: str) -> dict[str, set[str]]:
     return samples
 
 
-def test_dashboard_queries_use_metrics_sluice_really_exports(processes, tmp_path):
+@dataclass
+class Dev:
+    """A running `sluice dev`, from its banner."""
+    proxy: str
+    ops: str
+    admin: str
+    mocks: list[str]
+    key: str
+
+
+def start_dev(processes, tmp_path) -> Dev:
     dev = processes("dev", [
         "dev", "--admin-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0", "--addr", "127.0.0.1:0",
         "--ops-addr", "127.0.0.1:0", "--data-dir", str(tmp_path / "data"),
@@ -880,25 +891,37 @@ def test_dashboard_queries_use_metrics_sluice_really_exports(processes, tmp_path
     banner = wait_until(lambda: "api-key: sk-sluice-" in dev.log_path.read_text() and dev.log_path.read_text(),
                         timeout=30, what="sluice dev's banner")
     proxy = re.search(r"proxy\s+(http://\S+)\s+\(ops (http://\S+?)/metrics\)", banner)
-    admin = re.search(r"admin API\s+(http://\S+)", banner).group(1)
-    mocks = re.search(r"backends\s+(.+)", banner).group(1).replace(",", " ").split()
-    key = re.search(r"api-key: (sk-sluice-[A-Za-z0-9]+)", banner).group(1)
-    proxy_url, ops_url = proxy.group(1), proxy.group(2)
-    call = f"{proxy_url}/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
+    return Dev(
+        proxy=proxy.group(1),
+        ops=proxy.group(2),
+        admin=re.search(r"admin API\s+(http://\S+)", banner).group(1),
+        mocks=re.search(r"backends\s+(.+)", banner).group(1).replace(",", " ").split(),
+        key=re.search(r"api-key: (sk-sluice-[A-Za-z0-9]+)", banner).group(1),
+    )
+
+
+def exercise_dev(dev: Dev) -> None:
+    """Normal and streamed calls, then every backend answering 429, so retries, cooldowns
+    and "all unavailable" show up in the metrics too."""
+    call = f"{dev.proxy}/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
     message = {"messages": [{"role": "user", "content": "Hello"}]}
     for stream in (False, False, True):
-        status, _, _ = http("POST", call, {**message, "stream": stream}, {"api-key": key})
+        status, _, _ = http("POST", call, {**message, "stream": stream}, {"api-key": dev.key})
         assert status == 200
-    # Every backend answering 429 makes retries, cooldowns and "all unavailable" show up.
-    for mock in mocks:
+    for mock in dev.mocks:
         status, _, _ = http("POST", f"{mock}/_mock/faults", {"kind": "status", "status": 429, "retry_after_ms": 5000})
         assert status == 200
     for _ in range(3):
-        http("POST", call, message, {"api-key": key})
-    http("GET", f"{admin}/api/v1/pools")
+        http("POST", call, message, {"api-key": dev.key})
+    http("GET", f"{dev.admin}/api/v1/pools")
 
-    samples = scrape(f"{ops_url}/metrics")
-    for name, labels in scrape(f"{admin}/metrics").items():
+
+def test_dashboard_queries_use_metrics_sluice_really_exports(processes, tmp_path):
+    dev = start_dev(processes, tmp_path)
+    exercise_dev(dev)
+
+    samples = scrape(f"{dev.ops}/metrics")
+    for name, labels in scrape(f"{dev.admin}/metrics").items():
         samples.setdefault(name, set()).update(labels)
     target_labels = {"instance", "job"}  # added by Prometheus
 
@@ -923,6 +946,31 @@ def test_dashboard_queries_use_metrics_sluice_really_exports(processes, tmp_path
             used.add(label)
         available = set().union(*(samples[n] for n in names)) | target_labels
         assert used <= available, f"labels {used - available} exist on none of {names}: {expr}"
+
+
+def test_metrics_pass_promtool_check(processes, tmp_path):
+    """Both /metrics (the proxy's ops port, the admin API) are valid, lint-clean Prometheus
+    text for `promtool check metrics`, after normal, streamed and retried calls; a scraper
+    that asks for OpenMetrics (Prometheus does) gets it."""
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing (Debian package prometheus; scripts/check-deploy installs it)"
+    dev = start_dev(processes, tmp_path)
+    exercise_dev(dev)
+
+    for url in (f"{dev.ops}/metrics", f"{dev.admin}/metrics"):
+        status, headers, body = http("GET", url)
+        assert status == 200, url
+        assert headers["content-type"].startswith("text/plain; version=0.0.4"), (url, headers["content-type"])
+        assert b"sluice_" in body, url
+        check = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, timeout=30)
+        problems = (check.stdout + check.stderr).decode()
+        assert check.returncode == 0 and not problems.strip(), f"promtool on {url}:\n{problems}"
+
+        accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+        status, headers, body = http("GET", url, headers={"accept": accept})
+        assert status == 200, url
+        assert headers["content-type"].startswith("application/openmetrics-text"), url
+        assert body.endswith(b"# EOF\n"), url
 
 
 def rewrite_argv(argv: list[str], overrides: dict[str, str]) -> list[str]:

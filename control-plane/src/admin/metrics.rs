@@ -1,10 +1,10 @@
-//! Control-plane metrics in Prometheus/OpenMetrics text on `/metrics`.
+//! Control-plane metrics on `/metrics`: Prometheus text, or OpenMetrics text when asked for.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -78,15 +78,50 @@ impl AdminMetrics {
         }
     }
 
-    fn encode(&self, revision: u64, proxies: usize) -> String {
+    /// The registry behind `/metrics`, for exports that read it on their own schedule (OTLP).
+    /// Call [`Self::refresh`] first: two gauges are set when read, not when they change.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Sets the gauges read at scrape time: the latest revision and the connected proxies.
+    pub fn refresh(&self, revision: u64, proxies: usize) {
         self.revision
             .set(i64::try_from(revision).unwrap_or(i64::MAX));
         self.proxies.set(i64::try_from(proxies).unwrap_or(i64::MAX));
+    }
+
+    fn encode(&self, openmetrics: bool) -> String {
         let mut text = String::new();
         // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        let _ = if openmetrics {
+            prometheus_client::encoding::text::encode(&mut text, &self.registry)
+        } else {
+            prometheus_client::encoding::prometheus_text::encode(&mut text, &self.registry)
+        };
         text
     }
+}
+
+const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Whether the scraper's `Accept` lists `application/openmetrics-text` with a non-zero
+/// quality (Prometheus does); everyone else gets the classic text format, which `curl` users
+/// and `promtool check metrics` expect. Same rule as the proxy's ops port.
+fn wants_openmetrics(accept: Option<&str>) -> bool {
+    accept.is_some_and(|accept| {
+        accept.split(',').any(|range| {
+            let mut parts = range.split(';').map(str::trim);
+            let media_type = parts.next().unwrap_or_default();
+            media_type.eq_ignore_ascii_case("application/openmetrics-text")
+                && !parts.any(|parameter| {
+                    parameter
+                        .strip_prefix("q=")
+                        .and_then(|q| q.parse::<f32>().ok())
+                        .is_some_and(|q| q <= 0.0)
+                })
+        })
+    })
 }
 
 impl Default for AdminMetrics {
@@ -128,20 +163,77 @@ pub async fn track(
     response
 }
 
-/// Metrics in OpenMetrics text format.
+/// Metrics in the Prometheus text format, or OpenMetrics text when the `Accept` header asks
+/// for `application/openmetrics-text`.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus/OpenMetrics text", content_type = "application/openmetrics-text", body = String)))]
-pub async fn metrics(State(state): State<AdminState>) -> Response {
-    let mut response = state
-        .metrics
-        .encode(
-            state.store.last_known_revision(),
-            state.proxies.list().len(),
-        )
-        .into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    responses((status = 200, description = "Prometheus text (0.0.4), or OpenMetrics text when asked for", content(
+        (String = "text/plain"),
+        (String = "application/openmetrics-text"),
+    ))))]
+pub async fn metrics(State(state): State<AdminState>, headers: HeaderMap) -> Response {
+    state.metrics.refresh(
+        state.store.last_known_revision(),
+        state.proxies.list().len(),
     );
+    let openmetrics = wants_openmetrics(
+        headers
+            .get(header::ACCEPT)
+            .and_then(|accept| accept.to_str().ok()),
+    );
+    let content_type = if openmetrics {
+        OPENMETRICS_CONTENT_TYPE
+    } else {
+        prometheus_client::encoding::prometheus_text::CONTENT_TYPE
+    };
+    let mut response = state.metrics.encode(openmetrics).into_response();
     response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openmetrics_only_when_the_scraper_asks_for_it() {
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert!(wants_openmetrics(Some(prometheus)));
+        assert!(wants_openmetrics(Some("Application/OpenMetrics-Text")));
+        assert!(!wants_openmetrics(None));
+        assert!(!wants_openmetrics(Some("*/*")));
+        assert!(!wants_openmetrics(Some("text/plain;version=0.0.4")));
+        assert!(!wants_openmetrics(Some(
+            "application/openmetrics-text;q=0, text/plain"
+        )));
+    }
+
+    /// The classic format names counters by their samples (`…_total`) and has no `# EOF`.
+    #[test]
+    fn encodes_both_formats() {
+        let metrics = AdminMetrics::new();
+        metrics.refresh(7, 2);
+        metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                method: "GET".into(),
+                route: "/api/v1/pools".into(),
+                status: 200,
+            })
+            .inc();
+        let text = metrics.encode(false);
+        assert!(
+            text.contains("# TYPE sluice_admin_requests_total counter\n"),
+            "{text}"
+        );
+        assert!(text.contains("sluice_config_revision 7\n"), "{text}");
+        assert!(!text.contains("# EOF"), "{text}");
+        let openmetrics = metrics.encode(true);
+        assert!(
+            openmetrics.contains("# TYPE sluice_admin_requests counter\n"),
+            "{openmetrics}"
+        );
+        assert!(openmetrics.ends_with("# EOF\n"), "{openmetrics}");
+    }
 }

@@ -1,0 +1,16 @@
+//! The metrics registries of both planes, pushed over OTLP/gRPC under the same names as the
+//! Prometheus text on `/metrics`.
+//!
+//! The registries stay the single source: an exporter task reads them every
+//! `OTEL_METRIC_EXPORT_INTERVAL` as a scrape would ([`convert`] maps prometheus-client's
+//! OpenMetrics model to OTLP) and pushes one request per interval, so the request path pays
+//! nothing extra. [`config`] reads the standard `OTEL_*` variables.
+
+pub mod config;
+pub mod convert;
+pub mod exporter;
+pub mod otel_env;
+
+pub use config::{ConfigError, MetricsExportConfig};
+pub use exporter::{ExportError, MetricsExporter, MetricsSource};
+pub use otel_env::OtelEnv;

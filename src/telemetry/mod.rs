@@ -1,0 +1,1 @@
+pub mod metrics_export;
