@@ -5,13 +5,15 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde::Deserialize;
 use sluice_model::{ClientKey, FieldError, KeyHash, Name, Pool, SecretRef, Snapshot};
 
-use crate::backend::BackendEndpoint;
+use crate::backend::{BackendEndpoint, RefreshPolicy};
 use crate::balance::PoolRuntime;
 use crate::client_auth::ClientKeys;
+use crate::clock::Nanos;
 use crate::metrics::ProxyMetrics;
 use crate::secrets::{SecretError, SecretResolver};
 use crate::upstream::Upstream;
@@ -27,6 +29,10 @@ pub struct ConfigBuilder {
     pub upstream: Arc<Upstream>,
     pub resolver: Arc<dyn SecretResolver>,
     pub metrics: Arc<ProxyMetrics>,
+    pub refresh: RefreshPolicy,
+    /// How long a new config waits for its new backends' credentials. Slower ones keep
+    /// resolving in the background; their backends join as soon as they have one.
+    pub resolve_budget: Duration,
 }
 
 impl ConfigBuilder {
@@ -38,6 +44,7 @@ impl ConfigBuilder {
         previous: Option<&RuntimeConfig>,
     ) -> RuntimeConfig {
         let mut pools = HashMap::with_capacity(snapshot.pools.len());
+        let mut unresolved = Vec::new();
         for pool in snapshot.pools {
             let earlier = previous.and_then(|p| p.pools.get(pool.name.as_str()));
             let mut backends = Vec::with_capacity(pool.backends.len());
@@ -49,15 +56,15 @@ impl ConfigBuilder {
                     Some(endpoint) => endpoint,
                     None => {
                         let metrics = self.metrics.backend(pool.name.as_str(), spec.name.as_str());
-                        Arc::new(
-                            BackendEndpoint::build(
-                                spec,
-                                self.upstream.clone(),
-                                self.resolver.clone(),
-                                metrics,
-                            )
-                            .await,
-                        )
+                        let endpoint = Arc::new(BackendEndpoint::new(
+                            spec,
+                            self.upstream.clone(),
+                            self.resolver.clone(),
+                            self.refresh,
+                            metrics,
+                        ));
+                        unresolved.push(endpoint.clone());
+                        endpoint
                     }
                 };
                 backends.push(endpoint);
@@ -65,6 +72,7 @@ impl ConfigBuilder {
             let runtime = PoolRuntime::new(pool.name.clone(), pool.strategy, pool.retry, backends);
             pools.insert(pool.name.to_string(), Arc::new(runtime));
         }
+        self.resolve_credentials(unresolved).await;
         self.metrics
             .revision
             .set(i64::try_from(snapshot.revision).unwrap_or(i64::MAX));
@@ -72,6 +80,41 @@ impl ConfigBuilder {
             revision: snapshot.revision,
             pools,
             keys: ClientKeys::new(snapshot.client_keys),
+        }
+    }
+}
+
+impl ConfigBuilder {
+    /// A builder with local secrets only and default timings, for unit tests.
+    #[cfg(test)]
+    pub fn for_tests(metrics: Arc<ProxyMetrics>) -> Self {
+        Self {
+            upstream: crate::upstream::Upstream::new(Duration::from_secs(1))
+                .expect("native roots load"),
+            resolver: Arc::new(crate::secrets::LocalSecrets),
+            metrics,
+            refresh: RefreshPolicy::default(),
+            resolve_budget: Duration::from_secs(1),
+        }
+    }
+
+    /// Resolves new backends' credentials concurrently, waiting at most the budget: one slow
+    /// vault must not hold back a config whose other backends are ready.
+    async fn resolve_credentials(&self, endpoints: Vec<Arc<BackendEndpoint>>) {
+        let deadline = tokio::time::Instant::now() + self.resolve_budget;
+        let tasks: Vec<_> = endpoints
+            .into_iter()
+            .filter(|endpoint| endpoint.credential.claim(Nanos::now(), self.refresh))
+            .map(|endpoint| tokio::spawn(async move { endpoint.refresh_credential().await }))
+            .collect();
+        for task in tasks {
+            if tokio::time::timeout_at(deadline, task).await.is_err() {
+                tracing::warn!(
+                    budget_ms = self.resolve_budget.as_millis() as u64,
+                    "some backend credentials are still resolving; those backends join when they resolve"
+                );
+                return;
+            }
         }
     }
 }
@@ -197,11 +240,7 @@ mod tests {
     /// latency estimate) across config updates; a changed one starts afresh.
     #[tokio::test]
     async fn unchanged_backends_keep_their_state_across_updates() {
-        let builder = ConfigBuilder {
-            upstream: crate::upstream::Upstream::new(std::time::Duration::from_secs(1)).unwrap(),
-            resolver: Arc::new(LocalSecrets),
-            metrics: Arc::new(ProxyMetrics::new()),
-        };
+        let builder = ConfigBuilder::for_tests(Arc::new(ProxyMetrics::new()));
         let a = serde_json::json!({"name": "a", "url": "http://127.0.0.1:9", "kind": "openai", "auth": {"type": "none"}});
         let b = serde_json::json!({"name": "b", "url": "http://127.0.0.1:10", "kind": "openai", "auth": {"type": "none"}});
         let first = builder

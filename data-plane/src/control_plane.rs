@@ -170,7 +170,6 @@ mod tests {
     use super::*;
     use crate::metrics::ProxyMetrics;
     use crate::proxy::ProxyOptions;
-    use crate::secrets::LocalSecrets;
 
     fn client(cache_dir: &std::path::Path) -> ControlPlaneClient {
         let metrics = Arc::new(ProxyMetrics::new());
@@ -185,11 +184,7 @@ mod tests {
                 },
                 metrics.clone(),
             )),
-            builder: Arc::new(ConfigBuilder {
-                upstream: crate::upstream::Upstream::new(Duration::from_secs(1)).unwrap(),
-                resolver: Arc::new(LocalSecrets),
-                metrics,
-            }),
+            builder: Arc::new(ConfigBuilder::for_tests(metrics)),
             cache: Some(SnapshotCache::in_dir(cache_dir)),
         }
     }

@@ -3,6 +3,7 @@
 //! backends and streamed responses.
 
 mod attempt;
+pub mod azure;
 pub mod backend;
 pub mod balance;
 mod body;
@@ -13,6 +14,7 @@ mod client_error;
 mod clock;
 pub mod config;
 pub mod control_plane;
+mod credential_refresh;
 mod headers;
 pub mod metrics;
 mod models;
@@ -31,12 +33,14 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
+use crate::azure::{Azure, AzureOptions, IdentityError};
+use crate::backend::RefreshPolicy;
 use crate::cache::SnapshotCache;
 use crate::config::{ConfigBuilder, ConfigFileError};
 use crate::control_plane::ControlPlaneClient;
 use crate::metrics::ProxyMetrics;
 use crate::proxy::{Proxy, ProxyOptions};
-use crate::secrets::{LocalSecrets, SecretResolver};
+use crate::secrets::{SecretResolver, Secrets};
 
 /// Where the proxy's config comes from.
 #[derive(Clone, Debug)]
@@ -76,7 +80,13 @@ pub struct DataPlaneConfig {
     pub connect_timeout: Duration,
     /// How long SIGTERM waits for in-flight requests.
     pub drain_timeout: Duration,
+    /// Key Vault and Entra ID access with the proxy's Azure identity.
+    pub azure: AzureOptions,
+    pub credential_refresh: RefreshPolicy,
 }
+
+/// How long a config waits for new backends' credentials before it is served anyway.
+const RESOLVE_BUDGET: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -86,6 +96,8 @@ pub enum StartError {
     Tls(#[from] upstream::NoRootCertificates),
     #[error("invalid control plane address or TLS settings")]
     ControlPlane(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
     #[error("the proxy token cannot be sent as a header (it must be visible ASCII)")]
     ProxyToken,
     #[error("cannot listen on {addr}")]
@@ -99,6 +111,7 @@ pub enum StartError {
 /// A proxy with its listeners bound and, when one is available, its config loaded.
 pub struct DataPlane {
     proxy: Arc<Proxy>,
+    credential_refresh: RefreshPolicy,
     follower: Option<ControlPlaneClient>,
     /// One per core, all on the proxy address.
     listeners: Vec<std::net::TcpListener>,
@@ -109,11 +122,14 @@ pub struct DataPlane {
 impl DataPlane {
     pub async fn bind(config: DataPlaneConfig) -> Result<Self, StartError> {
         let metrics = Arc::new(ProxyMetrics::new());
-        let resolver: Arc<dyn SecretResolver> = Arc::new(LocalSecrets);
+        let azure = Arc::new(Azure::new(config.azure)?);
+        let resolver: Arc<dyn SecretResolver> = Arc::new(Secrets::new(azure));
         let builder = Arc::new(ConfigBuilder {
             upstream: upstream::Upstream::new(config.connect_timeout)?,
             resolver: resolver.clone(),
             metrics: metrics.clone(),
+            refresh: config.credential_refresh,
+            resolve_budget: RESOLVE_BUDGET,
         });
         let proxy = Arc::new(Proxy::new(config.options, metrics));
         let follower = match config.source {
@@ -131,6 +147,7 @@ impl DataPlane {
         };
         Ok(Self {
             proxy,
+            credential_refresh: config.credential_refresh,
             follower,
             listeners: server::bind_per_core(config.addr).map_err(|source| StartError::Bind {
                 addr: config.addr,
@@ -152,6 +169,11 @@ impl DataPlane {
         self.ops_listener.local_addr()
     }
 
+    /// Follows the config revision this proxy serves (0 until it has one).
+    pub fn applied_revision(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.proxy.applied_revision()
+    }
+
     /// Serves until `shutdown`, then stops accepting and drains in-flight requests.
     pub async fn serve(
         self,
@@ -160,6 +182,10 @@ impl DataPlane {
         let (addr, ops_addr) = (self.addr()?, self.ops_addr()?);
         tracing::info!(proxy.addr = %addr, ops.addr = %ops_addr, threads = self.listeners.len(), "proxy serving");
         let follower = self.follower.map(|client| tokio::spawn(client.run()));
+        let refresher = tokio::spawn(credential_refresh::run(
+            self.proxy.clone(),
+            self.credential_refresh,
+        ));
         let (stop_ops, ops_stopped) = tokio::sync::oneshot::channel::<()>();
         let ops = tokio::spawn(server::serve_ops(
             self.ops_listener,
@@ -173,6 +199,7 @@ impl DataPlane {
         if let Some(follower) = follower {
             follower.abort();
         }
+        refresher.abort();
         let _ = stop_ops.send(());
         let _ = ops.await;
         served

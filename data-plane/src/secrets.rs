@@ -3,9 +3,12 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use secrecy::SecretString;
 use sluice_model::SecretRef;
+
+use crate::azure::{Azure, BearerToken};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
@@ -24,25 +27,85 @@ pub enum SecretError {
         reference: String,
         scheme: &'static str,
     },
-    #[error("{0}")]
-    Backend(String),
+    #[error("cannot read {reference} from Key Vault: {message}")]
+    KeyVault { reference: String, message: String },
+    #[error("no Entra ID token for Azure OpenAI: {0}")]
+    Entra(String),
 }
 
 pub type ResolveFuture<'a> =
     Pin<Box<dyn Future<Output = Result<SecretString, SecretError>> + Send + 'a>>;
+pub type TokenFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<BearerToken, SecretError>> + Send + 'a>>;
 
-/// Turns a reference into its current value. Implementations must never log values.
+/// Turns references into current values, and obtains the proxy's own Entra ID tokens.
+/// Implementations must never log values.
 pub trait SecretResolver: Send + Sync + 'static {
     fn resolve<'a>(&'a self, reference: &'a SecretRef) -> ResolveFuture<'a>;
+
+    /// A token for `https://cognitiveservices.azure.com/.default`, for `entra_id` backends.
+    fn entra_token(&self) -> TokenFuture<'_>;
 }
 
-/// Resolves `env://` and `file://` references; refuses `keyvault://`.
+/// What a running proxy uses: local references directly, the rest through its Azure identity.
+pub struct Secrets {
+    azure: Arc<Azure>,
+}
+
+impl Secrets {
+    pub fn new(azure: Arc<Azure>) -> Self {
+        Self { azure }
+    }
+}
+
+impl SecretResolver for Secrets {
+    fn resolve<'a>(&'a self, reference: &'a SecretRef) -> ResolveFuture<'a> {
+        Box::pin(async move {
+            let SecretRef::KeyVault {
+                vault,
+                name,
+                version,
+            } = reference
+            else {
+                return resolve_local(reference).await;
+            };
+            let value = self
+                .azure
+                .secret(vault, name, version.as_deref())
+                .await
+                .map_err(|error| SecretError::KeyVault {
+                    reference: reference.to_string(),
+                    message: error.to_string(),
+                })?;
+            non_empty(reference, value)
+        })
+    }
+
+    fn entra_token(&self) -> TokenFuture<'_> {
+        Box::pin(async move {
+            self.azure
+                .cognitive_services_token()
+                .await
+                .map_err(|error| SecretError::Entra(error.to_string()))
+        })
+    }
+}
+
+/// Resolves `env://` and `file://` references only: for tests and tools without an identity.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LocalSecrets;
 
 impl SecretResolver for LocalSecrets {
     fn resolve<'a>(&'a self, reference: &'a SecretRef) -> ResolveFuture<'a> {
         Box::pin(async move { resolve_local(reference).await })
+    }
+
+    fn entra_token(&self) -> TokenFuture<'_> {
+        Box::pin(async {
+            Err(SecretError::Entra(
+                "this resolver has no Azure identity".into(),
+            ))
+        })
     }
 }
 
@@ -66,12 +129,20 @@ pub(crate) async fn resolve_local(reference: &SecretRef) -> Result<SecretString,
             });
         }
     };
-    // Mounted secrets usually end with a newline that is not part of the key.
-    let trimmed = value.trim();
+    non_empty(reference, SecretString::from(value))
+}
+
+/// Mounted secrets usually end with a newline that is not part of the key.
+fn non_empty(reference: &SecretRef, value: SecretString) -> Result<SecretString, SecretError> {
+    use secrecy::ExposeSecret as _;
+    let trimmed = value.expose_secret().trim();
     if trimmed.is_empty() {
         return Err(SecretError::Empty {
             reference: reference.to_string(),
         });
+    }
+    if trimmed.len() == value.expose_secret().len() {
+        return Ok(value);
     }
     Ok(SecretString::from(trimmed.to_owned()))
 }

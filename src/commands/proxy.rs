@@ -4,6 +4,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
+use clap::builder::TypedValueParser as _;
+use sluice_data_plane::azure::{AzureOptions, CredentialKind, IdentityConfig, VaultUrlTemplate};
+use sluice_data_plane::backend::RefreshPolicy;
 use sluice_data_plane::proxy::ProxyOptions;
 use sluice_data_plane::{ClientTls, ConfigSource, ControlPlaneSource, DataPlane, DataPlaneConfig};
 
@@ -59,6 +62,57 @@ pub struct ProxyArgs {
     /// How long SIGTERM waits for in-flight requests (streams included) before closing.
     #[arg(long, env = "SLUICE_DRAIN_TIMEOUT_SECS", default_value_t = 30)]
     drain_timeout_secs: u64,
+    #[command(flatten)]
+    azure: AzureArgs,
+}
+
+/// Key Vault and Entra ID: how the proxy's own Azure identity is found and used.
+#[derive(Args, Debug)]
+pub struct AzureArgs {
+    /// Vault URL for keyvault://VAULT/… references; change it for sovereign clouds or
+    /// private endpoints.
+    #[arg(
+        long,
+        env = "SLUICE_KEYVAULT_URL_TEMPLATE",
+        default_value_t = VaultUrlTemplate::default()
+    )]
+    keyvault_url_template: VaultUrlTemplate,
+    /// Azure credential for Key Vault and entra_id backends: auto tries client-secret
+    /// (AZURE_CLIENT_SECRET), workload-identity (AZURE_FEDERATED_TOKEN_FILE), managed-identity,
+    /// then azure-cli, and logs the one that worked.
+    #[arg(
+        long,
+        env = "SLUICE_AZURE_CREDENTIAL",
+        default_value_t = CredentialKind::Auto,
+        value_parser = clap::builder::PossibleValuesParser::new(CredentialKind::NAMES)
+            .map(|name| name.parse::<CredentialKind>().unwrap_or_default())
+    )]
+    azure_credential: CredentialKind,
+    /// How often backend keys are re-read from Key Vault, files or the environment (Entra ID
+    /// tokens are renewed before they expire regardless).
+    #[arg(
+        long,
+        env = "SLUICE_SECRET_REFRESH_SECS",
+        default_value_t = 300,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    secret_refresh_secs: u64,
+}
+
+impl AzureArgs {
+    pub fn options(&self) -> AzureOptions {
+        AzureOptions {
+            vault_url_template: self.keyvault_url_template.clone(),
+            identity: IdentityConfig::from_env(self.azure_credential),
+            ..AzureOptions::default()
+        }
+    }
+
+    pub fn refresh(&self) -> RefreshPolicy {
+        RefreshPolicy {
+            interval: Duration::from_secs(self.secret_refresh_secs),
+        }
+    }
 }
 
 impl ProxyArgs {
@@ -74,6 +128,8 @@ impl ProxyArgs {
             },
             connect_timeout: Duration::from_millis(self.connect_timeout_ms),
             drain_timeout: Duration::from_secs(self.drain_timeout_secs),
+            azure: self.azure.options(),
+            credential_refresh: self.azure.refresh(),
         })
         .await
         .context("proxy failed to start")?;

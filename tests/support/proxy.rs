@@ -7,12 +7,22 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use reqwest::Response;
+use sluice_data_plane::azure::AzureOptions;
+use sluice_data_plane::backend::RefreshPolicy;
 use sluice_data_plane::proxy::ProxyOptions;
 use sluice_data_plane::{ClientTls, ConfigSource, ControlPlaneSource, DataPlane, DataPlaneConfig};
 use sluice_testkit::mock_upstream::{MockConfig, MockHandle, MockUpstream};
 use tempfile::TempDir;
 
 pub const CLIENT_KEY: &str = "sk-client-team-a-0123456789";
+
+/// What a test may change about a proxy beyond its config.
+#[derive(Default)]
+pub struct ProxySettings {
+    pub allow_anonymous: bool,
+    pub azure: AzureOptions,
+    pub refresh: RefreshPolicy,
+}
 
 pub struct TestProxy {
     pub addr: SocketAddr,
@@ -74,6 +84,20 @@ impl TestProxy {
         limited_keys: &[(&str, &[&str])],
         allow_anonymous: bool,
     ) -> Self {
+        let settings = ProxySettings {
+            allow_anonymous,
+            ..ProxySettings::default()
+        };
+        Self::start_configured(pools_yaml, mocks, limited_keys, settings).await
+    }
+
+    /// [`Self::start_with`] with every setting open to the test (Azure access, refresh).
+    pub async fn start_configured(
+        pools_yaml: &str,
+        mocks: &[&MockHandle],
+        limited_keys: &[(&str, &[&str])],
+        settings: ProxySettings,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let secrets = dir.path().join("secrets");
         std::fs::create_dir(&secrets).unwrap();
@@ -98,7 +122,7 @@ impl TestProxy {
         let yaml = yaml.replace("SECRETS", secrets.to_str().unwrap());
         let config_file: PathBuf = dir.path().join("sluice.yaml");
         std::fs::write(&config_file, yaml).unwrap();
-        Self::start_source(ConfigSource::File(config_file), dir, allow_anonymous).await
+        Self::start_source(ConfigSource::File(config_file), dir, settings).await
     }
 
     /// A proxy following the control plane at `grpc` as `node_id`, caching in `cache_dir`.
@@ -120,20 +144,27 @@ impl TestProxy {
             cache_dir: Some(cache_dir.to_owned()),
             tls,
         });
-        Self::start_source(source, tempfile::tempdir().unwrap(), false).await
+        Self::start_source(
+            source,
+            tempfile::tempdir().unwrap(),
+            ProxySettings::default(),
+        )
+        .await
     }
 
-    async fn start_source(source: ConfigSource, dir: TempDir, allow_anonymous: bool) -> Self {
+    async fn start_source(source: ConfigSource, dir: TempDir, settings: ProxySettings) -> Self {
         let data_plane = DataPlane::bind(DataPlaneConfig {
             addr: "127.0.0.1:0".parse().unwrap(),
             ops_addr: "127.0.0.1:0".parse().unwrap(),
             source,
             options: ProxyOptions {
-                allow_anonymous,
+                allow_anonymous: settings.allow_anonymous,
                 max_body_bytes: 64 * 1024,
             },
             connect_timeout: Duration::from_secs(2),
             drain_timeout: Duration::from_secs(5),
+            azure: settings.azure,
+            credential_refresh: settings.refresh,
         })
         .await
         .expect("proxy starts");

@@ -1,19 +1,18 @@
 //! One upstream deployment: where and how to call it, and whether it may be called now.
 
+pub mod credential;
 pub mod health;
 pub mod rate_limit;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, HeaderName, HeaderValue};
+use http::header::HeaderValue;
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use secrecy::ExposeSecret as _;
-use sluice_model::{ApiVersion, Auth, Backend, BackendKind};
+use sluice_model::{ApiVersion, Backend, BackendKind};
 use tower::Service as _;
 use tower::load::peak_ewma::Cost;
 use tower::load::{CompleteOnResponse, Load as _, PeakEwma};
@@ -24,23 +23,13 @@ use crate::metrics::BackendMetrics;
 use crate::secrets::SecretResolver;
 use crate::upstream::{Upstream, UpstreamService};
 
+pub use credential::{Credential, CredentialSlot, RefreshPolicy, Refreshed};
 pub use health::{Health, Unavailable};
 
 /// Starting latency guess for least-latency balancing, before any response was seen.
 const DEFAULT_RTT: Duration = Duration::from_secs(1);
 /// How quickly old latency samples fade (tower's PeakEWMA decay).
 const EWMA_DECAY: Duration = Duration::from_secs(10);
-
-static API_KEY: HeaderName = HeaderName::from_static("api-key");
-
-/// How requests to this backend are authenticated, resolved from its `auth`.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Credential {
-    Header(HeaderName, HeaderValue),
-    None,
-    /// The secret could not be resolved: the backend takes no traffic until it is.
-    Missing(String),
-}
 
 /// Why a backend cannot be selected, for the `sluice_backend_state` metric.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,9 +58,9 @@ pub struct BackendEndpoint {
     pub name_header: HeaderValue,
     pub health: Health,
     pub metrics: BackendMetrics,
-    /// Swapped when the secret is re-read after the backend refused it (rotation).
-    credential: ArcSwap<Credential>,
+    pub credential: CredentialSlot,
     resolver: Arc<dyn SecretResolver>,
+    refresh: RefreshPolicy,
     upstream: Arc<Upstream>,
     /// The same client wrapped to measure latency, for least-latency pools only: its mutex
     /// is not worth paying where no one reads the estimate.
@@ -86,16 +75,14 @@ pub enum TransportFailure {
 }
 
 impl BackendEndpoint {
-    pub async fn build(
+    /// A backend whose credential is still to be resolved ([`Self::refresh_credential`]).
+    pub fn new(
         spec: Backend,
         upstream: Arc<Upstream>,
         resolver: Arc<dyn SecretResolver>,
+        refresh: RefreshPolicy,
         metrics: BackendMetrics,
     ) -> Self {
-        let credential = resolve_credential(&spec, resolver.as_ref()).await;
-        if let Credential::Missing(reason) = &credential {
-            tracing::warn!(backend.name = %spec.name, reason = %reason, "backend has no credential; it takes no traffic");
-        }
         let decay_ns = EWMA_DECAY.as_nanos() as f64;
         Self {
             name_header: HeaderValue::from_str(spec.name.as_str())
@@ -103,8 +90,9 @@ impl BackendEndpoint {
             spec,
             health: Health::default(),
             metrics,
-            credential: ArcSwap::from_pointee(credential),
+            credential: CredentialSlot::unresolved(),
             resolver,
+            refresh,
             measured: Mutex::new(PeakEwma::new(
                 UpstreamService(upstream.clone()),
                 DEFAULT_RTT,
@@ -119,7 +107,7 @@ impl BackendEndpoint {
         if !self.spec.enabled {
             return State::Disabled;
         }
-        if matches!(**self.credential.load(), Credential::Missing(_)) {
+        if self.credential.is_missing() {
             return State::NoCredential;
         }
         match self.health.check(now) {
@@ -145,11 +133,23 @@ impl BackendEndpoint {
         per_try_timeout: Duration,
         measure_latency: bool,
     ) -> Result<Response<Incoming>, TransportFailure> {
+        let used = self.credential.generation();
         let mut response = self
             .send_once(call, per_try_timeout, measure_latency)
             .await?;
-        if response.status() == StatusCode::UNAUTHORIZED && self.refresh_credential().await {
-            tracing::info!(backend.name = %self.spec.name, "backend refused its key; retrying with the re-read secret");
+        if response.status() == StatusCode::UNAUTHORIZED
+            && self
+                .credential
+                .refresh_after_refusal(
+                    used,
+                    &self.spec,
+                    self.resolver.as_ref(),
+                    self.refresh,
+                    &self.metrics,
+                )
+                .await
+        {
+            tracing::info!(backend.name = %self.spec.name, "backend refused its credential; retrying with the refreshed one");
             response = self
                 .send_once(call, per_try_timeout, measure_latency)
                 .await?;
@@ -163,21 +163,16 @@ impl BackendEndpoint {
         Ok(response)
     }
 
-    /// Re-resolves the secret; `true` when a different, usable credential was stored.
-    async fn refresh_credential(&self) -> bool {
-        if !matches!(self.spec.auth, Auth::ApiKey { .. }) {
-            return false;
-        }
-        let fresh = resolve_credential(&self.spec, self.resolver.as_ref()).await;
-        if let Credential::Missing(reason) = &fresh {
-            tracing::warn!(backend.name = %self.spec.name, reason = %reason, "cannot re-read the backend's secret; keeping the current one");
-            return false;
-        }
-        if **self.credential.load() == fresh {
-            return false;
-        }
-        self.credential.store(Arc::new(fresh));
-        true
+    /// Resolves the credential again (first resolution, background refresh).
+    pub async fn refresh_credential(&self) -> Refreshed {
+        self.credential
+            .refresh(
+                &self.spec,
+                self.resolver.as_ref(),
+                self.refresh,
+                &self.metrics,
+            )
+            .await
     }
 
     async fn send_once(
@@ -311,35 +306,6 @@ fn push_query(uri: &mut String, query: Option<&str>, api_version: Option<&str>) 
         uri.push(separator);
         uri.push_str("api-version=");
         uri.push_str(version);
-    }
-}
-
-async fn resolve_credential(spec: &Backend, resolver: &dyn SecretResolver) -> Credential {
-    match &spec.auth {
-        Auth::None {} => Credential::None,
-        Auth::EntraId {} => Credential::Missing(
-            "entra_id needs the proxy's Azure identity, which this build cannot obtain yet".into(),
-        ),
-        Auth::ApiKey { secret } => match resolver.resolve(secret).await {
-            Ok(value) => {
-                let (name, text) = match spec.kind {
-                    BackendKind::AzureOpenai => (API_KEY.clone(), value.expose_secret().to_owned()),
-                    BackendKind::Openai => {
-                        (AUTHORIZATION, format!("Bearer {}", value.expose_secret()))
-                    }
-                };
-                match HeaderValue::try_from(text) {
-                    Ok(mut header) => {
-                        header.set_sensitive(true);
-                        Credential::Header(name, header)
-                    }
-                    Err(_) => Credential::Missing(format!(
-                        "{secret} holds characters not allowed in a header"
-                    )),
-                }
-            }
-            Err(error) => Credential::Missing(error.to_string()),
-        },
     }
 }
 

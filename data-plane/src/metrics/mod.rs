@@ -40,6 +40,14 @@ enum Direction {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefreshLabels {
+    pool: String,
+    backend: String,
+    /// `ok` or `error`.
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RetryLabels {
     pub pool: String,
     pub reason: RetryReason,
@@ -78,6 +86,7 @@ pub struct ProxyMetrics {
     durations: HistogramFamily<BackendLabels>,
     first_byte: HistogramFamily<BackendLabels>,
     tokens: Family<TokenLabels, Counter>,
+    credential_refreshes: Family<RefreshLabels, Counter>,
     retries: Family<RetryLabels, Counter>,
     rejected: Family<PoolLabels, Counter>,
     state: Family<StateLabels, Gauge>,
@@ -96,12 +105,18 @@ pub struct BackendMetrics {
     pub first_byte: LatencyHistogram,
     pub input_tokens: Counter,
     pub output_tokens: Counter,
+    /// Successful and failed credential resolutions.
+    credential_refreshes: [Counter; 2],
 }
 
 impl BackendMetrics {
     pub fn response(&self, status: Option<u16>) {
         let class = status.map_or(0, |s| usize::from((s / 100).clamp(1, 5)));
         self.responses[class].inc();
+    }
+
+    pub fn credential_refresh(&self, ok: bool) {
+        self.credential_refreshes[usize::from(!ok)].inc();
     }
 }
 
@@ -113,6 +128,7 @@ impl ProxyMetrics {
             durations: HistogramFamily::default(),
             first_byte: HistogramFamily::default(),
             tokens: Family::default(),
+            credential_refreshes: Family::default(),
             retries: Family::default(),
             rejected: Family::default(),
             state: Family::default(),
@@ -148,6 +164,11 @@ impl ProxyMetrics {
                 "sluice_tokens",
                 "Tokens used, from upstream usage reports",
                 metrics.tokens
+            ),
+            (
+                "sluice_credential_refreshes",
+                "Resolutions of backend credentials (Key Vault secrets, Entra ID tokens, files), by outcome",
+                metrics.credential_refreshes
             ),
             (
                 "sluice_retries",
@@ -220,6 +241,15 @@ impl ProxyMetrics {
             first_byte: self.first_byte.get_or_create(&labels).clone(),
             input_tokens: tokens(Direction::input),
             output_tokens: tokens(Direction::output),
+            credential_refreshes: ["ok", "error"].map(|outcome| {
+                self.credential_refreshes
+                    .get_or_create(&RefreshLabels {
+                        pool: pool.to_owned(),
+                        backend: backend.to_owned(),
+                        outcome,
+                    })
+                    .clone()
+            }),
         }
     }
 
@@ -271,10 +301,67 @@ impl ProxyMetrics {
             .set(remaining_seconds);
     }
 
-    pub fn encode(&self) -> String {
+    /// The registry behind `/metrics`, for exports that read it on their own schedule (OTLP).
+    /// The gauges set at scrape time are only as fresh as the last [`Self::backend_state`].
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    pub fn encode(&self, format: Exposition) -> String {
+        format.encode(&self.registry)
+    }
+}
+
+/// The text formats `/metrics` answers in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exposition {
+    /// The classic Prometheus text format (0.0.4): what `curl` and `promtool check metrics`
+    /// get, and what every scraper understands.
+    PrometheusText,
+    /// OpenMetrics 1.0 text, for scrapers that ask for it (Prometheus does by default).
+    OpenMetrics,
+}
+
+impl Exposition {
+    /// OpenMetrics when the `Accept` header lists `application/openmetrics-text` with a
+    /// non-zero quality, the classic text format otherwise.
+    pub fn negotiate(accept: Option<&str>) -> Self {
+        let asks_for_openmetrics = accept.is_some_and(|accept| {
+            accept.split(',').any(|range| {
+                let mut parts = range.split(';').map(str::trim);
+                let media_type = parts.next().unwrap_or_default();
+                media_type.eq_ignore_ascii_case("application/openmetrics-text")
+                    && !parts.any(|parameter| {
+                        parameter
+                            .strip_prefix("q=")
+                            .and_then(|q| q.parse::<f32>().ok())
+                            .is_some_and(|q| q <= 0.0)
+                    })
+            })
+        });
+        if asks_for_openmetrics {
+            Self::OpenMetrics
+        } else {
+            Self::PrometheusText
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Self::PrometheusText => prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+            Self::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+
+    pub fn encode(self, registry: &Registry) -> String {
         let mut text = String::new();
         // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        let _ = match self {
+            Self::PrometheusText => {
+                prometheus_client::encoding::prometheus_text::encode(&mut text, registry)
+            }
+            Self::OpenMetrics => prometheus_client::encoding::text::encode(&mut text, registry),
+        };
         text
     }
 }
@@ -282,5 +369,52 @@ impl ProxyMetrics {
 impl Default for ProxyMetrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn openmetrics_only_when_the_scraper_asks_for_it() {
+        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+        assert_eq!(
+            Exposition::negotiate(Some(prometheus)),
+            Exposition::OpenMetrics
+        );
+        assert_eq!(Exposition::negotiate(None), Exposition::PrometheusText);
+        assert_eq!(
+            Exposition::negotiate(Some("*/*")),
+            Exposition::PrometheusText
+        );
+        assert_eq!(
+            Exposition::negotiate(Some("application/openmetrics-text; q=0.0, text/plain")),
+            Exposition::PrometheusText
+        );
+    }
+
+    /// The classic format types counters by their sample name and has no `# EOF`, so
+    /// `promtool check metrics` accepts it; the samples are the same in both formats.
+    #[test]
+    fn both_formats_carry_the_same_samples() {
+        let metrics = ProxyMetrics::new();
+        metrics.retry("p", RetryReason::status_429);
+        metrics.backend("p", "a").duration.observe(0.003);
+        let text = metrics.encode(Exposition::PrometheusText);
+        assert!(
+            text.contains("# TYPE sluice_retries_total counter\n"),
+            "{text}"
+        );
+        assert!(!text.contains("# EOF"), "{text}");
+        let openmetrics = metrics.encode(Exposition::OpenMetrics);
+        assert!(openmetrics.ends_with("# EOF\n"), "{openmetrics}");
+        for sample in [
+            r#"sluice_retries_total{pool="p",reason="status_429"} 1"#,
+            r#"sluice_upstream_duration_seconds_count{pool="p",backend="a"} 1"#,
+        ] {
+            assert!(text.contains(sample), "{text}");
+            assert!(openmetrics.contains(sample), "{openmetrics}");
+        }
     }
 }

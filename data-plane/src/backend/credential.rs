@@ -1,0 +1,264 @@
+//! A backend's credential: resolved from its `auth`, read lock-free by every request,
+//! refreshed in the background (keys every interval, tokens before they expire) and after the
+//! backend refuses it. A failed refresh keeps the value that still works.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::{ArcSwap, Guard};
+use http::header::{AUTHORIZATION, HeaderName, HeaderValue};
+use secrecy::{ExposeSecret as _, SecretString};
+use sluice_model::{Auth, Backend, BackendKind};
+
+use crate::clock::Nanos;
+use crate::metrics::BackendMetrics;
+use crate::secrets::SecretResolver;
+
+static API_KEY: HeaderName = HeaderName::from_static("api-key");
+
+/// First retry after a failed resolution; doubles up to the refresh interval.
+const FIRST_RETRY: Duration = Duration::from_secs(1);
+/// Tokens are renewed this long before they expire (or at half their remaining life when
+/// that is shorter), so requests never carry an expired one.
+const TOKEN_RENEWAL_MARGIN: Duration = Duration::from_secs(300);
+
+/// How requests to a backend are authenticated.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Credential {
+    Header(HeaderName, HeaderValue),
+    None,
+    /// Never resolved: the backend takes no traffic until it is. Holds the reason.
+    Missing(String),
+}
+
+/// When credentials are refreshed in the background.
+#[derive(Clone, Copy, Debug)]
+pub struct RefreshPolicy {
+    pub interval: Duration,
+}
+
+impl Default for RefreshPolicy {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(300),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refreshed {
+    Changed,
+    Unchanged,
+    Failed,
+}
+
+pub struct CredentialSlot {
+    current: ArcSwap<Credential>,
+    /// Bumped on every change, so a request refused with an older credential knows another
+    /// task already replaced it.
+    generation: AtomicU64,
+    next_refresh: AtomicU64,
+    failures: AtomicU32,
+    /// One resolution at a time per backend: a burst of 401s costs one Key Vault read.
+    refreshing: tokio::sync::Mutex<()>,
+}
+
+impl CredentialSlot {
+    /// Not resolved yet; due for resolution right away.
+    pub fn unresolved() -> Self {
+        Self {
+            current: ArcSwap::from_pointee(Credential::Missing("not resolved yet".into())),
+            generation: AtomicU64::new(0),
+            next_refresh: AtomicU64::new(0),
+            failures: AtomicU32::new(0),
+            refreshing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn load(&self) -> Guard<Arc<Credential>> {
+        self.current.load()
+    }
+
+    pub fn is_missing(&self) -> bool {
+        matches!(**self.current.load(), Credential::Missing(_))
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Claims a due refresh for a background task; `false` when another task has it.
+    pub fn claim(&self, now: Nanos, policy: RefreshPolicy) -> bool {
+        let due = self.next_refresh.load(Ordering::Relaxed);
+        due <= now.0
+            && self
+                .next_refresh
+                .compare_exchange(
+                    due,
+                    now.after(policy.interval).0,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+    }
+
+    /// Resolves again and stores the result when it is usable.
+    pub async fn refresh(
+        &self,
+        spec: &Backend,
+        resolver: &dyn SecretResolver,
+        policy: RefreshPolicy,
+        metrics: &BackendMetrics,
+    ) -> Refreshed {
+        let _one_at_a_time = self.refreshing.lock().await;
+        self.refresh_locked(spec, resolver, policy, metrics).await
+    }
+
+    /// After the backend refused the credential of `generation`: `true` when the request
+    /// should be sent again because the credential is now a different one.
+    pub async fn refresh_after_refusal(
+        &self,
+        generation: u64,
+        spec: &Backend,
+        resolver: &dyn SecretResolver,
+        policy: RefreshPolicy,
+        metrics: &BackendMetrics,
+    ) -> bool {
+        let _one_at_a_time = self.refreshing.lock().await;
+        if self.generation() != generation {
+            return !self.is_missing();
+        }
+        self.refresh_locked(spec, resolver, policy, metrics).await == Refreshed::Changed
+    }
+
+    async fn refresh_locked(
+        &self,
+        spec: &Backend,
+        resolver: &dyn SecretResolver,
+        policy: RefreshPolicy,
+        metrics: &BackendMetrics,
+    ) -> Refreshed {
+        let now = Nanos::now();
+        match resolve(spec, resolver).await {
+            Ok((credential, expires_at)) => {
+                metrics.credential_refresh(true);
+                self.failures.store(0, Ordering::Relaxed);
+                let due = match expires_at {
+                    Some(expires_at) => renewal_due(now, expires_at, policy.interval),
+                    None if credential == Credential::None => Nanos(u64::MAX),
+                    None => now.after(policy.interval),
+                };
+                self.next_refresh.store(due.0, Ordering::Relaxed);
+                if **self.current.load() == credential {
+                    return Refreshed::Unchanged;
+                }
+                let was_missing = self.is_missing();
+                self.current.store(Arc::new(credential));
+                self.generation.fetch_add(1, Ordering::AcqRel);
+                if was_missing {
+                    tracing::info!(backend.name = %spec.name, "backend credential resolved; it takes traffic");
+                }
+                Refreshed::Changed
+            }
+            Err(reason) => {
+                metrics.credential_refresh(false);
+                let failures = self.failures.fetch_add(1, Ordering::Relaxed);
+                let retry = FIRST_RETRY
+                    .saturating_mul(1 << failures.min(16))
+                    .min(policy.interval);
+                self.next_refresh
+                    .store(now.after(retry).0, Ordering::Relaxed);
+                if self.is_missing() {
+                    tracing::warn!(backend.name = %spec.name, reason = %reason, retry_in_s = retry.as_secs_f64(), "backend has no credential; it takes no traffic");
+                    self.current.store(Arc::new(Credential::Missing(reason)));
+                } else {
+                    tracing::warn!(backend.name = %spec.name, reason = %reason, retry_in_s = retry.as_secs_f64(), "cannot refresh the backend's credential; keeping the cached one");
+                }
+                Refreshed::Failed
+            }
+        }
+    }
+}
+
+/// Renew at the margin before expiry, or halfway through a shorter remaining life, and at
+/// least every `interval`.
+fn renewal_due(now: Nanos, expires_at: SystemTime, interval: Duration) -> Nanos {
+    let remaining = expires_at
+        .duration_since(SystemTime::now())
+        .unwrap_or_default();
+    let margin = TOKEN_RENEWAL_MARGIN.min(remaining / 2);
+    now.after((remaining - margin).min(interval))
+}
+
+/// The credential a backend's `auth` asks for, and when it expires (tokens only). The error
+/// is the reason, free of secret values.
+async fn resolve(
+    spec: &Backend,
+    resolver: &dyn SecretResolver,
+) -> Result<(Credential, Option<SystemTime>), String> {
+    let (name, value, expires_at) = match &spec.auth {
+        Auth::None {} => return Ok((Credential::None, None)),
+        Auth::EntraId {} => {
+            let token = resolver
+                .entra_token()
+                .await
+                .map_err(|error| error.to_string())?;
+            let bearer = format!("Bearer {}", token.value.expose_secret());
+            (AUTHORIZATION, bearer, Some(token.expires_at))
+        }
+        Auth::ApiKey { secret } => {
+            let value: SecretString = resolver
+                .resolve(secret)
+                .await
+                .map_err(|error| error.to_string())?;
+            let text = match spec.kind {
+                BackendKind::AzureOpenai => value.expose_secret().to_owned(),
+                BackendKind::Openai => format!("Bearer {}", value.expose_secret()),
+            };
+            let name = match spec.kind {
+                BackendKind::AzureOpenai => API_KEY.clone(),
+                BackendKind::Openai => AUTHORIZATION,
+            };
+            (name, text, None)
+        }
+    };
+    let mut header = HeaderValue::try_from(value).map_err(|_| match &spec.auth {
+        Auth::ApiKey { secret } => format!("{secret} holds characters not allowed in a header"),
+        _ => "the Entra ID token holds characters not allowed in a header".to_owned(),
+    })?;
+    // Keeps the value out of hyper's and our own Debug output.
+    header.set_sensitive(true);
+    Ok((Credential::Header(name, header), expires_at))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_renewed_before_they_expire() {
+        let now = Nanos::now();
+        let hour = SystemTime::now() + Duration::from_secs(3600);
+        let due = renewal_due(now, hour, Duration::from_secs(7200));
+        let wait = due.remaining_from(now).unwrap();
+        assert!(
+            wait <= Duration::from_secs(3300) && wait > Duration::from_secs(3290),
+            "{wait:?}"
+        );
+        let short = SystemTime::now() + Duration::from_secs(10);
+        let wait = renewal_due(now, short, Duration::from_secs(300))
+            .remaining_from(now)
+            .unwrap();
+        assert!(
+            wait <= Duration::from_secs(5),
+            "half of a short life: {wait:?}"
+        );
+        let capped = renewal_due(now, hour, Duration::from_secs(60))
+            .remaining_from(now)
+            .unwrap();
+        assert!(capped <= Duration::from_secs(60), "{capped:?}");
+        let expired = SystemTime::now() - Duration::from_secs(1);
+        assert_eq!(renewal_due(now, expired, Duration::from_secs(60)), now);
+    }
+}
