@@ -4,6 +4,7 @@ use sluice_testkit::mock_upstream::{self, MockUpstreamArgs};
 use crate::commands::{ControlPlaneArgs, DevArgs, ProxyArgs};
 use crate::logging::LogArgs;
 use crate::shutdown;
+use crate::telemetry::Telemetry;
 
 /// Sluice: a self-hosted gateway that spreads OpenAI and Azure OpenAI traffic over many
 /// deployments behind one endpoint.
@@ -32,11 +33,11 @@ enum Command {
 }
 
 impl Cli {
-    pub async fn run(self) -> anyhow::Result<()> {
+    pub async fn run(self, telemetry: &Telemetry) -> anyhow::Result<()> {
         match self.command {
-            Command::Dev(args) => args.run().await,
-            Command::ControlPlane(args) => args.run().await,
-            Command::Proxy(args) => args.run().await,
+            Command::Dev(args) => args.run(telemetry).await,
+            Command::ControlPlane(args) => args.run(telemetry).await,
+            Command::Proxy(args) => args.run(telemetry).await,
             Command::MockUpstream(args) => Ok(mock_upstream::run(args, shutdown::signal()).await?),
         }
     }

@@ -1,5 +1,12 @@
 use clap::{Args, ValueEnum};
-use tracing_subscriber::EnvFilter;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use sluice_data_plane::trace::TARGET as TRACE_TARGET;
+use tracing::Level;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum LogFormat {
@@ -23,17 +30,43 @@ pub struct LogArgs {
     pub log: String,
 }
 
-pub fn init(args: &LogArgs) -> anyhow::Result<()> {
+/// Logs to stdout with `args`' filter and format; with a tracer, spans of the proxy's
+/// [`TRACE_TARGET`] go to OpenTelemetry as well.
+pub fn init(args: &LogArgs, tracer: Option<&SdkTracerProvider>) -> anyhow::Result<()> {
     // Libraries below us log at debug level per request and connection; keep them quiet
-    // unless asked for by name.
+    // unless asked for by name. Request spans are off for the log output unless JSON logs
+    // should carry their trace ids: a span nobody listens to costs the request path nothing.
+    let spans_in_logs = tracer.is_some() && matches!(args.log_format, LogFormat::Json);
     let filter = EnvFilter::try_new(format!(
-        "{},sqlx=warn,hyper=warn,h2=warn,tower=warn,tonic=warn",
-        args.log
+        "{},{QUIET},{TRACE_TARGET}={}",
+        args.log,
+        if spans_in_logs { "info" } else { "off" }
     ))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match args.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
+    let output = match args.log_format {
+        LogFormat::Text => tracing_subscriber::fmt::layer().with_filter(filter).boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(spans_in_logs)
+            .with_span_list(false)
+            .with_filter(filter)
+            .boxed(),
+    };
+    let spans = tracer.map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("sluice"))
+            .with_location(false)
+            .with_threads(false)
+            .with_target(false)
+            .with_tracked_inactivity(false)
+            .with_filter(Targets::new().with_target(TRACE_TARGET, Level::INFO))
+    });
+    tracing_subscriber::registry()
+        .with(output)
+        .with(spans)
+        .try_init()?;
     Ok(())
 }
+
+const QUIET: &str = "sqlx=warn,hyper=warn,h2=warn,tower=warn,tonic=warn,reqwest=warn,\
+                     opentelemetry=warn,opentelemetry_sdk=warn,opentelemetry_otlp=warn";

@@ -46,7 +46,7 @@ async fn streamed_chunks_reach_the_client_before_the_upstream_finishes() {
 
     let metrics = proxy.metrics().await;
     assert!(
-        metrics.contains(r#"sluice_tokens_total{pool="p",backend="slow",direction="output"} 10"#),
+        metrics.contains(r#"sluice_tokens_total{pool="p",backend="slow",client_key="team-a",direction="output"} 10"#),
         "{metrics}"
     );
     assert!(
@@ -69,13 +69,13 @@ async fn usage_of_plain_responses_is_counted() {
     let metrics = proxy.metrics().await;
     assert!(
         metrics.contains(&format!(
-            r#"sluice_tokens_total{{pool="p",backend="a",direction="input"}} {input}"#
+            r#"sluice_tokens_total{{pool="p",backend="a",client_key="team-a",direction="input"}} {input}"#
         )),
         "{metrics}"
     );
     assert!(
         metrics.contains(&format!(
-            r#"sluice_tokens_total{{pool="p",backend="a",direction="output"}} {output}"#
+            r#"sluice_tokens_total{{pool="p",backend="a",client_key="team-a",direction="output"}} {output}"#
         )),
         "{metrics}"
     );

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use axum::Router;
 use tokio::net::TcpListener;
 
+use prometheus_client::encoding::prometheus_protobuf::{self, prometheus_data_model::MetricFamily};
+
 use crate::admin::{self, AdminAuth, AdminAuthError, AdminMetrics, AdminState};
 use crate::distribution::{self, GrpcServer, Snapshots};
 use crate::proxies::ProxyRegistry;
@@ -90,6 +92,7 @@ pub struct ControlPlane {
     proxies: ProxyRegistry,
     snapshots: Snapshots,
     proxy_send_timeout: std::time::Duration,
+    admin_metrics: Arc<AdminMetrics>,
 }
 
 impl ControlPlane {
@@ -117,10 +120,11 @@ impl ControlPlane {
         let admin_listener = bind(config.admin_addr).await?;
         let grpc_listener = bind(config.grpc_addr).await?;
         let proxies = ProxyRegistry::default();
+        let admin_metrics = Arc::new(AdminMetrics::new());
         let state = AdminState {
             store: store.clone(),
             proxies: proxies.clone(),
-            metrics: Arc::new(AdminMetrics::new()),
+            metrics: admin_metrics.clone(),
         };
         Ok(Self {
             snapshots: distribution::follow(&store),
@@ -132,6 +136,7 @@ impl ControlPlane {
             proxy_tokens: Arc::new(proxy_tokens),
             proxies,
             proxy_send_timeout: config.proxy_send_timeout,
+            admin_metrics,
         })
     }
 
@@ -147,6 +152,21 @@ impl ControlPlane {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Reads the control plane's metrics as a scrape would, for the OTLP export.
+    pub fn metrics_reader(
+        &self,
+    ) -> impl Fn() -> Result<Vec<MetricFamily>, std::fmt::Error> + Send + Sync + 'static {
+        let (metrics, store, proxies) = (
+            self.admin_metrics.clone(),
+            self.store.clone(),
+            self.proxies.clone(),
+        );
+        move || {
+            metrics.refresh(store.last_known_revision(), proxies.list().len());
+            prometheus_protobuf::encode(metrics.registry())
+        }
     }
 
     /// Serves until `shutdown` resolves, then lets in-flight requests finish; open config

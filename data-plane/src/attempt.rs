@@ -18,6 +18,8 @@ use crate::balance::{NoBackend, PoolRuntime};
 use crate::call::ClientCall;
 use crate::clock::Nanos;
 use crate::metrics::{ProxyMetrics, RetryReason};
+use crate::trace;
+use tracing::Instrument as _;
 
 /// What each attempt carries: the shared call and the backends already tried.
 #[derive(Clone)]
@@ -32,6 +34,11 @@ pub struct ServedBy {
     pub backend: usize,
     pub attempt: usize,
 }
+
+/// The span of the attempt that answered, kept until its body has passed (a response
+/// extension, present only while traces are exported).
+#[derive(Clone)]
+pub struct AttemptSpan(pub tracing::Span);
 
 #[derive(Debug, Clone, Copy)]
 pub enum AttemptError {
@@ -69,22 +76,37 @@ impl Service<Attempt> for PoolService {
             let number = attempt.tried.len() + 1;
             let timeout = pool.retry.per_try_timeout_ms.as_duration();
             let measure_latency = pool.strategy == Strategy::LeastLatency;
-            match pool.backends[backend]
-                .send(&attempt.call, timeout, measure_latency)
+            let endpoint = &pool.backends[backend];
+            let span = trace::attempt_span(
+                &attempt.call,
+                endpoint.spec.name.as_str(),
+                endpoint.spec.url.base(),
+                number,
+            );
+            match endpoint
+                .send(&attempt.call, timeout, measure_latency, &span)
+                .instrument(span.clone())
                 .await
             {
                 Ok(mut response) => {
+                    trace::status(&span, response.status().as_u16());
                     response.extensions_mut().insert(ServedBy {
                         backend,
                         attempt: number,
                     });
+                    if !span.is_disabled() {
+                        response.extensions_mut().insert(AttemptSpan(span));
+                    }
                     Ok(response)
                 }
-                Err(failure) => Err(AttemptError::Transport {
-                    backend,
-                    failure,
-                    attempt: number,
-                }),
+                Err(failure) => {
+                    trace::failed(&span, failure.label());
+                    Err(AttemptError::Transport {
+                        backend,
+                        failure,
+                        attempt: number,
+                    })
+                }
             }
         })
     }

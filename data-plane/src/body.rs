@@ -12,7 +12,11 @@ use http_body_util::Either;
 use http_body_util::Full;
 use hyper::body::Incoming;
 
+use tracing::Span;
+
 use crate::backend::BackendEndpoint;
+use crate::metrics::TokenCounters;
+use crate::trace;
 use crate::usage::UsageScanner;
 
 pin_project_lite::pin_project! {
@@ -36,6 +40,11 @@ struct Accounting {
     started: Instant,
     first_byte_seen: bool,
     usage: UsageScanner,
+    tokens: TokenCounters,
+    /// The request's and the answering attempt's spans, while traces are exported: they end
+    /// with the body, carrying its token counts. Boxed so the untraced body stays small.
+    spans: Option<Box<[Span; 2]>>,
+    response_model: Option<String>,
     reported: bool,
 }
 
@@ -43,7 +52,13 @@ struct Accounting {
 pub type ProxyBody = Either<ObservedBody, Full<Bytes>>;
 
 impl ObservedBody {
-    pub fn new(inner: Incoming, backend: Arc<BackendEndpoint>, started: Instant) -> Self {
+    pub fn new(
+        inner: Incoming,
+        backend: Arc<BackendEndpoint>,
+        started: Instant,
+        tokens: TokenCounters,
+        spans: Option<Box<[Span; 2]>>,
+    ) -> Self {
         Self {
             inner,
             accounting: Accounting {
@@ -51,6 +66,9 @@ impl ObservedBody {
                 started,
                 first_byte_seen: false,
                 usage: UsageScanner::default(),
+                tokens,
+                spans,
+                response_model: None,
                 reported: false,
             },
         }
@@ -66,6 +84,10 @@ impl Accounting {
                 .first_byte
                 .observe(self.started.elapsed().as_secs_f64());
         }
+        // Azure's first stream chunk (prompt filter results) names no model: look further.
+        if self.spans.is_some() && self.response_model.is_none() {
+            self.response_model = trace::response_model(data).filter(|m| !m.is_empty());
+        }
         self.usage.feed(data);
     }
 
@@ -74,9 +96,16 @@ impl Accounting {
             return;
         }
         if let Some(usage) = self.usage.found {
-            let metrics = &self.backend.metrics;
-            metrics.input_tokens.inc_by(usage.prompt_tokens);
-            metrics.output_tokens.inc_by(usage.completion_tokens);
+            self.tokens.input.inc_by(usage.prompt_tokens);
+            self.tokens.output.inc_by(usage.completion_tokens);
+        }
+        if let Some(spans) = self.spans.take() {
+            let [request, attempt] = &*spans;
+            trace::usage(
+                [request, attempt],
+                self.usage.found,
+                self.response_model.as_deref(),
+            );
         }
     }
 }

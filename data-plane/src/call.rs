@@ -16,6 +16,16 @@ pub enum CallStyle {
     OpenAi,
 }
 
+impl CallStyle {
+    /// The `http.route` of spans.
+    pub fn route_template(self) -> &'static str {
+        match self {
+            Self::Azure => "/openai/deployments/{deployment}/{operation}",
+            Self::OpenAi => "/v1/{operation}",
+        }
+    }
+}
+
 #[derive(Debug)]
 pub struct ClientCall {
     pub method: Method,

@@ -22,6 +22,7 @@ pub mod proxy;
 mod routing;
 pub mod secrets;
 mod server;
+pub mod trace;
 pub mod upstream;
 mod usage;
 
@@ -31,6 +32,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus_client::encoding::prometheus_protobuf::{self, prometheus_data_model::MetricFamily};
 use tokio::net::TcpListener;
 
 use crate::azure::{Azure, AzureOptions, IdentityError};
@@ -167,6 +169,17 @@ impl DataPlane {
 
     pub fn ops_addr(&self) -> std::io::Result<SocketAddr> {
         self.ops_listener.local_addr()
+    }
+
+    /// Reads the proxy's metrics as a scrape would, for the OTLP export.
+    pub fn metrics_reader(
+        &self,
+    ) -> impl Fn() -> Result<Vec<MetricFamily>, std::fmt::Error> + Send + Sync + 'static {
+        let proxy = self.proxy.clone();
+        move || {
+            server::refresh_scrape_time_metrics(&proxy);
+            prometheus_protobuf::encode(proxy.metrics.registry())
+        }
     }
 
     /// Follows the config revision this proxy serves (0 until it has one).

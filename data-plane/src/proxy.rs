@@ -13,7 +13,9 @@ use http_body_util::{BodyExt as _, Either, Limited};
 use hyper::body::Incoming;
 use tower::ServiceExt as _;
 
-use crate::attempt::{Attempt, AttemptError, PoolService, RetryOnAnotherBackend, ServedBy};
+use crate::attempt::{
+    Attempt, AttemptError, AttemptSpan, PoolService, RetryOnAnotherBackend, ServedBy,
+};
 use crate::backend::TransportFailure;
 use crate::balance::{NoBackend, PoolRuntime};
 use crate::body::{ObservedBody, ProxyBody};
@@ -26,6 +28,8 @@ use crate::headers::{strip_for_client, strip_for_upstream};
 use crate::metrics::ProxyMetrics;
 use crate::models;
 use crate::routing::route;
+use crate::trace;
+use tracing::Instrument as _;
 
 static SLUICE_BACKEND: http::HeaderName = http::HeaderName::from_static("x-sluice-backend");
 static SLUICE_ATTEMPTS: http::HeaderName = http::HeaderName::from_static("x-sluice-attempts");
@@ -88,14 +92,18 @@ impl Proxy {
     }
 
     pub async fn handle(&self, request: Request<Incoming>) -> Response<ProxyBody> {
-        match self.forward(request).await {
+        let span = trace::server_span(request.method(), request.uri().path(), request.headers());
+        let response = match self.forward(request, &span).instrument(span.clone()).await {
             Ok(response) | Err(response) => response,
-        }
+        };
+        trace::status(&span, response.status().as_u16());
+        response
     }
 
     async fn forward(
         &self,
         request: Request<Incoming>,
+        span: &tracing::Span,
     ) -> Result<Response<ProxyBody>, Response<ProxyBody>> {
         let started = Instant::now();
         let Some(config) = self.current() else {
@@ -149,6 +157,8 @@ impl Proxy {
             body,
             requested,
         });
+        let client_key = key.map(|k| k.id.as_str());
+        trace::routed(span, &call, call.style.route_template(), client_key);
         let policy = RetryOnAnotherBackend::new(pool.clone(), self.metrics.clone());
         let attempts = tower::retry::Retry::new(policy, PoolService { pool: pool.clone() });
         match attempts
@@ -158,8 +168,16 @@ impl Proxy {
             })
             .await
         {
-            Ok(response) => Ok(client_response(response, pool, started)),
-            Err(error) => Err(self.failure(pool, error)),
+            Ok(response) => Ok(client_response(
+                response,
+                pool,
+                Observed {
+                    started,
+                    client_key,
+                    span,
+                },
+            )),
+            Err(error) => Err(self.failure(pool, error, span)),
         }
     }
 
@@ -186,7 +204,17 @@ impl Proxy {
         }
     }
 
-    fn failure(&self, pool: &PoolRuntime, error: AttemptError) -> Response<ProxyBody> {
+    fn failure(
+        &self,
+        pool: &PoolRuntime,
+        error: AttemptError,
+        span: &tracing::Span,
+    ) -> Response<ProxyBody> {
+        let error_type = match error {
+            AttemptError::NoBackend(_) => "no_backend",
+            AttemptError::Transport { failure, .. } => failure.label(),
+        };
+        trace::failed(span, error_type);
         match error {
             AttemptError::NoBackend(NoBackend::AllWaiting(wait)) => {
                 self.metrics.rejected(pool.name.as_str());
@@ -213,17 +241,41 @@ impl Proxy {
     }
 }
 
+/// What the response body reports to when it has passed.
+struct Observed<'a> {
+    started: Instant,
+    client_key: Option<&'a str>,
+    span: &'a tracing::Span,
+}
+
 /// The backend's response as it sent it (status, headers, body), tagged with who answered.
 fn client_response(
     response: Response<Incoming>,
     pool: &PoolRuntime,
-    started: Instant,
+    observed: Observed<'_>,
 ) -> Response<ProxyBody> {
     let served = response.extensions().get::<ServedBy>().copied();
     let (mut parts, body) = response.into_parts();
     let (backend, attempt) = served.map_or((0, 1), |s| (s.backend, s.attempt));
     let endpoint = pool.backends[backend].clone();
-    let mut client = Response::new(Either::Left(ObservedBody::new(body, endpoint, started)));
+    let tokens = endpoint.metrics.tokens.for_key(observed.client_key);
+    let spans = if observed.span.is_disabled() {
+        None
+    } else {
+        observed.span.record("sluice.attempts", trace::int(attempt));
+        let attempt_span = parts
+            .extensions
+            .remove::<AttemptSpan>()
+            .map_or_else(tracing::Span::none, |s| s.0);
+        Some(Box::new([observed.span.clone(), attempt_span]))
+    };
+    let mut client = Response::new(Either::Left(ObservedBody::new(
+        body,
+        endpoint,
+        observed.started,
+        tokens,
+        spans,
+    )));
     *client.status_mut() = parts.status;
     strip_for_client(&mut parts.headers);
     *client.headers_mut() = parts.headers;

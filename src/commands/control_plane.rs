@@ -9,6 +9,8 @@ use sluice_control_plane::{ControlPlane, ControlPlaneConfig, GrpcTls};
 
 use super::read_pem;
 use crate::shutdown;
+use crate::telemetry::Telemetry;
+use crate::telemetry::metrics_export::MetricsSource;
 
 #[derive(Args, Debug)]
 pub struct ControlPlaneArgs {
@@ -71,7 +73,7 @@ pub struct ControlPlaneArgs {
 }
 
 impl ControlPlaneArgs {
-    pub async fn run(self) -> anyhow::Result<()> {
+    pub async fn run(self, telemetry: &Telemetry) -> anyhow::Result<()> {
         let grpc_tls = match (&self.grpc_tls_cert, &self.grpc_tls_key) {
             (Some(cert), Some(key)) => Some(GrpcTls {
                 certificate: read_pem("--grpc-tls-cert", cert)?,
@@ -101,9 +103,12 @@ impl ControlPlaneArgs {
         let control_plane = ControlPlane::bind(config)
             .await
             .context("control plane failed to start")?;
-        control_plane
-            .serve(shutdown::signal())
-            .await
-            .context("control plane server failed")
+        let export = telemetry.export_metrics(vec![MetricsSource::new(
+            "sluice.control_plane",
+            control_plane.metrics_reader(),
+        )])?;
+        let served = control_plane.serve(shutdown::signal()).await;
+        export.finish().await;
+        served.context("control plane server failed")
     }
 }

@@ -16,6 +16,8 @@ use tokio::sync::watch;
 
 use super::proxy::AzureArgs;
 use crate::shutdown;
+use crate::telemetry::Telemetry;
+use crate::telemetry::metrics_export::MetricsSource;
 
 const POOL: &str = "gpt-4o";
 const DEMO_KEY: &str = "demo";
@@ -46,7 +48,7 @@ pub struct DevArgs {
 }
 
 impl DevArgs {
-    pub async fn run(self) -> anyhow::Result<()> {
+    pub async fn run(self, telemetry: &Telemetry) -> anyhow::Result<()> {
         let secrets = self.data_dir.join("secrets");
         std::fs::create_dir_all(&secrets)
             .with_context(|| format!("cannot create {}", secrets.display()))?;
@@ -124,6 +126,10 @@ impl DevArgs {
                 .join(", "),
         );
 
+        let export = telemetry.export_metrics(vec![
+            MetricsSource::new("sluice.control_plane", control_plane.metrics_reader()),
+            MetricsSource::new("sluice.proxy", data_plane.metrics_reader()),
+        ])?;
         let (stop, stopped) = watch::channel(false);
         let signal = async move {
             shutdown::signal().await;
@@ -155,6 +161,7 @@ impl DevArgs {
             signal,
             announce,
         );
+        export.finish().await;
         cp.context("dev control plane failed")?;
         dp.context("dev proxy failed")?;
         Ok(())

@@ -12,6 +12,8 @@ use sluice_data_plane::{ClientTls, ConfigSource, ControlPlaneSource, DataPlane, 
 
 use super::read_pem;
 use crate::shutdown;
+use crate::telemetry::Telemetry;
+use crate::telemetry::metrics_export::MetricsSource;
 
 #[derive(Args, Debug)]
 #[command(group(clap::ArgGroup::new("source").required(true).args(["config", "control_plane"])))]
@@ -116,7 +118,7 @@ impl AzureArgs {
 }
 
 impl ProxyArgs {
-    pub async fn run(self) -> anyhow::Result<()> {
+    pub async fn run(self, telemetry: &Telemetry) -> anyhow::Result<()> {
         let source = self.source()?;
         let data_plane = DataPlane::bind(DataPlaneConfig {
             addr: self.addr,
@@ -133,10 +135,14 @@ impl ProxyArgs {
         })
         .await
         .context("proxy failed to start")?;
-        data_plane
-            .serve(shutdown::signal())
-            .await
-            .context("proxy server failed")
+        let export = telemetry.export_metrics(vec![MetricsSource::new(
+            "sluice.proxy",
+            data_plane.metrics_reader(),
+        )])?;
+        // The last export runs after the drain, so it counts the last requests.
+        let served = data_plane.serve(shutdown::signal()).await;
+        export.finish().await;
+        served.context("proxy server failed")
     }
 
     fn source(&self) -> anyhow::Result<ConfigSource> {

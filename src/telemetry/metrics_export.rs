@@ -11,6 +11,6 @@ pub mod convert;
 pub mod exporter;
 pub mod otel_env;
 
-pub use config::{ConfigError, MetricsExportConfig};
-pub use exporter::{ExportError, MetricsExporter, MetricsSource};
+pub use config::MetricsExportConfig;
+pub use exporter::{MetricsExporter, MetricsSource};
 pub use otel_env::OtelEnv;

@@ -21,6 +21,7 @@ use crate::call::{CallStyle, ClientCall};
 use crate::clock::Nanos;
 use crate::metrics::BackendMetrics;
 use crate::secrets::SecretResolver;
+use crate::trace;
 use crate::upstream::{Upstream, UpstreamService};
 
 pub use credential::{Credential, CredentialSlot, RefreshPolicy, Refreshed};
@@ -72,6 +73,16 @@ pub struct BackendEndpoint {
 pub enum TransportFailure {
     Connect,
     Timeout,
+}
+
+impl TransportFailure {
+    /// The `error.type` of spans.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Connect => "connect_error",
+            Self::Timeout => "timeout",
+        }
+    }
 }
 
 impl BackendEndpoint {
@@ -132,10 +143,11 @@ impl BackendEndpoint {
         call: &ClientCall,
         per_try_timeout: Duration,
         measure_latency: bool,
+        span: &tracing::Span,
     ) -> Result<Response<Incoming>, TransportFailure> {
         let used = self.credential.generation();
         let mut response = self
-            .send_once(call, per_try_timeout, measure_latency)
+            .send_once(call, per_try_timeout, measure_latency, span)
             .await?;
         if response.status() == StatusCode::UNAUTHORIZED
             && self
@@ -151,7 +163,7 @@ impl BackendEndpoint {
         {
             tracing::info!(backend.name = %self.spec.name, "backend refused its credential; retrying with the refreshed one");
             response = self
-                .send_once(call, per_try_timeout, measure_latency)
+                .send_once(call, per_try_timeout, measure_latency, span)
                 .await?;
         }
         if response.status() == StatusCode::UNAUTHORIZED {
@@ -180,8 +192,10 @@ impl BackendEndpoint {
         call: &ClientCall,
         per_try_timeout: Duration,
         measure_latency: bool,
+        span: &tracing::Span,
     ) -> Result<Response<Incoming>, TransportFailure> {
-        let request = self.upstream_request(call);
+        let mut request = self.upstream_request(call);
+        trace::inject(span, request.headers_mut());
         let started = Instant::now();
         let outcome = if measure_latency {
             let future = {
@@ -193,34 +207,40 @@ impl BackendEndpoint {
             tokio::time::timeout(per_try_timeout, self.upstream.request(request)).await
         };
         let now = Nanos::now();
-        self.metrics
-            .duration
-            .observe(started.elapsed().as_secs_f64());
+        let seconds = started.elapsed().as_secs_f64();
         match outcome {
             Ok(Ok(response)) => {
-                self.observe(&response, now);
+                self.observe(&response, now, seconds, span);
                 Ok(response)
             }
             Ok(Err(error)) => {
                 tracing::debug!(backend.name = %self.spec.name, error = %error, "upstream request failed");
-                self.metrics.response(None);
+                self.metrics.response(None, seconds);
                 self.health.record_failure(now);
                 Err(TransportFailure::Connect)
             }
             Err(_) => {
-                self.metrics.response(None);
+                self.metrics.response(None, seconds);
                 self.health.record_failure(now);
                 Err(TransportFailure::Timeout)
             }
         }
     }
 
-    fn observe(&self, response: &Response<Incoming>, now: Nanos) {
+    fn observe(
+        &self,
+        response: &Response<Incoming>,
+        now: Nanos,
+        seconds: f64,
+        span: &tracing::Span,
+    ) {
         let status = response.status();
-        self.metrics.response(Some(status.as_u16()));
+        self.metrics.response(Some(status.as_u16()), seconds);
         if let Some(wait) = rate_limit::cooldown(status, response.headers()) {
             self.health.cool_down(now, wait);
-            tracing::debug!(backend.name = %self.spec.name, cooldown_ms = wait.as_millis() as u64, "backend cooling down");
+            let cooldown_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
+            span.record("sluice.cooldown_ms", trace::int(cooldown_ms));
+            tracing::debug!(backend.name = %self.spec.name, cooldown_ms, "backend cooling down");
         }
         if status.is_server_error() {
             self.health.record_failure(now);

@@ -5,6 +5,10 @@ mod histogram;
 
 pub use histogram::LatencyHistogram;
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -29,6 +33,8 @@ struct ResponseLabels {
 struct TokenLabels {
     pool: String,
     backend: String,
+    /// The client key's id (`anonymous` without one): bounded by the configured keys.
+    client_key: String,
     direction: Direction,
 }
 
@@ -79,11 +85,14 @@ pub struct PoolLabels {
 
 type HistogramFamily<L> = Family<L, LatencyHistogram>;
 
+/// Status classes by index: 0 = no response (transport error), then 1xx to 5xx.
+const CLASSES: [&str; 6] = ["error", "1xx", "2xx", "3xx", "4xx", "5xx"];
+
 /// Everything the proxy exports on its ops port.
 pub struct ProxyMetrics {
     registry: Registry,
     responses: Family<ResponseLabels, Counter>,
-    durations: HistogramFamily<BackendLabels>,
+    durations: HistogramFamily<ResponseLabels>,
     first_byte: HistogramFamily<BackendLabels>,
     tokens: Family<TokenLabels, Counter>,
     credential_refreshes: Family<RefreshLabels, Counter>,
@@ -101,18 +110,69 @@ pub struct ProxyMetrics {
 pub struct BackendMetrics {
     /// Index 0 = no response (transport error), 1..=5 = status class.
     responses: [Counter; 6],
-    pub duration: LatencyHistogram,
+    /// Same indexing as `responses`.
+    durations: [LatencyHistogram; 6],
     pub first_byte: LatencyHistogram,
-    pub input_tokens: Counter,
-    pub output_tokens: Counter,
+    pub tokens: Arc<KeyedTokens>,
     /// Successful and failed credential resolutions.
     credential_refreshes: [Counter; 2],
 }
 
+/// Token counters of one client key at one backend.
+#[derive(Clone)]
+pub struct TokenCounters {
+    pub input: Counter,
+    pub output: Counter,
+}
+
+/// Token counters of one backend, per client key: created on a key's first response and
+/// read lock-free after that (copy-on-write, as keys are few and their set rarely grows).
+pub struct KeyedTokens {
+    family: Family<TokenLabels, Counter>,
+    pool: String,
+    backend: String,
+    by_key: ArcSwap<HashMap<Box<str>, TokenCounters>>,
+}
+
+impl KeyedTokens {
+    pub fn for_key(&self, client_key: Option<&str>) -> TokenCounters {
+        let key = client_key.unwrap_or("anonymous");
+        if let Some(counters) = self.by_key.load().get(key) {
+            return counters.clone();
+        }
+        let counter = |direction| {
+            self.family
+                .get_or_create(&TokenLabels {
+                    pool: self.pool.clone(),
+                    backend: self.backend.clone(),
+                    client_key: key.to_owned(),
+                    direction,
+                })
+                .clone()
+        };
+        let counters = TokenCounters {
+            input: counter(Direction::input),
+            output: counter(Direction::output),
+        };
+        self.by_key.rcu(|known| {
+            let mut known = HashMap::clone(known);
+            known.insert(key.into(), counters.clone());
+            known
+        });
+        counters
+    }
+}
+
+fn status_class(status: Option<u16>) -> usize {
+    status.map_or(0, |s| usize::from((s / 100).clamp(1, 5)))
+}
+
 impl BackendMetrics {
-    pub fn response(&self, status: Option<u16>) {
-        let class = status.map_or(0, |s| usize::from((s / 100).clamp(1, 5)));
+    /// One finished attempt: its status (`None` without a response) and how long it took.
+    pub fn response(&self, status: Option<u16>, seconds: f64) {
+        let class = status_class(status);
         self.responses[class].inc();
+        self.durations[class].observe(seconds);
     }
 
     pub fn credential_refresh(&self, ok: bool) {
@@ -152,7 +212,7 @@ impl ProxyMetrics {
             ),
             (
                 "sluice_upstream_duration_seconds",
-                "Time to the upstream response head per attempt",
+                "Time to the upstream response head per attempt, by pool, backend and status class",
                 metrics.durations
             ),
             (
@@ -226,21 +286,25 @@ impl ProxyMetrics {
                 })
                 .clone()
         };
-        let tokens = |direction| {
-            self.tokens
-                .get_or_create(&TokenLabels {
+        let duration = |class| {
+            self.durations
+                .get_or_create(&ResponseLabels {
                     pool: pool.to_owned(),
                     backend: backend.to_owned(),
-                    direction,
+                    class,
                 })
                 .clone()
         };
         BackendMetrics {
-            responses: ["error", "1xx", "2xx", "3xx", "4xx", "5xx"].map(response),
-            duration: self.durations.get_or_create(&labels).clone(),
+            responses: CLASSES.map(response),
+            durations: CLASSES.map(duration),
             first_byte: self.first_byte.get_or_create(&labels).clone(),
-            input_tokens: tokens(Direction::input),
-            output_tokens: tokens(Direction::output),
+            tokens: Arc::new(KeyedTokens {
+                family: self.tokens.clone(),
+                pool: pool.to_owned(),
+                backend: backend.to_owned(),
+                by_key: ArcSwap::default(),
+            }),
             credential_refreshes: ["ok", "error"].map(|outcome| {
                 self.credential_refreshes
                     .get_or_create(&RefreshLabels {
@@ -400,7 +464,7 @@ mod tests {
     fn both_formats_carry_the_same_samples() {
         let metrics = ProxyMetrics::new();
         metrics.retry("p", RetryReason::status_429);
-        metrics.backend("p", "a").duration.observe(0.003);
+        metrics.backend("p", "a").response(Some(200), 0.003);
         let text = metrics.encode(Exposition::PrometheusText);
         assert!(
             text.contains("# TYPE sluice_retries_total counter\n"),
@@ -411,7 +475,7 @@ mod tests {
         assert!(openmetrics.ends_with("# EOF\n"), "{openmetrics}");
         for sample in [
             r#"sluice_retries_total{pool="p",reason="status_429"} 1"#,
-            r#"sluice_upstream_duration_seconds_count{pool="p",backend="a"} 1"#,
+            r#"sluice_upstream_duration_seconds_count{pool="p",backend="a",class="2xx"} 1"#,
         ] {
             assert!(text.contains(sample), "{text}");
             assert!(openmetrics.contains(sample), "{openmetrics}");

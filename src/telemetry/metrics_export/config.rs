@@ -71,6 +71,7 @@ pub struct MetricsExportConfig {
 
 impl MetricsExportConfig {
     /// The spec's defaults for `endpoint`, with `resource`.
+    #[cfg(test)]
     pub fn new(endpoint: impl Into<String>, resource: Resource) -> Self {
         Self {
             endpoint: endpoint.into(),
@@ -88,30 +89,16 @@ impl MetricsExportConfig {
     /// the scrape endpoints, which are always on. `OTEL_SDK_DISABLED=true` turns it off.
     /// Temporality is always cumulative: the registries hold running totals.
     pub fn from_env(env: &OtelEnv) -> Result<Option<Self>, ConfigError> {
-        if env
-            .get(SDK_DISABLED)
-            .is_some_and(|value| value.eq_ignore_ascii_case("true"))
-        {
+        if !env.exports_otlp(METRICS_EXPORTER, &[METRICS_ENDPOINT, ENDPOINT]) {
             return Ok(None);
         }
-        let endpoint = env.first(&[METRICS_ENDPOINT, ENDPOINT]);
-        let wanted = match env.get(METRICS_EXPORTER) {
-            Some(exporters) => exporters
-                .split(',')
-                .any(|exporter| exporter.trim().eq_ignore_ascii_case("otlp")),
-            None => endpoint.is_some(),
-        };
-        if !wanted {
-            return Ok(None);
-        }
-        if let Some((var, value)) = env.first(&[METRICS_PROTOCOL, PROTOCOL])
-            && value != "grpc"
-        {
+        if let Some((var, value)) = env.non_grpc_protocol(&[METRICS_PROTOCOL, PROTOCOL]) {
             return Err(ConfigError::Protocol {
                 var,
                 value: value.to_owned(),
             });
         }
+        let endpoint = env.first(&[METRICS_ENDPOINT, ENDPOINT]);
         let endpoint = match endpoint {
             Some((var, value)) => valid_endpoint(var, value)?,
             None => DEFAULT_ENDPOINT.to_owned(),

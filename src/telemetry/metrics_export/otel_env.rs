@@ -42,6 +42,32 @@ impl OtelEnv {
             .filter(|value| !value.is_empty())
     }
 
+    /// Whether a signal goes out over OTLP: its exporter variable (`OTEL_TRACES_EXPORTER`,
+    /// `OTEL_METRICS_EXPORTER`) names `otlp`, or it is unset and one of `endpoints` is set.
+    /// Never with `OTEL_SDK_DISABLED=true`.
+    pub fn exports_otlp(&self, exporter_var: &str, endpoints: &[&'static str]) -> bool {
+        if self
+            .get(super::config::SDK_DISABLED)
+            .is_some_and(|value| value.eq_ignore_ascii_case("true"))
+        {
+            return false;
+        }
+        match self.get(exporter_var) {
+            Some(exporters) => exporters
+                .split(',')
+                .any(|exporter| exporter.trim().eq_ignore_ascii_case("otlp")),
+            None => self.first(endpoints).is_some(),
+        }
+    }
+
+    /// The first of `protocols` that is set and is not `grpc`, the only protocol exported.
+    pub fn non_grpc_protocol<'a>(
+        &'a self,
+        protocols: &[&'static str],
+    ) -> Option<(&'static str, &'a str)> {
+        self.first(protocols).filter(|(_, value)| *value != "grpc")
+    }
+
     /// The first of `names` that is set, with its name (for error messages).
     pub fn first<'a>(&'a self, names: &[&'static str]) -> Option<(&'static str, &'a str)> {
         names

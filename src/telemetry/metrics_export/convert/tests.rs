@@ -219,17 +219,24 @@ fn names_match_the_prometheus_text() {
 fn sluice_registries_export_under_their_scrape_names() {
     let proxy = ProxyMetrics::new();
     let backend = proxy.backend("gpt-4o", "east");
-    backend.response(Some(200));
-    backend.duration.observe(0.003);
+    backend.response(Some(200), 0.003);
     backend.first_byte.observe(0.004);
-    backend.input_tokens.inc_by(12);
+    backend.tokens.for_key(Some("team-a")).input.inc_by(12);
     proxy.retry("gpt-4o", RetryReason::status_429);
     proxy.rejected("gpt-4o");
     proxy.backend_state("gpt-4o", "east", "available", 0.0);
     let metrics = convert(proxy.registry());
     assert_eq!(names(&metrics), prometheus_text_names(proxy.registry()));
     let duration = match &named(&metrics, "sluice_upstream_duration_seconds").data {
-        Some(Data::Histogram(histogram)) => &histogram.data_points[0],
+        Some(Data::Histogram(histogram)) => histogram
+            .data_points
+            .iter()
+            .find(|point| {
+                string_attributes(&point.attributes)
+                    .iter()
+                    .any(|(key, value)| key == "class" && value == "2xx")
+            })
+            .expect("a 2xx series"),
         other => panic!("not a histogram: {other:?}"),
     };
     // 1 ms doubling: the 3 ms attempt is in (2 ms, 4 ms], the third bucket.

@@ -1,0 +1,348 @@
+//! OpenTelemetry end to end: the real `sluice proxy` binary, configured only through the
+//! standard `OTEL_*` variables, exporting to an in-process OTLP/gRPC receiver.
+
+mod support;
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sluice_testkit::mock_upstream::{Fault, MockHandle};
+use sluice_testkit::otlp::{OtlpReceiver, ReceivedSpan, SpanKind};
+use support::proxy::{CLIENT_KEY, mock};
+
+const WAIT: Duration = Duration::from_secs(15);
+const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CLIENT_SPAN: &str = "00f067aa0ba902b7";
+
+/// A `sluice proxy` process and the JSON log lines it wrote so far.
+struct ProxyProcess {
+    child: Child,
+    addr: String,
+    logs: Arc<Mutex<Vec<serde_json::Value>>>,
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl ProxyProcess {
+    /// Starts the proxy on `a` (priority 0) and `b` (priority 1): a failure of `a` is retried
+    /// on `b`, so every retried call has exactly two attempts, in a known order.
+    fn start(dir: &std::path::Path, a: &MockHandle, b: &MockHandle, otel: &[(&str, &str)]) -> Self {
+        for mock in [a, b] {
+            std::fs::write(dir.join(mock.name()), format!("key-{}", mock.name())).unwrap();
+        }
+        std::fs::write(dir.join("client"), CLIENT_KEY).unwrap();
+        let backend = |mock: &MockHandle, priority: u32| {
+            format!(
+                "{{ name: {name}, url: \"{url}\", kind: azure_openai, priority: {priority}, auth: {{ type: api_key, secret: \"file://{dir}/{name}\" }} }}",
+                name = mock.name(),
+                url = mock.url(),
+                dir = dir.display(),
+            )
+        };
+        let config = dir.join("sluice.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "pools:\n  - name: gpt-4o\n    backends: [{}, {}]\nclient_keys:\n  - {{ id: team-a, secret: \"file://{}/client\" }}\n",
+                backend(a, 0),
+                backend(b, 1),
+                dir.display()
+            ),
+        )
+        .unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice"));
+        for (key, _) in
+            std::env::vars().filter(|(k, _)| k.starts_with("SLUICE_") || k.starts_with("OTEL_"))
+        {
+            command.env_remove(key);
+        }
+        let mut child = command
+            .args([
+                "--log-format",
+                "json",
+                "--log",
+                "info,sluice_data_plane=debug",
+            ])
+            .args(["proxy", "--config", config.to_str().unwrap()])
+            .args(["--addr", "127.0.0.1:0", "--ops-addr", "127.0.0.1:0"])
+            .envs(otel.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let kept = logs.clone();
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                let Ok(event) = serde_json::from_str::<serde_json::Value>(&line) else {
+                    continue;
+                };
+                if let Some(addr) = event["proxy.addr"].as_str() {
+                    let _ = addr_tx.send(addr.to_owned());
+                }
+                kept.lock().unwrap().push(event);
+            }
+        });
+        let addr = addr_rx
+            .recv_timeout(WAIT)
+            .expect("the proxy logs its address");
+        Self { child, addr, logs }
+    }
+
+    fn call(&self, stream: bool) -> reqwest::RequestBuilder {
+        reqwest::Client::new()
+            .post(format!(
+                "http://{}/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21",
+                self.addr
+            ))
+            .header("api-key", CLIENT_KEY)
+            .header("traceparent", format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"))
+            .json(&serde_json::json!({
+                "messages": [{"role": "user", "content": "hello there"}],
+                "stream": stream,
+                "stream_options": {"include_usage": true},
+            }))
+    }
+}
+
+fn otlp_env(receiver: &OtlpReceiver) -> Vec<(&'static str, String)> {
+    vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint()),
+        ("OTEL_SERVICE_NAME", "sluice-e2e".to_owned()),
+        (
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "deployment.environment=test".to_owned(),
+        ),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "200".to_owned()),
+    ]
+}
+
+/// The usage the mock reported, from a JSON answer or the last usage chunk of a stream.
+fn reported_usage(body: &str) -> (i64, i64) {
+    let usage = body
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: ").or(Some(line)))
+        .filter_map(|json| serde_json::from_str::<serde_json::Value>(json).ok())
+        .filter_map(|value| value.get("usage").filter(|u| u.is_object()).cloned())
+        .next_back()
+        .expect("the mock reports usage");
+    (
+        usage["prompt_tokens"].as_i64().unwrap(),
+        usage["completion_tokens"].as_i64().unwrap(),
+    )
+}
+
+/// One retried call: the server span continues the client's trace, has two attempt spans
+/// with the GenAI and Sluice attributes and the token counts the backend reported.
+async fn a_retried_call_is_traced(stream: bool) {
+    let receiver = OtlpReceiver::start().await;
+    let (a, b) = (mock("a").await, mock("b").await);
+    let dir = tempfile::tempdir().unwrap();
+    let env = otlp_env(&receiver);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let proxy = ProxyProcess::start(dir.path(), &a, &b, &env);
+
+    a.inject(Fault::status(500).once()).unwrap();
+    let response = proxy.call(stream).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let (input, output) = reported_usage(&response.text().await.unwrap());
+
+    let spans = receiver
+        .wait_for_spans(
+            |spans| spans.iter().filter(|s| s.name.starts_with("chat")).count() >= 3,
+            WAIT,
+        )
+        .await;
+    let server = one(&spans, |s| s.kind == SpanKind::Server);
+    assert_eq!(
+        server.trace_id, CLIENT_TRACE,
+        "the client's trace continues"
+    );
+    assert_eq!(server.parent_span_id.as_deref(), Some(CLIENT_SPAN));
+    assert_eq!(server.name, "chat gpt-4o");
+    assert_eq!(server.resource["service.name"], "sluice-e2e");
+    assert_eq!(server.resource["deployment.environment"], "test");
+    for (key, value) in [
+        ("gen_ai.operation.name", "chat"),
+        ("gen_ai.request.model", "gpt-4o"),
+        ("sluice.pool", "gpt-4o"),
+        ("sluice.client_key", "team-a"),
+        ("http.request.method", "POST"),
+        ("http.route", "/openai/deployments/{deployment}/{operation}"),
+    ] {
+        assert_eq!(server.str_attr(key), Some(value), "{key} on {server}");
+    }
+    assert!(
+        server.str_attr("gen_ai.response.model").is_some(),
+        "{server}"
+    );
+    assert_eq!(server.int_attr("http.response.status_code"), Some(200));
+    assert_eq!(server.int_attr("sluice.attempts"), Some(2));
+    assert_eq!(server.int_attr("gen_ai.usage.input_tokens"), Some(input));
+    assert_eq!(server.int_attr("gen_ai.usage.output_tokens"), Some(output));
+
+    let attempt = |number| {
+        one(&spans, |s| {
+            s.kind == SpanKind::Client && s.int_attr("sluice.attempt") == Some(number)
+        })
+    };
+    let (first, second) = (attempt(1), attempt(2));
+    for span in [&first, &second] {
+        assert!(span.is_child_of(&server), "{span} under {server}");
+        assert_eq!(span.str_attr("server.address"), Some("127.0.0.1"));
+        assert_eq!(span.str_attr("gen_ai.request.model"), Some("gpt-4o"));
+        assert_eq!(span.str_attr("gen_ai.operation.name"), Some("chat"));
+    }
+    assert_eq!(first.str_attr("sluice.backend"), Some("a"));
+    assert_eq!(first.int_attr("http.response.status_code"), Some(500));
+    assert_eq!(first.str_attr("error.type"), Some("500"));
+    assert_eq!(
+        first.int_attr("server.port"),
+        Some(i64::from(a.addr().port()))
+    );
+    assert_eq!(second.str_attr("sluice.backend"), Some("b"));
+    assert_eq!(second.int_attr("http.response.status_code"), Some(200));
+    assert_eq!(second.int_attr("gen_ai.usage.input_tokens"), Some(input));
+    assert_eq!(second.int_attr("gen_ai.usage.output_tokens"), Some(output));
+    assert_eq!(
+        first.int_attr("gen_ai.usage.output_tokens"),
+        None,
+        "the failed attempt used nothing"
+    );
+
+    // The backend got the attempt's context, not the client's.
+    let sent = b.last_request().unwrap();
+    assert_eq!(
+        sent.header("traceparent"),
+        Some(format!("00-{CLIENT_TRACE}-{}-01", second.span_id).as_str())
+    );
+
+    // Log lines written inside the request carry its trace id.
+    let logs = proxy.logs.lock().unwrap().clone();
+    let retry_log = logs
+        .iter()
+        .find(|event| event["message"] == "retrying on another backend")
+        .expect("the retry is logged at debug");
+    assert_eq!(retry_log["span"]["trace_id"], CLIENT_TRACE, "{retry_log}");
+}
+
+fn one(spans: &[ReceivedSpan], matches: impl Fn(&ReceivedSpan) -> bool) -> ReceivedSpan {
+    let found: Vec<_> = spans.iter().filter(|s| matches(s)).collect();
+    assert_eq!(found.len(), 1, "expected one matching span in {spans:#?}");
+    found[0].clone()
+}
+
+#[tokio::test]
+async fn a_retried_call_yields_a_server_span_with_two_attempt_spans() {
+    a_retried_call_is_traced(false).await;
+}
+
+#[tokio::test]
+async fn a_retried_stream_yields_a_server_span_with_two_attempt_spans() {
+    a_retried_call_is_traced(true).await;
+}
+
+/// Metrics reach the receiver with the names `/metrics` shows and the values of the traffic.
+#[tokio::test]
+async fn metrics_arrive_with_the_prometheus_names() {
+    let receiver = OtlpReceiver::start().await;
+    let (a, b) = (mock("a").await, mock("b").await);
+    let dir = tempfile::tempdir().unwrap();
+    let env = otlp_env(&receiver);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let proxy = ProxyProcess::start(dir.path(), &a, &b, &env);
+
+    a.inject(Fault::status(500).once()).unwrap();
+    let mut output_tokens = 0;
+    for stream in [false, true] {
+        let response = proxy.call(stream).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        output_tokens += reported_usage(&response.text().await.unwrap()).1;
+    }
+
+    let retries = receiver
+        .wait_for_metric("sluice_retries_total", |m| m.total() >= 1.0, WAIT)
+        .await;
+    let point = retries
+        .point(&[("pool", "gpt-4o"), ("reason", "status_5xx")])
+        .unwrap();
+    assert_eq!(point.number(), Some(1.0));
+    let tokens = receiver
+        .wait_for_metric(
+            "sluice_tokens_total",
+            |m| {
+                m.point(&[("client_key", "team-a"), ("direction", "output")])
+                    .and_then(|p| p.number())
+                    .is_some_and(|n| n >= output_tokens as f64)
+            },
+            WAIT,
+        )
+        .await;
+    let output: f64 = tokens
+        .points
+        .iter()
+        .filter(|p| p.str_attr("direction") == Some("output"))
+        .filter_map(|p| p.number())
+        .sum();
+    assert_eq!(
+        output, output_tokens as f64,
+        "all output tokens, streamed ones included"
+    );
+    let durations = receiver
+        .wait_for_metric("sluice_upstream_duration_seconds", |_| true, WAIT)
+        .await;
+    let failed = durations
+        .point(&[("backend", "a"), ("class", "5xx")])
+        .and_then(|p| p.histogram())
+        .expect("a's 500 is in its own status class");
+    assert_eq!(failed.count, 1);
+    for name in [
+        "sluice_config_revision",
+        "sluice_backend_state",
+        "sluice_time_to_first_byte_seconds",
+        "sluice_upstream_responses_total",
+    ] {
+        receiver.wait_for_metric(name, |_| true, WAIT).await;
+    }
+}
+
+/// With the exporters switched off nothing is sent, even with an endpoint configured.
+#[tokio::test]
+async fn nothing_is_exported_when_the_exporters_are_off() {
+    let receiver = OtlpReceiver::start().await;
+    let (a, b) = (mock("a").await, mock("b").await);
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = receiver.endpoint();
+    let proxy = ProxyProcess::start(
+        dir.path(),
+        &a,
+        &b,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+            ("OTEL_TRACES_EXPORTER", "none"),
+            ("OTEL_METRICS_EXPORTER", "none"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "100"),
+        ],
+    );
+    for stream in [false, true] {
+        assert_eq!(proxy.call(stream).send().await.unwrap().status(), 200);
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(receiver.export_count(), 0);
+    // And the logs carry no span data when no trace is exported.
+    let logs = proxy.logs.lock().unwrap().clone();
+    assert!(
+        logs.iter().all(|event| event.get("span").is_none()),
+        "{logs:#?}"
+    );
+}
