@@ -3,12 +3,13 @@
 #![allow(dead_code)] // each test binary uses a different part of the kit
 
 pub mod database;
+pub mod logs;
 pub mod proxy;
 pub mod relay;
 pub mod server;
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::Value;
@@ -221,4 +222,20 @@ pub fn pool_json(name: &str, backends: &[&str]) -> Value {
         "name": name,
         "backends": backends.iter().map(|b| backend_json(b)).collect::<Vec<_>>(),
     })
+}
+
+/// Polls `check` every 20 ms until it holds, failing the test after `within`.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -46,8 +46,18 @@ pub async fn mock_with(config: MockConfig) -> MockHandle {
 
 /// One backend line of a pool's YAML, pointing at `mock` with its key from a secret file.
 pub fn backend_yaml(mock: &MockHandle, extra: &str) -> String {
+    let auth = format!(
+        "{{ type: api_key, secret: \"file://SECRETS/key-{}\" }}",
+        mock.name()
+    );
+    backend_yaml_with_auth(mock, &auth, extra)
+}
+
+/// One backend line of a pool's YAML, pointing at `mock` and authenticated by `auth` (YAML,
+/// e.g. `{ type: entra_id }` or a `keyvault://` reference).
+pub fn backend_yaml_with_auth(mock: &MockHandle, auth: &str, extra: &str) -> String {
     format!(
-        "{{ name: {name}, url: \"{url}\", kind: azure_openai, auth: {{ type: api_key, secret: \"file://SECRETS/key-{name}\" }}{extra} }}",
+        "{{ name: {name}, url: \"{url}\", kind: azure_openai, auth: {auth}{extra} }}",
         name = mock.name(),
         url = mock.url(),
     )
@@ -60,6 +70,11 @@ pub fn pool_yaml(name: &str, settings: &str, backends: &[(&MockHandle, &str)]) -
         .iter()
         .map(|(mock, extra)| backend_yaml(mock, extra))
         .collect();
+    pool_yaml_of(name, settings, &backends)
+}
+
+/// [`pool_yaml`] with backend lines made by the caller (e.g. [`backend_yaml_with_auth`]).
+pub fn pool_yaml_of(name: &str, settings: &str, backends: &[String]) -> String {
     let settings = if settings.is_empty() {
         String::new()
     } else {
@@ -137,6 +152,17 @@ impl TestProxy {
         cache_dir: &std::path::Path,
         tls: Option<ClientTls>,
     ) -> Self {
+        Self::follow_configured(url, node_id, cache_dir, tls, ProxySettings::default()).await
+    }
+
+    /// [`Self::follow_url`] with every setting open to the test (Azure access, refresh).
+    pub async fn follow_configured(
+        url: String,
+        node_id: &str,
+        cache_dir: &std::path::Path,
+        tls: Option<ClientTls>,
+        settings: ProxySettings,
+    ) -> Self {
         let source = ConfigSource::ControlPlane(ControlPlaneSource {
             url,
             proxy_token: super::PROXY_TOKEN.to_owned(),
@@ -144,12 +170,7 @@ impl TestProxy {
             cache_dir: Some(cache_dir.to_owned()),
             tls,
         });
-        Self::start_source(
-            source,
-            tempfile::tempdir().unwrap(),
-            ProxySettings::default(),
-        )
-        .await
+        Self::start_source(source, tempfile::tempdir().unwrap(), settings).await
     }
 
     async fn start_source(source: ConfigSource, dir: TempDir, settings: ProxySettings) -> Self {
