@@ -59,6 +59,9 @@ pub struct CredentialSlot {
     /// task already replaced it.
     generation: AtomicU64,
     next_refresh: AtomicU64,
+    /// When the current token expires (`u64::MAX` for keys): failed renewals retry well
+    /// before it, whatever the backoff says.
+    expires: AtomicU64,
     failures: AtomicU32,
     /// One resolution at a time per backend: a burst of 401s costs one Key Vault read.
     refreshing: tokio::sync::Mutex<()>,
@@ -71,6 +74,7 @@ impl CredentialSlot {
             current: ArcSwap::from_pointee(Credential::Missing("not resolved yet".into())),
             generation: AtomicU64::new(0),
             next_refresh: AtomicU64::new(0),
+            expires: AtomicU64::new(u64::MAX),
             failures: AtomicU32::new(0),
             refreshing: tokio::sync::Mutex::new(()),
         }
@@ -150,6 +154,11 @@ impl CredentialSlot {
                     None => now.after(policy.interval),
                 };
                 self.next_refresh.store(due.0, Ordering::Relaxed);
+                let expires = expires_at.map_or(u64::MAX, |at| {
+                    now.after(at.duration_since(SystemTime::now()).unwrap_or_default())
+                        .0
+                });
+                self.expires.store(expires, Ordering::Relaxed);
                 if **self.current.load() == credential {
                     return Refreshed::Unchanged;
                 }
@@ -164,9 +173,10 @@ impl CredentialSlot {
             Err(reason) => {
                 metrics.credential_refresh(false);
                 let failures = self.failures.fetch_add(1, Ordering::Relaxed);
-                let retry = FIRST_RETRY
-                    .saturating_mul(1 << failures.min(16))
-                    .min(policy.interval);
+                let until_expiry = Nanos(self.expires.load(Ordering::Relaxed))
+                    .remaining_from(now)
+                    .unwrap_or_default();
+                let retry = retry_after(failures, policy.interval, until_expiry);
                 self.next_refresh
                     .store(now.after(retry).0, Ordering::Relaxed);
                 if self.is_missing() {
@@ -179,6 +189,15 @@ impl CredentialSlot {
             }
         }
     }
+}
+
+/// Backoff after the `failures`-th failed resolution in a row (0-based): 1 s doubling up to
+/// the refresh interval, but within half the life a cached token has left.
+fn retry_after(failures: u32, interval: Duration, until_expiry: Duration) -> Duration {
+    FIRST_RETRY
+        .saturating_mul(1 << failures.min(16))
+        .min(interval)
+        .min((until_expiry / 2).max(FIRST_RETRY))
 }
 
 /// Renew at the margin before expiry, or halfway through a shorter remaining life, and at
@@ -235,6 +254,19 @@ async fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn failed_resolutions_back_off_but_not_past_a_tokens_life() {
+        let interval = Duration::from_secs(300);
+        let forever = Duration::MAX;
+        let waits: Vec<u64> = (0..10)
+            .map(|n| retry_after(n, interval, forever).as_secs())
+            .collect();
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 64, 128, 256, 300]);
+        let expiring = Duration::from_secs(40);
+        assert_eq!(retry_after(9, interval, expiring), Duration::from_secs(20));
+        assert_eq!(retry_after(9, interval, Duration::ZERO), FIRST_RETRY);
+    }
 
     #[test]
     fn tokens_are_renewed_before_they_expire() {
