@@ -114,17 +114,41 @@ impl ProxyProcess {
     }
 }
 
-fn otlp_env(receiver: &OtlpReceiver) -> Vec<(&'static str, String)> {
-    vec![
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.endpoint()),
-        ("OTEL_SERVICE_NAME", "sluice-e2e".to_owned()),
-        (
-            "OTEL_RESOURCE_ATTRIBUTES",
-            "deployment.environment=test".to_owned(),
-        ),
-        ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
-        ("OTEL_METRIC_EXPORT_INTERVAL", "200".to_owned()),
-    ]
+/// A receiver, two mocks and a proxy exporting to the receiver quickly.
+struct Traced {
+    receiver: OtlpReceiver,
+    a: MockHandle,
+    b: MockHandle,
+    proxy: ProxyProcess,
+    _dir: tempfile::TempDir,
+}
+
+impl Traced {
+    async fn start() -> Self {
+        let receiver = OtlpReceiver::start().await;
+        let (a, b) = (mock("a").await, mock("b").await);
+        let dir = tempfile::tempdir().unwrap();
+        let endpoint = receiver.endpoint();
+        let proxy = ProxyProcess::start(
+            dir.path(),
+            &a,
+            &b,
+            &[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+                ("OTEL_SERVICE_NAME", "sluice-e2e"),
+                ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test"),
+                ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+                ("OTEL_METRIC_EXPORT_INTERVAL", "200"),
+            ],
+        );
+        Self {
+            receiver,
+            a,
+            b,
+            proxy,
+            _dir: dir,
+        }
+    }
 }
 
 /// The usage the mock reported, from a JSON answer or the last usage chunk of a stream.
@@ -145,12 +169,13 @@ fn reported_usage(body: &str) -> (i64, i64) {
 /// One retried call: the server span continues the client's trace, has two attempt spans
 /// with the GenAI and Sluice attributes and the token counts the backend reported.
 async fn a_retried_call_is_traced(stream: bool) {
-    let receiver = OtlpReceiver::start().await;
-    let (a, b) = (mock("a").await, mock("b").await);
-    let dir = tempfile::tempdir().unwrap();
-    let env = otlp_env(&receiver);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let proxy = ProxyProcess::start(dir.path(), &a, &b, &env);
+    let Traced {
+        receiver,
+        a,
+        b,
+        proxy,
+        _dir,
+    } = Traced::start().await;
 
     a.inject(Fault::status(500).once()).unwrap();
     let response = proxy.call(stream).send().await.unwrap();
@@ -255,12 +280,14 @@ async fn a_retried_stream_yields_a_server_span_with_two_attempt_spans() {
 /// Metrics reach the receiver with the names `/metrics` shows and the values of the traffic.
 #[tokio::test]
 async fn metrics_arrive_with_the_prometheus_names() {
-    let receiver = OtlpReceiver::start().await;
-    let (a, b) = (mock("a").await, mock("b").await);
-    let dir = tempfile::tempdir().unwrap();
-    let env = otlp_env(&receiver);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let proxy = ProxyProcess::start(dir.path(), &a, &b, &env);
+    let Traced {
+        receiver,
+        a,
+        proxy,
+        // Held, not used: dropping them would stop the backend and remove the config.
+        b: _b,
+        _dir,
+    } = Traced::start().await;
 
     a.inject(Fault::status(500).once()).unwrap();
     let mut output_tokens = 0;

@@ -8,6 +8,7 @@
 mod backend;
 mod client_key;
 mod error;
+pub mod exposition;
 mod name;
 mod pool;
 mod proto_convert;

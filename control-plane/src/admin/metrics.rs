@@ -105,25 +105,6 @@ impl AdminMetrics {
 
 const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Whether the scraper's `Accept` lists `application/openmetrics-text` with a non-zero
-/// quality (Prometheus does); everyone else gets the classic text format, which `curl` users
-/// and `promtool check metrics` expect. Same rule as the proxy's ops port.
-fn wants_openmetrics(accept: Option<&str>) -> bool {
-    accept.is_some_and(|accept| {
-        accept.split(',').any(|range| {
-            let mut parts = range.split(';').map(str::trim);
-            let media_type = parts.next().unwrap_or_default();
-            media_type.eq_ignore_ascii_case("application/openmetrics-text")
-                && !parts.any(|parameter| {
-                    parameter
-                        .strip_prefix("q=")
-                        .and_then(|q| q.parse::<f32>().ok())
-                        .is_some_and(|q| q <= 0.0)
-                })
-        })
-    })
-}
-
 impl Default for AdminMetrics {
     fn default() -> Self {
         Self::new()
@@ -175,7 +156,7 @@ pub async fn metrics(State(state): State<AdminState>, headers: HeaderMap) -> Res
         state.store.last_known_revision(),
         state.proxies.list().len(),
     );
-    let openmetrics = wants_openmetrics(
+    let openmetrics = sluice_model::exposition::wants_openmetrics(
         headers
             .get(header::ACCEPT)
             .and_then(|accept| accept.to_str().ok()),
@@ -195,19 +176,6 @@ pub async fn metrics(State(state): State<AdminState>, headers: HeaderMap) -> Res
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn openmetrics_only_when_the_scraper_asks_for_it() {
-        let prometheus = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
-        assert!(wants_openmetrics(Some(prometheus)));
-        assert!(wants_openmetrics(Some("Application/OpenMetrics-Text")));
-        assert!(!wants_openmetrics(None));
-        assert!(!wants_openmetrics(Some("*/*")));
-        assert!(!wants_openmetrics(Some("text/plain;version=0.0.4")));
-        assert!(!wants_openmetrics(Some(
-            "application/openmetrics-text;q=0, text/plain"
-        )));
-    }
 
     /// The classic format names counters by their samples (`…_total`) and has no `# EOF`.
     #[test]

@@ -390,19 +390,7 @@ impl Exposition {
     /// OpenMetrics when the `Accept` header lists `application/openmetrics-text` with a
     /// non-zero quality, the classic text format otherwise.
     pub fn negotiate(accept: Option<&str>) -> Self {
-        let asks_for_openmetrics = accept.is_some_and(|accept| {
-            accept.split(',').any(|range| {
-                let mut parts = range.split(';').map(str::trim);
-                let media_type = parts.next().unwrap_or_default();
-                media_type.eq_ignore_ascii_case("application/openmetrics-text")
-                    && !parts.any(|parameter| {
-                        parameter
-                            .strip_prefix("q=")
-                            .and_then(|q| q.parse::<f32>().ok())
-                            .is_some_and(|q| q <= 0.0)
-                    })
-            })
-        });
+        let asks_for_openmetrics = sluice_model::exposition::wants_openmetrics(accept);
         if asks_for_openmetrics {
             Self::OpenMetrics
         } else {
