@@ -37,8 +37,9 @@ pub fn init(args: &LogArgs, tracer: Option<&SdkTracerProvider>) -> anyhow::Resul
     // unless asked for by name. Request spans are off for the log output unless JSON logs
     // should carry their trace ids: a span nobody listens to costs the request path nothing.
     let spans_in_logs = tracer.is_some() && matches!(args.log_format, LogFormat::Json);
+    // The operator's directives come after ours, so naming a quieted target turns it back up.
     let filter = EnvFilter::try_new(format!(
-        "{},{QUIET},{TRACE_TARGET}={}",
+        "{QUIET},{},{TRACE_TARGET}={}",
         args.log,
         if spans_in_logs { "info" } else { "off" }
     ))?;
@@ -68,5 +69,8 @@ pub fn init(args: &LogArgs, tracer: Option<&SdkTracerProvider>) -> anyhow::Resul
     Ok(())
 }
 
+/// The Azure SDK logs every failed request and its credential choices at info; Sluice logs
+/// the outcome itself (with the reason), once per backend.
 const QUIET: &str = "sqlx=warn,hyper=warn,h2=warn,tower=warn,tonic=warn,reqwest=warn,\
-                     opentelemetry=warn,opentelemetry_sdk=warn,opentelemetry_otlp=warn";
+                     opentelemetry=warn,opentelemetry_sdk=warn,opentelemetry_otlp=warn,\
+                     typespec_client_core=warn,azure_core=warn,azure_identity=warn";

@@ -191,10 +191,32 @@ CHART_VARIANTS: dict[str, dict] = {
     "default": {},
     "features": {
         "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
-        "workloadIdentity": {
+        "azure": {"workloadIdentity": {
             "enabled": True,
             "clientId": "00000000-0000-0000-0000-000000000001",
             "tenantId": "00000000-0000-0000-0000-000000000002",
+        }},
+    },
+    "azure": {
+        "azure": {
+            "credential": "workload-identity",
+            "keyvaultUrlTemplate": "https://{vault}.vault.azure.cn",
+            "secretRefreshSecs": 120,
+            "workloadIdentity": {"enabled": True, "clientId": "00000000-0000-0000-0000-000000000001"},
+        },
+    },
+    "telemetry": {
+        "telemetry": {
+            "otlpEndpoint": "http://otel-collector.monitoring:4317",
+            "sampler": "parentbased_traceidratio",
+            "samplerArg": "0.05",
+            "metricExportIntervalMs": 30000,
+            "resourceAttributes": {"deployment.environment": "prod"},
+            "extraEnv": [
+                {"name": "OTEL_BSP_MAX_QUEUE_SIZE", "value": "4096"},
+                {"name": "OTEL_EXPORTER_OTLP_HEADERS",
+                 "valueFrom": {"secretKeyRef": {"name": "otel-auth", "key": "headers"}}},
+            ],
         },
     },
     "secrets": {

@@ -66,11 +66,48 @@ def check_argv(argv: list[str], cli, where: str) -> str:
     return command
 
 
+# Standard variables that are not sluice flags. OpenTelemetry: the ones Sluice honours (README,
+# "Observability"), read by src/telemetry or by the OpenTelemetry SDK it uses; any other OTEL_*
+# name is a typo or a setting this build ignores. Azure: what the identity chain reads (the AKS
+# workload-identity webhook injects all but AZURE_CLIENT_SECRET).
+OTEL_VARIABLES = {
+    "OTEL_SDK_DISABLED", "OTEL_SERVICE_NAME", "OTEL_RESOURCE_ATTRIBUTES",
+    "OTEL_TRACES_EXPORTER", "OTEL_METRICS_EXPORTER", "OTEL_METRIC_EXPORT_INTERVAL",
+    "OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG",
+    *(f"OTEL_EXPORTER_OTLP_{signal}{setting}"
+      for signal in ("", "TRACES_", "METRICS_") for setting in ("ENDPOINT", "PROTOCOL", "HEADERS", "TIMEOUT")),
+    "OTEL_BSP_SCHEDULE_DELAY", "OTEL_BSP_MAX_QUEUE_SIZE", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "OTEL_BSP_EXPORT_TIMEOUT",
+}
+AZURE_VARIABLES = {
+    "AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "AZURE_FEDERATED_TOKEN_FILE", "AZURE_AUTHORITY_HOST",
+}
+
+
 def check_env_names(names, command: str, cli, where: str) -> None:
+    """SLUICE_* names are variables of that command (`--help` lists them); OTEL_* and AZURE_*
+    are standard variables, not flags, and must be ones Sluice reads. Other names (pod name,
+    env:// backend keys) are the deployer's own."""
     known = cli[command].envs | cli[""].envs
     for name in names:
         if name.startswith("SLUICE_"):
             assert name in known, f"{where}: `sluice {command}` reads no {name}"
+        elif name.startswith("OTEL_"):
+            assert name in OTEL_VARIABLES, f"{where}: {name} is not an OpenTelemetry variable Sluice reads"
+        elif name.startswith("AZURE_"):
+            assert command in ("proxy", "dev"), f"{where}: {name} on `sluice {command}`, which has no Azure identity"
+            assert name in AZURE_VARIABLES, f"{where}: {name} is not an Azure identity variable Sluice reads"
+
+
+def env_as_flags(env: dict[str, str], command: str, cli) -> list[str]:
+    """The SLUICE_* variables of `env` as the flags they stand for, so that clap validates their
+    values too (a trailing --help stops parsing before the environment is read)."""
+    argv = []
+    for name, value in env.items():
+        option = next((o for o in cli[command].options.values() if o.env == name), None)
+        if option is None:
+            continue
+        argv += [option.flag, value] if option.takes_value else ([option.flag] if value == "true" else [])
+    return argv
 
 
 # ================================================================================================
@@ -346,7 +383,10 @@ def test_chart_lints_clean():
     import helm_python as helm
 
     for values in ({}, {"serviceMonitor": {"enabled": True},
-                        "workloadIdentity": {"enabled": True, "clientId": "00000000-0000-0000-0000-000000000001"}}):
+                        "azure": {"credential": "workload-identity", "secretRefreshSecs": 60,
+                                  "workloadIdentity": {"enabled": True, "clientId": "00000000-0000-0000-0000-000000000001"}},
+                        "telemetry": {"otlpEndpoint": "http://otel-collector:4317", "sampler": "parentbased_traceidratio",
+                                      "samplerArg": "0.1"}}):
         report = helm.lint(str(CHART), values, strict=True, namespace=NAMESPACE)
         assert not report["errors"], report
         serious = [m for m in report["messages"] if m["severity"] >= 2]  # warning or error
@@ -451,13 +491,138 @@ def test_service_monitor_and_workload_identity(rendered):
     assert "azure.workload.identity/use" not in cp_pod["metadata"]["labels"]
 
 
+def env_of(deployment: dict) -> list[dict]:
+    return container(deployment).get("env", [])
+
+
+def env_names(deployment: dict) -> list[str]:
+    return [e["name"] for e in env_of(deployment)]
+
+
+AZURE_SETTINGS = {"SLUICE_AZURE_CREDENTIAL", "SLUICE_KEYVAULT_URL_TEMPLATE", "SLUICE_SECRET_REFRESH_SECS"}
+
+
+def test_chart_azure_settings_only_when_set(rendered, cli):
+    # Unset: the proxy runs with the binary's defaults (auto, public Azure, 300 s), and nothing
+    # Azure-specific is rendered; workload identity alone adds only the label and annotation.
+    for variant in ("default", "features", "telemetry"):
+        for deployment in rendered[variant].of_kind("Deployment"):
+            names = set(env_names(deployment))
+            assert not names & AZURE_SETTINGS, (variant, names & AZURE_SETTINGS)
+            assert not {n for n in names if n.startswith("AZURE_")}, "the webhook injects AZURE_*, not the chart"
+    assert "azure.workload.identity/use" not in \
+        rendered["default"].component("Deployment", "proxy")["spec"]["template"]["metadata"]["labels"]
+
+    out = rendered["azure"]
+    proxy = out.component("Deployment", "proxy")
+    env = {e["name"]: e.get("value") for e in env_of(proxy)}
+    assert env["SLUICE_AZURE_CREDENTIAL"] == "workload-identity"
+    assert env["SLUICE_KEYVAULT_URL_TEMPLATE"] == "https://{vault}.vault.azure.cn"
+    assert env["SLUICE_SECRET_REFRESH_SECS"] == "120"
+    # Each is the variable of a real proxy flag, and the binary accepts the value.
+    for name in AZURE_SETTINGS:
+        assert name in cli["proxy"].envs, name
+    check_argv(["proxy", "--control-plane", "http://cp:9091",
+                *env_as_flags({n: env[n] for n in AZURE_SETTINGS}, "proxy", cli)], cli, "azure values")
+    # The control plane resolves no secrets: none of it there.
+    assert not set(env_names(out.component("Deployment", "control-plane"))) & AZURE_SETTINGS
+    assert proxy["spec"]["template"]["metadata"]["labels"]["azure.workload.identity/use"] == "true"
+    account = out.component("ServiceAccount", "proxy")
+    assert account["metadata"]["annotations"] == {
+        "azure.workload.identity/client-id": "00000000-0000-0000-0000-000000000001"}
+    assert proxy["spec"]["template"]["spec"]["serviceAccountName"] == account["metadata"]["name"]
+
+
+def resolve_pod_env(entries: list[dict], pod_name: str) -> dict[str, str]:
+    """A container's env as the kubelet computes it: literal values with $(VAR) references to
+    earlier entries expanded, metadata.name from the downward API. Secret references are left
+    out (there is no cluster)."""
+    resolved: dict[str, str] = {}
+    for entry in entries:
+        if "value" in entry:
+            resolved[entry["name"]] = re.sub(
+                r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: resolved.get(m.group(1), m.group(0)), entry["value"])
+        elif entry.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name":
+            resolved[entry["name"]] = pod_name
+    return resolved
+
+
+def test_chart_telemetry_env_only_when_set(rendered):
+    for variant in ("default", "features", "azure", "secrets"):
+        for deployment in rendered[variant].of_kind("Deployment"):
+            names = env_names(deployment)
+            assert not [n for n in names if n.startswith("OTEL_")], (variant, names)
+            assert "POD_NAME" not in names, variant
+
+    out = rendered["telemetry"]
+    services = {}
+    for component in ("control-plane", "proxy"):
+        deployment = out.component("Deployment", component)
+        entries = env_of(deployment)
+        names = [e["name"] for e in entries]
+        env = resolve_pod_env(entries, f"sluice-{component}-7d9f-abcde")
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector.monitoring:4317", component
+        assert env["OTEL_TRACES_SAMPLER"] == "parentbased_traceidratio"
+        assert env["OTEL_TRACES_SAMPLER_ARG"] == "0.05"
+        assert env["OTEL_METRIC_EXPORT_INTERVAL"] == "30000"
+        assert env["OTEL_BSP_MAX_QUEUE_SIZE"] == "4096"
+        assert "OTEL_EXPORTER_OTLP_HEADERS" in names, "telemetry.extraEnv is rendered as given"
+        services[component] = env["OTEL_SERVICE_NAME"]
+        # Each pod is its own service instance, or the replicas' OTLP series would collide.
+        attributes = dict(item.split("=", 1) for item in env["OTEL_RESOURCE_ATTRIBUTES"].split(","))
+        assert attributes["service.instance.id"] == f"sluice-{component}-7d9f-abcde"
+        assert attributes["k8s.namespace.name"] == NAMESPACE
+        assert attributes["deployment.environment"] == "prod"
+        # $(POD_NAME) only expands when POD_NAME comes first.
+        assert names.index("POD_NAME") < names.index("OTEL_RESOURCE_ATTRIBUTES")
+    assert services == {"control-plane": "sluice-control-plane", "proxy": "sluice-proxy"}
+
+
+def test_chart_telemetry_env_is_accepted_by_the_binary(rendered, processes, tmp_path):
+    """The OTEL_* variables the chart renders, given to the real binary: both components start
+    and report OTLP export of traces and metrics to the configured endpoint (nothing listens
+    there; exports fail quietly, which is what a missing collector looks like)."""
+    out = rendered["telemetry"]
+    config = tmp_path / "empty.yaml"
+    config.write_text("pools: []\n")
+    commands = {
+        "proxy": ["--log-format", "json", "proxy", "--config", str(config),
+                  "--addr", "127.0.0.1:0", "--ops-addr", "127.0.0.1:0"],
+        "control-plane": ["--log-format", "json", "control-plane", "--database-url",
+                          f"sqlite://{tmp_path / 'cp.db'}", "--admin-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"],
+    }
+    for component, argv in commands.items():
+        env = resolve_pod_env(env_of(out.component("Deployment", component)), f"sluice-{component}-0")
+        env = {k: v for k, v in env.items() if not k.startswith("SLUICE_")}
+        if component == "control-plane":
+            env.update(SLUICE_ADMIN_TOKEN="chart-test-admin-token", SLUICE_PROXY_TOKEN="chart-test-proxy-token")
+        proc = processes(component, argv, env)
+        proc.wait_for_field("ops.addr" if component == "proxy" else "admin.addr")
+
+        def exporting(signal: str):
+            return next((line for line in proc.log_lines() if line.get("message") == f"exporting {signal} over OTLP"), None)
+
+        metrics = wait_until(lambda: exporting("metrics"), what=f"{component} to export metrics")
+        assert metrics["endpoint"] == env["OTEL_EXPORTER_OTLP_ENDPOINT"], metrics
+        assert metrics["interval"] == "30s", metrics
+        assert exporting("traces"), f"{component} does not export traces"
+        assert proc.proc.poll() is None, f"{component} exited"
+
+
 def test_required_values_are_enforced():
     import helm_python as helm
 
-    with pytest.raises(helm.HelmError, match="workloadIdentity.clientId"):
-        render_chart({"workloadIdentity": {"enabled": True}})
+    with pytest.raises(helm.HelmError, match="azure.workloadIdentity.clientId"):
+        render_chart({"azure": {"workloadIdentity": {"enabled": True}}})
     with pytest.raises(helm.HelmError, match="secrets.adminToken"):
         render_chart({"secrets": {"create": True}})
+    # Chart 0.1's key is refused with a pointer, not silently ignored (Key Vault would break).
+    with pytest.raises(helm.HelmError, match="moved to azure.workloadIdentity"):
+        render_chart({"workloadIdentity": {"enabled": True, "clientId": "x"}})
+    with pytest.raises(helm.HelmError, match="azure.credential must be one of"):
+        render_chart({"azure": {"credential": "client-certificate"}})
+    with pytest.raises(helm.HelmError, match="azure.keyvaultUrlTemplate"):
+        render_chart({"azure": {"keyvaultUrlTemplate": "http://{vault}.vault.azure.net"}})
 
 
 def test_every_value_a_template_reads_is_defined(chart_values):
@@ -489,7 +654,7 @@ def named_port(c: dict, name) -> int:
     return ports[name]
 
 
-@pytest.mark.parametrize("variant", ["default", "features", "secrets", "sleep-action", "proxies-only"])
+@pytest.mark.parametrize("variant", ["default", "features", "azure", "telemetry", "secrets", "sleep-action", "proxies-only"])
 def test_chart_container_args_and_env_are_real(rendered, cli, variant):
     for deployment in rendered[variant].of_kind("Deployment"):
         c = container(deployment)
@@ -505,6 +670,9 @@ def test_chart_container_args_and_env_are_real(rendered, cli, variant):
         for name in names:
             flag = next((o.flag for o in cli[command].options.values() if o.env == name), None)
             assert flag not in flags, f"{where}: both {flag} and {name}"
+        # The binary accepts the SLUICE_* values the chart sets (as the flags they stand for).
+        plain = {e["name"]: e["value"] for e in c.get("env", []) if "value" in e}
+        check_argv([*c["args"], *env_as_flags(plain, command, cli)], cli, where)
 
 
 @pytest.mark.parametrize("variant", ["default", "features", "sleep-action"])
@@ -837,7 +1005,7 @@ def test_grafana_is_provisioned_with_the_dashboard(compose):
             assert "sluice_" in target["expr"], panel["title"]
 
 
-def test_otel_collector_config_is_consistent(compose):
+def test_otel_collector_config_is_consistent(compose, cli):
     config = yaml.safe_load((DEPLOY / "otel-collector.yaml").read_text())
     for pipeline in config["service"]["pipelines"].values():
         for kind in ("receivers", "processors", "exporters"):
@@ -845,11 +1013,37 @@ def test_otel_collector_config_is_consistent(compose):
                 assert component in config[kind], component
     for extension in config["service"].get("extensions", []):
         assert extension in config["extensions"]
+    # Sluice sends both signals over OTLP/gRPC; the collector takes both in.
+    pipelines = config["service"]["pipelines"]
+    for signal in ("traces", "metrics"):
+        assert "otlp" in pipelines[signal]["receivers"], signal
+        assert pipelines[signal]["exporters"], signal
     grpc = config["receivers"]["otlp"]["protocols"]["grpc"]["endpoint"]
-    for name, service in services_running(compose, "proxy").items():
-        endpoint = environment_of(service).get("OTEL_EXPORTER_OTLP_ENDPOINT")
-        if endpoint:
-            assert endpoint == f"http://otel-collector:{port_of(grpc)}", name
+
+    # Every control plane and proxy exports there, under its own service name and instance id.
+    instances = set()
+    for command, service_name in (("control-plane", "sluice-control-plane"), ("proxy", "sluice-proxy")):
+        for name, service in services_running(compose, command).items():
+            env = environment_of(service)
+            check_env_names(env, command, cli, f"compose service {name}")
+            assert env.get("OTEL_EXPORTER_OTLP_ENDPOINT") == f"http://otel-collector:{port_of(grpc)}", name
+            assert env.get("OTEL_SERVICE_NAME") == service_name, name
+            assert int(env["OTEL_METRIC_EXPORT_INTERVAL"]) > 0, name
+            attributes = dict(a.split("=", 1) for a in env["OTEL_RESOURCE_ATTRIBUTES"].split(","))
+            instances.add(attributes["service.instance.id"])
+    assert len(instances) == 5, f"OTLP series of different replicas would collide: {instances}"
+
+    # Prometheus scrapes /metrics itself; the same series re-exported from the collector would
+    # be stored twice (the names are identical), so the collector exports none to Prometheus and
+    # Prometheus scrapes only the collector's own telemetry port.
+    exporters = set(config["exporters"])
+    assert not {e for e in exporters if e.split("/")[0] in ("prometheus", "prometheusremotewrite")}, exporters
+    own = config["service"]["telemetry"]["metrics"]["readers"][0]["pull"]["exporter"]["prometheus"]["port"]
+    scrape = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
+    collector_targets = {t for job in scrape["scrape_configs"] for st in job.get("static_configs", [])
+                         for t in st["targets"] if t.startswith("otel-collector:")}
+    assert collector_targets == {f"otel-collector:{own}"}, collector_targets
+
     collector = compose["services"]["otel-collector"]
     config_path = collector["command"][0].split("=", 1)[1]
     assert f"./otel-collector.yaml:{config_path}:ro" in collector["volumes"]
@@ -946,6 +1140,95 @@ def test_dashboard_queries_use_metrics_sluice_really_exports(processes, tmp_path
             used.add(label)
         available = set().union(*(samples[n] for n in names)) | target_labels
         assert used <= available, f"labels {used - available} exist on none of {names}: {expr}"
+
+
+def scrape_families(url: str) -> dict[str, tuple[str, set[str]]]:
+    """metric family -> (type, label names without `le`), from the Prometheus text."""
+    status, _, body = http("GET", url)
+    assert status == 200, url
+    text = body.decode()
+    families = {name: (kind, set()) for name, kind in re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M)}
+    for name, labels in scrape(url).items():
+        family = next((f for f in families if name == f or name in (f + "_bucket", f + "_sum", f + "_count")), None)
+        assert family, f"{name} has no # TYPE line"
+        families[family][1].update(labels - {"le"})
+    return families
+
+
+def readme_metric_tables() -> dict[str, dict[str, tuple[str, set[str]]]]:
+    """The README's metric tables: plane ("proxy" / "control-plane") -> metric -> (type, labels)."""
+    readme = (ROOT / "README.md").read_text()
+    metrics = readme.split("\n### Metrics\n", 1)[1].split("\n## ", 1)[0]
+    planes = {}
+    for heading, table in re.findall(r"^#### (.+?)\n(.*?)(?=^#### |\Z)", metrics, re.M | re.S):
+        plane = "proxy" if heading.startswith("Proxy") else "control-plane" if heading.startswith("Control plane") else None
+        assert plane, heading
+        rows = {}
+        for row in re.findall(r"^\| `(sluice_[a-z0-9_]+)` \|(.*)$", table, re.M):
+            cells = [c.strip() for c in row[1].split("|")]
+            rows[row[0]] = (cells[0], set(re.findall(r"`([a-z_]+)`", cells[1])))
+        planes[plane] = rows
+    assert set(planes) == {"proxy", "control-plane"}, planes.keys()
+    return planes
+
+
+def test_readme_metric_tables_match_what_sluice_exports(processes, tmp_path):
+    """Every metric of both planes is in the README with its real type and labels, and the
+    README lists none that /metrics does not serve."""
+    dev = start_dev(processes, tmp_path)
+    exercise_dev(dev)
+    documented = readme_metric_tables()
+    for plane, url in (("proxy", f"{dev.ops}/metrics"), ("control-plane", f"{dev.admin}/metrics")):
+        served = scrape_families(url)
+        assert set(documented[plane]) == set(served), (
+            f"README {plane} metrics: missing {sorted(set(served) - set(documented[plane]))}, "
+            f"not served {sorted(set(documented[plane]) - set(served))}")
+        for name, (kind, labels) in served.items():
+            assert documented[plane][name] == (kind, labels), f"README {name}: {documented[plane][name]}, /metrics: {(kind, labels)}"
+
+
+def operations_alert_rules() -> str:
+    text = (ROOT / "docs" / "operations.md").read_text()
+    blocks = re.findall(r"^```yaml\n(groups:.*?)^```", text, re.M | re.S)
+    assert len(blocks) == 1, "docs/operations.md: one Prometheus rule file block expected"
+    return blocks[0]
+
+
+def test_operations_alert_rules_are_valid_and_use_real_metrics(processes, tmp_path):
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing (Debian package prometheus; scripts/check-deploy installs it)"
+    rules = tmp_path / "sluice-rules.yml"
+    rules.write_text(operations_alert_rules())
+    check = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True, text=True, timeout=30)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+    dev = start_dev(processes, tmp_path)
+    exercise_dev(dev)
+    samples = scrape(f"{dev.ops}/metrics")
+    for name, labels in scrape(f"{dev.admin}/metrics").items():
+        samples.setdefault(name, set()).update(labels)
+    for group in yaml.safe_load(rules.read_text())["groups"]:
+        for rule in group["rules"]:
+            for name, selector in re.findall(r"\b(sluice_[a-z0-9_]+)(?:\{([^}]*)\})?", rule["expr"]):
+                assert name in samples, f"alert {rule['alert']} uses {name}, which neither /metrics serves"
+                for label in re.findall(r"(\w+)\s*(?:=~|!~|!=|=)", selector):
+                    assert label in samples[name], f"alert {rule['alert']}: {name} has no label {label}"
+
+
+def test_otel_variables_sluice_reads_are_the_documented_ones():
+    """OTEL_VARIABLES (what the env checks accept) covers every variable src/telemetry reads, and
+    the README documents exactly those."""
+    code = set()
+    for path in (ROOT / "src" / "telemetry").rglob("*.rs"):
+        code |= set(re.findall(r'const [A-Z_]+: &str = "(OTEL_[A-Z_]+)"', path.read_text()))
+    assert code, "no OTEL_* variable found in src/telemetry"
+    assert code <= OTEL_VARIABLES, f"read by src/telemetry but unknown to the checks: {sorted(code - OTEL_VARIABLES)}"
+    readme = (ROOT / "README.md").read_text()
+    settings = readme.split("\n### OpenTelemetry settings\n", 1)[1].split("\n### ", 1)[0]
+    table = "\n".join(line for line in settings.splitlines() if line.startswith("| `OTEL_"))
+    documented = set(re.findall(r"`(OTEL_[A-Z_]+)`", table))
+    assert documented == OTEL_VARIABLES, (
+        f"README table misses {sorted(OTEL_VARIABLES - documented)}, lists unknown {sorted(documented - OTEL_VARIABLES)}")
 
 
 def test_metrics_pass_promtool_check(processes, tmp_path):
@@ -1129,12 +1412,18 @@ def _run_topology(processes, compose, cli, tmp_path, database_url):
         connected |= {p["node_id"] for p in json.loads(payload)["proxies"]}
     assert connected == {environment_of(p)["SLUICE_NODE_ID"] for p in proxies.values()}
 
-    # What Prometheus scrapes is there.
+    # What Prometheus scrapes is there, and every control plane and proxy took the compose
+    # OTEL_* settings: it exports traces and metrics to the collector's address (which does not
+    # resolve here, so those exports fail quietly).
     for name, (proc, service) in started.items():
         command = subcommand_of(compose_argv(service), cli)
         if command in ("control-plane", "proxy"):
             port = listen_port(service, command, "admin" if command == "control-plane" else "ops", cli)
             assert any(n.startswith("sluice_") for n in scrape(f"http://{local[(name, port)]}/metrics")), name
+            messages = {line.get("message"): line for line in proc.log_lines()}
+            assert "exporting traces over OTLP" in messages, name
+            exporting = messages.get("exporting metrics over OTLP")
+            assert exporting and exporting["endpoint"] == environment_of(service)["OTEL_EXPORTER_OTLP_ENDPOINT"], name
 
     # Both control planes gone: proxies keep serving; a restarted proxy serves from its cache.
     for cp in cp_names:

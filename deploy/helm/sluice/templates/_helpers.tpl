@@ -55,3 +55,74 @@ app.kubernetes.io/part-of: sluice
 {{- define "sluice.controlPlaneUrl" -}}
 {{- default (printf "http://%s:%d" (include "sluice.controlPlane.fullname" .) (int .Values.controlPlane.grpcPort)) .Values.proxy.controlPlaneUrl -}}
 {{- end -}}
+
+{{/*
+OTEL_* variables of one component's container (a list of EnvVar, indented by the caller).
+Called with (dict "root" $ "serviceName" NAME). With telemetry.otlpEndpoint set: the endpoint,
+the service name, resource attributes naming the pod (service.instance.id keeps the replicas'
+metric series apart in the backend) and the optional sampler and interval; telemetry.extraEnv
+whenever it is set.
+*/}}
+{{- define "sluice.otelEnv" -}}
+{{- $root := .root -}}
+{{- $t := $root.Values.telemetry -}}
+{{- if $t.otlpEndpoint }}
+- name: POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ $t.otlpEndpoint | quote }}
+- name: OTEL_SERVICE_NAME
+  value: {{ .serviceName | quote }}
+{{- $attributes := list "service.instance.id=$(POD_NAME)" "k8s.pod.name=$(POD_NAME)" (printf "k8s.namespace.name=%s" $root.Release.Namespace) (printf "service.version=%s" (default $root.Chart.AppVersion $root.Values.image.tag)) }}
+{{- range $key, $value := $t.resourceAttributes }}
+{{- $attributes = append $attributes (printf "%s=%v" $key $value) }}
+{{- end }}
+- name: OTEL_RESOURCE_ATTRIBUTES
+  value: {{ join "," $attributes | quote }}
+{{- with $t.sampler }}
+- name: OTEL_TRACES_SAMPLER
+  value: {{ . | quote }}
+{{- end }}
+{{- with $t.samplerArg }}
+- name: OTEL_TRACES_SAMPLER_ARG
+  value: {{ . | quote }}
+{{- end }}
+{{- with $t.metricExportIntervalMs }}
+- name: OTEL_METRIC_EXPORT_INTERVAL
+  value: {{ . | int | quote }}
+{{- end }}
+{{- end }}
+{{- with $t.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{/* SLUICE_AZURE_CREDENTIAL, SLUICE_KEYVAULT_URL_TEMPLATE and SLUICE_SECRET_REFRESH_SECS of the
+proxy container, each only when set. */}}
+{{- define "sluice.azureEnv" -}}
+{{- $azure := .Values.azure -}}
+{{- with $azure.credential }}
+{{- $kinds := list "auto" "client-secret" "workload-identity" "managed-identity" "azure-cli" }}
+{{- if not (has . $kinds) }}
+{{- fail (printf "azure.credential must be one of %s (got %q)" (join ", " $kinds) .) }}
+{{- end }}
+- name: SLUICE_AZURE_CREDENTIAL
+  value: {{ . | quote }}
+{{- end }}
+{{- with $azure.keyvaultUrlTemplate }}
+{{- if not (and (hasPrefix "https://" .) (contains "{vault}" .)) }}
+{{- fail (printf "azure.keyvaultUrlTemplate must be an https:// URL containing {vault} (got %q)" .) }}
+{{- end }}
+- name: SLUICE_KEYVAULT_URL_TEMPLATE
+  value: {{ . | quote }}
+{{- end }}
+{{- with $azure.secretRefreshSecs }}
+{{- if lt (int .) 1 }}
+{{- fail (printf "azure.secretRefreshSecs must be a positive number of seconds (got %v)" .) }}
+{{- end }}
+- name: SLUICE_SECRET_REFRESH_SECS
+  value: {{ . | int | quote }}
+{{- end }}
+{{- end -}}
