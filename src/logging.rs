@@ -33,6 +33,14 @@ pub struct LogArgs {
 /// Logs to stdout with `args`' filter and format; with a tracer, spans of the proxy's
 /// [`TRACE_TARGET`] go to OpenTelemetry as well.
 pub fn init(args: &LogArgs, tracer: Option<&SdkTracerProvider>) -> anyhow::Result<()> {
+    subscriber(args, tracer)?.try_init()?;
+    Ok(())
+}
+
+fn subscriber(
+    args: &LogArgs,
+    tracer: Option<&SdkTracerProvider>,
+) -> anyhow::Result<impl tracing::Subscriber + Send + Sync + 'static> {
     // Libraries below us log at debug level per request and connection; keep them quiet
     // unless asked for by name. Request spans are off for the log output unless JSON logs
     // should carry their trace ids: a span nobody listens to costs the request path nothing.
@@ -53,20 +61,22 @@ pub fn init(args: &LogArgs, tracer: Option<&SdkTracerProvider>) -> anyhow::Resul
             .with_filter(filter)
             .boxed(),
     };
-    let spans = tracer.map(|provider| {
-        tracing_opentelemetry::layer()
-            .with_tracer(provider.tracer("sluice"))
-            .with_location(false)
-            .with_threads(false)
-            .with_target(false)
-            .with_tracked_inactivity(false)
-            .with_filter(Targets::new().with_target(TRACE_TARGET, Level::INFO))
-    });
-    tracing_subscriber::registry()
-        .with(output)
-        .with(spans)
-        .try_init()?;
-    Ok(())
+    // A list, not an `Option` layer: an absent `Option` layer counts as interested in every
+    // callsite, which would make the registry build every request span nobody exports.
+    let mut layers = vec![output];
+    if let Some(provider) = tracer {
+        layers.push(
+            tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer("sluice"))
+                .with_location(false)
+                .with_threads(false)
+                .with_target(false)
+                .with_tracked_inactivity(false)
+                .with_filter(Targets::new().with_target(TRACE_TARGET, Level::INFO))
+                .boxed(),
+        );
+    }
+    Ok(tracing_subscriber::registry().with(layers))
 }
 
 /// The Azure SDK logs every failed request and its credential choices at info; Sluice logs
@@ -74,3 +84,55 @@ pub fn init(args: &LogArgs, tracer: Option<&SdkTracerProvider>) -> anyhow::Resul
 const QUIET: &str = "sqlx=warn,hyper=warn,h2=warn,tower=warn,tonic=warn,reqwest=warn,\
                      opentelemetry=warn,opentelemetry_sdk=warn,opentelemetry_otlp=warn,\
                      typespec_client_core=warn,azure_core=warn,azure_identity=warn";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(log_format: LogFormat) -> LogArgs {
+        LogArgs {
+            log_format,
+            log: "trace".into(),
+        }
+    }
+
+    /// Without a tracer, request spans must be disabled callsites, even with every log on:
+    /// the registry would otherwise allocate and track two spans per request for nothing.
+    #[test]
+    fn request_spans_cost_nothing_without_a_tracer() {
+        for format in [LogFormat::Text, LogFormat::Json] {
+            let subscriber = subscriber(&args(format), None).unwrap();
+            tracing::subscriber::with_default(subscriber, || {
+                let span = sluice_data_plane::trace::server_span(
+                    &http::Method::POST,
+                    "/v1/chat/completions",
+                    &http::HeaderMap::new(),
+                );
+                assert!(span.is_disabled());
+            });
+        }
+    }
+
+    #[test]
+    fn request_spans_are_recorded_with_a_tracer() {
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber = subscriber(&args(LogFormat::Text), Some(&provider)).unwrap();
+        tracing::subscriber::with_default(subscriber, || {
+            let span = sluice_data_plane::trace::server_span(
+                &http::Method::POST,
+                "/v1/chat/completions",
+                &http::HeaderMap::new(),
+            );
+            assert!(!span.is_disabled());
+        });
+    }
+
+    #[test]
+    fn a_bad_filter_is_refused() {
+        let bad = LogArgs {
+            log_format: LogFormat::Text,
+            log: "info,=[".into(),
+        };
+        assert!(subscriber(&bad, None).is_err());
+    }
+}

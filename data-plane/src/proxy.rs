@@ -212,7 +212,12 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         let error_type = match error {
             AttemptError::NoBackend(_) => "no_backend",
-            AttemptError::Transport { failure, .. } => failure.label(),
+            AttemptError::Transport {
+                failure, attempt, ..
+            } => {
+                span.record("sluice.attempts", trace::int(attempt));
+                failure.label()
+            }
         };
         trace::failed(span, error_type);
         match error {

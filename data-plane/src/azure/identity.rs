@@ -296,7 +296,13 @@ fn build(
             .map_err(setup)?
         }
         CredentialKind::AzureCli => AzureCliCredential::new(None).map_err(setup)?,
-        CredentialKind::Auto => unreachable!("auto is expanded into candidates"),
+        // `auto` is a chain of the others, expanded by the caller.
+        CredentialKind::Auto => {
+            return Err(IdentityError::Setup {
+                kind,
+                message: "auto names no single credential".into(),
+            });
+        }
     };
     Ok(credential)
 }
