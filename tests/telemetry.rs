@@ -124,23 +124,26 @@ struct Traced {
 }
 
 impl Traced {
+    /// Exports quickly to the receiver (batches every 100 ms, metrics every 200 ms).
     async fn start() -> Self {
+        Self::start_with(&[
+            ("OTEL_SERVICE_NAME", "sluice-e2e"),
+            ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "200"),
+        ])
+        .await
+    }
+
+    /// The receiver's endpoint plus `otel`.
+    async fn start_with(otel: &[(&str, &str)]) -> Self {
         let receiver = OtlpReceiver::start().await;
         let (a, b) = (mock("a").await, mock("b").await);
         let dir = tempfile::tempdir().unwrap();
         let endpoint = receiver.endpoint();
-        let proxy = ProxyProcess::start(
-            dir.path(),
-            &a,
-            &b,
-            &[
-                ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
-                ("OTEL_SERVICE_NAME", "sluice-e2e"),
-                ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test"),
-                ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-                ("OTEL_METRIC_EXPORT_INTERVAL", "200"),
-            ],
-        );
+        let mut env = vec![("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())];
+        env.extend_from_slice(otel);
+        let proxy = ProxyProcess::start(dir.path(), &a, &b, &env);
         Self {
             receiver,
             a,
@@ -346,21 +349,19 @@ async fn metrics_arrive_with_the_prometheus_names() {
 /// With the exporters switched off nothing is sent, even with an endpoint configured.
 #[tokio::test]
 async fn nothing_is_exported_when_the_exporters_are_off() {
-    let receiver = OtlpReceiver::start().await;
-    let (a, b) = (mock("a").await, mock("b").await);
-    let dir = tempfile::tempdir().unwrap();
-    let endpoint = receiver.endpoint();
-    let proxy = ProxyProcess::start(
-        dir.path(),
-        &a,
-        &b,
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
-            ("OTEL_TRACES_EXPORTER", "none"),
-            ("OTEL_METRICS_EXPORTER", "none"),
-            ("OTEL_METRIC_EXPORT_INTERVAL", "100"),
-        ],
-    );
+    let Traced {
+        receiver,
+        proxy,
+        // Held, not used: dropping them would stop the backends and remove the config.
+        a: _a,
+        b: _b,
+        _dir,
+    } = Traced::start_with(&[
+        ("OTEL_TRACES_EXPORTER", "none"),
+        ("OTEL_METRICS_EXPORTER", "none"),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "100"),
+    ])
+    .await;
     for stream in [false, true] {
         assert_eq!(proxy.call(stream).send().await.unwrap().status(), 200);
     }
