@@ -14,7 +14,7 @@ use reqwest::{Method, RequestBuilder};
 use serde_json::json;
 use sluice_data_plane::azure::{AzureOptions, CredentialKind, IdentityConfig};
 use sluice_data_plane::backend::RefreshPolicy;
-use sluice_testkit::azure::FakeAzure;
+use sluice_testkit::azure::{FakeAzure, VAULT_SCOPE};
 use sluice_testkit::mock_upstream::{MockConfig, MockHandle, MockUpstream};
 use support::logs::CapturedLogs;
 use support::proxy::{
@@ -78,17 +78,31 @@ impl Azure {
 
     /// AKS-style workload identity against the fakes.
     fn settings(&self, refresh_interval: Duration) -> ProxySettings {
+        self.settings_with(
+            IdentityConfig {
+                kind: CredentialKind::WorkloadIdentity,
+                federated_token_file: Some(self.token_file.clone()),
+                ..self.app_registration()
+            },
+            refresh_interval,
+        )
+    }
+
+    /// The fake's tenant and app registration, with no credential chosen yet.
+    fn app_registration(&self) -> IdentityConfig {
+        IdentityConfig {
+            tenant_id: Some(self.fake.tenant_id()),
+            client_id: Some(self.fake.client_id()),
+            ..IdentityConfig::default()
+        }
+    }
+
+    fn settings_with(&self, identity: IdentityConfig, refresh_interval: Duration) -> ProxySettings {
         ProxySettings {
             allow_anonymous: false,
             azure: AzureOptions {
                 vault_url_template: self.fake.url_template().parse().unwrap(),
-                identity: IdentityConfig {
-                    kind: CredentialKind::WorkloadIdentity,
-                    tenant_id: Some(self.fake.tenant_id()),
-                    client_id: Some(self.fake.client_id()),
-                    client_secret: None,
-                    federated_token_file: Some(self.token_file.clone()),
-                },
+                identity,
                 client_options: self.fake.client_options(),
                 request_timeout: Duration::from_secs(5),
             },
@@ -260,6 +274,45 @@ async fn a_key_from_key_vault_is_what_the_backend_receives() {
         );
     }
     assert!(azure.vault_requests() > 0, "the key came from Key Vault");
+}
+
+/// An app registration's certificate (PEM, RSA) is a credential too: the proxy signs its
+/// own client assertion and reads the vault with the token it gets for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_certificate_reads_key_vault() {
+    let azure = Azure::start().await;
+    let key = key_value("eastus");
+    azure.set_key(SECRET, &key);
+    let eastus = keyed_mock("eastus", &key, Duration::ZERO).await;
+    let certificate_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+    let certificate = rcgen::CertificateParams::new(vec!["sluice-proxy".into()])
+        .unwrap()
+        .self_signed(&certificate_key)
+        .unwrap();
+    let pem = azure._dir.path().join("proxy-certificate.pem");
+    std::fs::write(
+        &pem,
+        format!("{}{}", certificate.pem(), certificate_key.serialize_pem()),
+    )
+    .unwrap();
+    let settings = azure.settings_with(
+        IdentityConfig {
+            kind: CredentialKind::ClientCertificate,
+            client_certificate: Some(pem),
+            ..azure.app_registration()
+        },
+        NO_BACKGROUND_REFRESH,
+    );
+    let pool = pool_yaml_of(POOL, "", &[vault_backend(&eastus, SECRET, None)]);
+    let proxy = TestProxy::start_configured(&pool, &[], &[], settings).await;
+
+    let response = proxy.chat(POOL).send().await.unwrap();
+    assert_eq!(response.status(), 200, "{:?}", response.text().await);
+    assert_eq!(eastus.last_request().unwrap().api_key(), Some(key.as_str()));
+    assert!(
+        !azure.fake.identity().issued(VAULT_SCOPE).is_empty(),
+        "a vault token was issued for the certificate's assertion"
+    );
 }
 
 /// Rotating the key in Key Vault while the backend switches to it, under steady load of

@@ -80,7 +80,8 @@ pub struct AzureArgs {
     )]
     keyvault_url_template: VaultUrlTemplate,
     /// Azure credential for Key Vault and entra_id backends: auto tries client-secret
-    /// (AZURE_CLIENT_SECRET), workload-identity (AZURE_FEDERATED_TOKEN_FILE), managed-identity,
+    /// (AZURE_CLIENT_SECRET), client-certificate (AZURE_CLIENT_CERTIFICATE_PATH, PEM),
+    /// workload-identity (AZURE_FEDERATED_TOKEN_FILE), managed-identity,
     /// then azure-cli, and logs the one that worked.
     #[arg(
         long,

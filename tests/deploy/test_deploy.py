@@ -79,7 +79,8 @@ OTEL_VARIABLES = {
     "OTEL_BSP_SCHEDULE_DELAY", "OTEL_BSP_MAX_QUEUE_SIZE", "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", "OTEL_BSP_EXPORT_TIMEOUT",
 }
 AZURE_VARIABLES = {
-    "AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "AZURE_FEDERATED_TOKEN_FILE", "AZURE_AUTHORITY_HOST",
+    "AZURE_TENANT_ID", "AZURE_CLIENT_ID", "AZURE_CLIENT_SECRET", "AZURE_CLIENT_CERTIFICATE_PATH", "AZURE_FEDERATED_TOKEN_FILE",
+    "AZURE_AUTHORITY_HOST",
 }
 
 
@@ -620,7 +621,7 @@ def test_required_values_are_enforced():
     with pytest.raises(helm.HelmError, match="moved to azure.workloadIdentity"):
         render_chart({"workloadIdentity": {"enabled": True, "clientId": "x"}})
     with pytest.raises(helm.HelmError, match="azure.credential must be one of"):
-        render_chart({"azure": {"credential": "client-certificate"}})
+        render_chart({"azure": {"credential": "client-cert"}})
     with pytest.raises(helm.HelmError, match="azure.keyvaultUrlTemplate"):
         render_chart({"azure": {"keyvaultUrlTemplate": "http://{vault}.vault.azure.net"}})
 

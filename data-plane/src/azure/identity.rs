@@ -8,15 +8,19 @@ use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use azure_core::cloud::CloudConfiguration;
 use azure_core::credentials::{AccessToken, Secret, TokenCredential, TokenRequestOptions};
 use azure_core::error::ErrorKind;
 use azure_core::http::ClientOptions;
 use azure_identity::{
-    AzureCliCredential, ClientAssertionCredentialOptions, ClientSecretCredential,
-    ClientSecretCredentialOptions, ManagedIdentityCredential, ManagedIdentityCredentialOptions,
-    UserAssignedId, WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
+    AzureCliCredential, ClientAssertionCredential, ClientAssertionCredentialOptions,
+    ClientSecretCredential, ClientSecretCredentialOptions, ManagedIdentityCredential,
+    ManagedIdentityCredentialOptions, UserAssignedId, WorkloadIdentityCredential,
+    WorkloadIdentityCredentialOptions,
 };
 use secrecy::{ExposeSecret as _, SecretString};
+
+use super::certificate::CertificateAssertion;
 
 /// How long one candidate of an automatic chain may take before the next is tried: an
 /// unreachable managed-identity endpoint must not stall the credentials after it.
@@ -28,15 +32,17 @@ pub enum CredentialKind {
     #[default]
     Auto,
     ClientSecret,
+    ClientCertificate,
     WorkloadIdentity,
     ManagedIdentity,
     AzureCli,
 }
 
 impl CredentialKind {
-    pub const NAMES: [&str; 5] = [
+    pub const NAMES: [&str; 6] = [
         "auto",
         "client-secret",
+        "client-certificate",
         "workload-identity",
         "managed-identity",
         "azure-cli",
@@ -46,6 +52,7 @@ impl CredentialKind {
         match self {
             Self::Auto => "auto",
             Self::ClientSecret => "client-secret",
+            Self::ClientCertificate => "client-certificate",
             Self::WorkloadIdentity => "workload-identity",
             Self::ManagedIdentity => "managed-identity",
             Self::AzureCli => "azure-cli",
@@ -66,6 +73,7 @@ impl FromStr for CredentialKind {
         [
             Self::Auto,
             Self::ClientSecret,
+            Self::ClientCertificate,
             Self::WorkloadIdentity,
             Self::ManagedIdentity,
             Self::AzureCli,
@@ -84,12 +92,15 @@ pub struct IdentityConfig {
     pub tenant_id: Option<String>,
     pub client_id: Option<String>,
     pub client_secret: Option<SecretString>,
+    /// PEM with the certificate and its RSA private key.
+    pub client_certificate: Option<PathBuf>,
     pub federated_token_file: Option<PathBuf>,
 }
 
 impl IdentityConfig {
-    /// Reads `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET` and
-    /// `AZURE_FEDERATED_TOKEN_FILE` (what AKS workload identity injects).
+    /// Reads `AZURE_TENANT_ID`, `AZURE_CLIENT_ID`, `AZURE_CLIENT_SECRET`,
+    /// `AZURE_CLIENT_CERTIFICATE_PATH` and `AZURE_FEDERATED_TOKEN_FILE` (what AKS workload
+    /// identity injects).
     pub fn from_env(kind: CredentialKind) -> Self {
         let var = |name| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         Self {
@@ -97,6 +108,7 @@ impl IdentityConfig {
             tenant_id: var("AZURE_TENANT_ID"),
             client_id: var("AZURE_CLIENT_ID"),
             client_secret: var("AZURE_CLIENT_SECRET").map(SecretString::from),
+            client_certificate: var("AZURE_CLIENT_CERTIFICATE_PATH").map(PathBuf::from),
             federated_token_file: var("AZURE_FEDERATED_TOKEN_FILE").map(PathBuf::from),
         }
     }
@@ -106,6 +118,14 @@ impl IdentityConfig {
             self.tenant_id.as_deref()?,
             self.client_id.as_deref()?,
             self.client_secret.as_ref()?,
+        ))
+    }
+
+    fn client_certificate_parts(&self) -> Option<(&str, &str, &PathBuf)> {
+        Some((
+            self.tenant_id.as_deref()?,
+            self.client_id.as_deref()?,
+            self.client_certificate.as_ref()?,
         ))
     }
 
@@ -155,6 +175,9 @@ impl CredentialChain {
                 let mut kinds = Vec::with_capacity(4);
                 if config.client_secret_parts().is_some() {
                     kinds.push(CredentialKind::ClientSecret);
+                }
+                if config.client_certificate_parts().is_some() {
+                    kinds.push(CredentialKind::ClientCertificate);
                 }
                 if config.workload_identity_parts().is_some() {
                     kinds.push(CredentialKind::WorkloadIdentity);
@@ -250,61 +273,105 @@ fn build(
         kind,
         message: error.to_string(),
     };
-    let credential: Arc<dyn TokenCredential> = match kind {
-        CredentialKind::ClientSecret => {
-            let (tenant, client, secret) =
-                config
-                    .client_secret_parts()
-                    .ok_or(IdentityError::Incomplete {
+    let credential: Arc<dyn TokenCredential> =
+        match kind {
+            CredentialKind::ClientSecret => {
+                let (tenant, client, secret) =
+                    config
+                        .client_secret_parts()
+                        .ok_or(IdentityError::Incomplete {
+                            kind,
+                            needs: "AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET",
+                        })?;
+                ClientSecretCredential::new(
+                    tenant,
+                    client.to_owned(),
+                    Secret::new(secret.expose_secret().to_owned()),
+                    Some(ClientSecretCredentialOptions {
+                        client_options: options.clone(),
+                    }),
+                )
+                .map_err(setup)?
+            }
+            CredentialKind::ClientCertificate => {
+                let (tenant, client, path) = config.client_certificate_parts().ok_or(
+                    IdentityError::Incomplete {
                         kind,
-                        needs: "AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET",
-                    })?;
-            ClientSecretCredential::new(
-                tenant,
-                client.to_owned(),
-                Secret::new(secret.expose_secret().to_owned()),
-                Some(ClientSecretCredentialOptions {
-                    client_options: options.clone(),
-                }),
-            )
-            .map_err(setup)?
-        }
-        CredentialKind::WorkloadIdentity => {
-            let (tenant, client, file) =
-                config
-                    .workload_identity_parts()
-                    .ok_or(IdentityError::Incomplete {
+                        needs: "AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_CERTIFICATE_PATH",
+                    },
+                )?;
+                let shown = path.display().to_string();
+                let pem = std::fs::read(path).map_err(|error| IdentityError::Setup {
+                    kind,
+                    message: format!("cannot read {shown}: {error}"),
+                })?;
+                let audience = format!("{}/{tenant}/oauth2/v2.0/token", authority_host(options));
+                let assertion =
+                    CertificateAssertion::from_pem(&pem, &shown, client.to_owned(), audience)
+                        .map_err(|error| IdentityError::Setup {
+                            kind,
+                            message: error.to_string(),
+                        })?;
+                ClientAssertionCredential::new(
+                    tenant.to_owned(),
+                    client.to_owned(),
+                    assertion,
+                    Some(ClientAssertionCredentialOptions {
+                        client_options: options.clone(),
+                    }),
+                )
+                .map_err(setup)?
+            }
+            CredentialKind::WorkloadIdentity => {
+                let (tenant, client, file) = config.workload_identity_parts().ok_or(
+                    IdentityError::Incomplete {
                         kind,
                         needs: "AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_FEDERATED_TOKEN_FILE",
-                    })?;
-            WorkloadIdentityCredential::new(Some(WorkloadIdentityCredentialOptions {
-                credential_options: ClientAssertionCredentialOptions {
+                    },
+                )?;
+                WorkloadIdentityCredential::new(Some(WorkloadIdentityCredentialOptions {
+                    credential_options: ClientAssertionCredentialOptions {
+                        client_options: options.clone(),
+                    },
+                    client_id: Some(client.to_owned()),
+                    tenant_id: Some(tenant.to_owned()),
+                    token_file_path: Some(file.clone()),
+                }))
+                .map_err(setup)?
+            }
+            CredentialKind::ManagedIdentity => {
+                ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions {
+                    // As DefaultAzureCredential does: AZURE_CLIENT_ID picks a user-assigned identity.
+                    user_assigned_id: config.client_id.clone().map(UserAssignedId::ClientId),
                     client_options: options.clone(),
-                },
-                client_id: Some(client.to_owned()),
-                tenant_id: Some(tenant.to_owned()),
-                token_file_path: Some(file.clone()),
-            }))
-            .map_err(setup)?
-        }
-        CredentialKind::ManagedIdentity => {
-            ManagedIdentityCredential::new(Some(ManagedIdentityCredentialOptions {
-                // As DefaultAzureCredential does: AZURE_CLIENT_ID picks a user-assigned identity.
-                user_assigned_id: config.client_id.clone().map(UserAssignedId::ClientId),
-                client_options: options.clone(),
-            }))
-            .map_err(setup)?
-        }
-        CredentialKind::AzureCli => AzureCliCredential::new(None).map_err(setup)?,
-        // `auto` is a chain of the others, expanded by the caller.
-        CredentialKind::Auto => {
-            return Err(IdentityError::Setup {
-                kind,
-                message: "auto names no single credential".into(),
-            });
-        }
-    };
+                }))
+                .map_err(setup)?
+            }
+            CredentialKind::AzureCli => AzureCliCredential::new(None).map_err(setup)?,
+            // `auto` is a chain of the others, expanded by the caller.
+            CredentialKind::Auto => {
+                return Err(IdentityError::Setup {
+                    kind,
+                    message: "auto names no single credential".into(),
+                });
+            }
+        };
     Ok(credential)
+}
+
+/// The Entra ID host the SDK's credentials use: the configured cloud's, else
+/// `AZURE_AUTHORITY_HOST`, else public Azure.
+fn authority_host(options: &ClientOptions) -> String {
+    let host = match options.cloud.as_deref() {
+        Some(CloudConfiguration::Custom(custom)) => custom.authority_host.clone(),
+        Some(CloudConfiguration::AzureGovernment) => "https://login.microsoftonline.us".into(),
+        Some(CloudConfiguration::AzureChina) => "https://login.chinacloudapi.cn".into(),
+        _ => std::env::var("AZURE_AUTHORITY_HOST")
+            .ok()
+            .filter(|host| !host.is_empty())
+            .unwrap_or_else(|| "https://login.microsoftonline.com".into()),
+    };
+    host.trim_end_matches('/').to_owned()
 }
 
 #[cfg(test)]

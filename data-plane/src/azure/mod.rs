@@ -2,6 +2,7 @@
 //! obtaining Entra ID tokens for `entra_id` backends. Values never leave this module
 //! unwrapped except as the header a backend needs.
 
+mod certificate;
 mod identity;
 mod keyvault;
 mod template;
@@ -13,6 +14,7 @@ use azure_core::credentials::TokenCredential;
 use azure_core::http::ClientOptions;
 use secrecy::SecretString;
 
+pub use certificate::{CertificateAssertion, CertificateError};
 pub use identity::{CredentialChain, CredentialKind, IdentityConfig, IdentityError};
 pub use keyvault::KeyVault;
 pub use template::{TemplateError, VaultUrlTemplate};

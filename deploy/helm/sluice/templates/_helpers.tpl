@@ -104,7 +104,7 @@ proxy container, each only when set. */}}
 {{- define "sluice.azureEnv" -}}
 {{- $azure := .Values.azure -}}
 {{- with $azure.credential }}
-{{- $kinds := list "auto" "client-secret" "workload-identity" "managed-identity" "azure-cli" }}
+{{- $kinds := list "auto" "client-secret" "client-certificate" "workload-identity" "managed-identity" "azure-cli" }}
 {{- if not (has . $kinds) }}
 {{- fail (printf "azure.credential must be one of %s (got %q)" (join ", " $kinds) .) }}
 {{- end }}
