@@ -46,6 +46,15 @@ impl Default for RefreshPolicy {
     }
 }
 
+/// Where a backend's credential comes from and what its resolutions report to.
+#[derive(Clone, Copy)]
+pub struct CredentialSource<'a> {
+    pub spec: &'a Backend,
+    pub resolver: &'a dyn SecretResolver,
+    pub policy: RefreshPolicy,
+    pub metrics: &'a BackendMetrics,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refreshed {
     Changed,
@@ -108,15 +117,9 @@ impl CredentialSlot {
     }
 
     /// Resolves again and stores the result when it is usable.
-    pub async fn refresh(
-        &self,
-        spec: &Backend,
-        resolver: &dyn SecretResolver,
-        policy: RefreshPolicy,
-        metrics: &BackendMetrics,
-    ) -> Refreshed {
+    pub async fn refresh(&self, source: &CredentialSource<'_>) -> Refreshed {
         let _one_at_a_time = self.refreshing.lock().await;
-        self.refresh_locked(spec, resolver, policy, metrics).await
+        self.refresh_locked(source).await
     }
 
     /// After the backend refused the credential of `generation`: `true` when the request
@@ -124,25 +127,22 @@ impl CredentialSlot {
     pub async fn refresh_after_refusal(
         &self,
         generation: u64,
-        spec: &Backend,
-        resolver: &dyn SecretResolver,
-        policy: RefreshPolicy,
-        metrics: &BackendMetrics,
+        source: &CredentialSource<'_>,
     ) -> bool {
         let _one_at_a_time = self.refreshing.lock().await;
         if self.generation() != generation {
             return !self.is_missing();
         }
-        self.refresh_locked(spec, resolver, policy, metrics).await == Refreshed::Changed
+        self.refresh_locked(source).await == Refreshed::Changed
     }
 
-    async fn refresh_locked(
-        &self,
-        spec: &Backend,
-        resolver: &dyn SecretResolver,
-        policy: RefreshPolicy,
-        metrics: &BackendMetrics,
-    ) -> Refreshed {
+    async fn refresh_locked(&self, source: &CredentialSource<'_>) -> Refreshed {
+        let CredentialSource {
+            spec,
+            resolver,
+            policy,
+            metrics,
+        } = *source;
         let now = Nanos::now();
         match resolve(spec, resolver).await {
             Ok((credential, expires_at)) => {

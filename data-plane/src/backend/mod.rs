@@ -24,7 +24,7 @@ use crate::secrets::SecretResolver;
 use crate::trace;
 use crate::upstream::{Upstream, UpstreamService};
 
-pub use credential::{Credential, CredentialSlot, RefreshPolicy, Refreshed};
+pub use credential::{Credential, CredentialSlot, CredentialSource, RefreshPolicy, Refreshed};
 pub use health::{Health, Unavailable};
 
 /// Starting latency guess for least-latency balancing, before any response was seen.
@@ -152,13 +152,7 @@ impl BackendEndpoint {
         if response.status() == StatusCode::UNAUTHORIZED
             && self
                 .credential
-                .refresh_after_refusal(
-                    used,
-                    &self.spec,
-                    self.resolver.as_ref(),
-                    self.refresh,
-                    &self.metrics,
-                )
+                .refresh_after_refusal(used, &self.credential_source())
                 .await
         {
             tracing::info!(backend.name = %self.spec.name, "backend refused its credential; retrying with the refreshed one");
@@ -177,14 +171,16 @@ impl BackendEndpoint {
 
     /// Resolves the credential again (first resolution, background refresh).
     pub async fn refresh_credential(&self) -> Refreshed {
-        self.credential
-            .refresh(
-                &self.spec,
-                self.resolver.as_ref(),
-                self.refresh,
-                &self.metrics,
-            )
-            .await
+        self.credential.refresh(&self.credential_source()).await
+    }
+
+    fn credential_source(&self) -> CredentialSource<'_> {
+        CredentialSource {
+            spec: &self.spec,
+            resolver: self.resolver.as_ref(),
+            policy: self.refresh,
+            metrics: &self.metrics,
+        }
     }
 
     async fn send_once(

@@ -174,12 +174,7 @@ fn histogram_point(series: &prom::Metric, times: Timestamps) -> Option<Histogram
     let (explicit_bounds, bucket_counts) = otlp_buckets(&histogram.bucket, count);
     Some(HistogramDataPoint {
         attributes: attributes(&series.label),
-        start_time_unix_nano: histogram
-            .start_timestamp
-            .as_ref()
-            .map_or(times.start_unix_nano, |t| {
-                timestamp_nanos(t.seconds, t.nanos)
-            }),
+        start_time_unix_nano: started_at(histogram.start_timestamp.as_ref(), times),
         time_unix_nano: read_at(series, times),
         count,
         sum: Some(histogram.sample_sum),
@@ -223,12 +218,7 @@ fn summary_point(series: &prom::Metric, times: Timestamps) -> Option<SummaryData
     let summary = series.summary.as_ref()?;
     Some(SummaryDataPoint {
         attributes: attributes(&series.label),
-        start_time_unix_nano: summary
-            .start_timestamp
-            .as_ref()
-            .map_or(times.start_unix_nano, |t| {
-                timestamp_nanos(t.seconds, t.nanos)
-            }),
+        start_time_unix_nano: started_at(summary.start_timestamp.as_ref(), times),
         time_unix_nano: read_at(series, times),
         count: summary.sample_count,
         sum: summary.sample_sum,
@@ -246,6 +236,13 @@ fn summary_point(series: &prom::Metric, times: Timestamps) -> Option<SummaryData
 
 /// The series' own timestamp when it has one (rare: for values read from elsewhere), the
 /// export's otherwise.
+/// The series' own start time when it has one, the registry's otherwise.
+fn started_at(start: Option<&prost_types::Timestamp>, times: Timestamps) -> u64 {
+    start.map_or(times.start_unix_nano, |t| {
+        timestamp_nanos(t.seconds, t.nanos)
+    })
+}
+
 fn read_at(series: &prom::Metric, times: Timestamps) -> u64 {
     match u64::try_from(series.timestamp_ms) {
         Ok(millis) if millis > 0 => millis.saturating_mul(1_000_000),

@@ -18,6 +18,17 @@ fn authed(fake: &FakeAzure, request: RequestBuilder) -> RequestBuilder {
     request.bearer_auth(fake.identity().mint_token(VAULT_SCOPE).token)
 }
 
+/// GET `url` with a valid vault token: status and JSON body.
+async fn authed_get(fake: &FakeAzure, url: &str) -> (u16, Value) {
+    json_of(
+        authed(fake, fake.http_client().get(url))
+            .send()
+            .await
+            .expect("sent"),
+    )
+    .await
+}
+
 async fn json_of(response: Response) -> (u16, Value) {
     let status = response.status().as_u16();
     (status, response.json().await.expect("JSON body"))
@@ -78,13 +89,7 @@ async fn serves_key_vault_shapes_on_supported_versions() {
     for version in SUPPORTED_API_VERSIONS {
         for path in ["/secrets/api-key", "/secrets/api-key/", "/secrets/API-KEY"] {
             let url = format!("{}{path}?api-version={version}", fake.vault_url("myvault"));
-            let (status, body) = json_of(
-                authed(&fake, fake.http_client().get(&url))
-                    .send()
-                    .await
-                    .expect("sent"),
-            )
-            .await;
+            let (status, body) = authed_get(&fake, &url).await;
             assert_eq!(status, 200, "{url}: {body}");
             assert_eq!(body["value"], "s3cret-value");
             let id = body["id"].as_str().expect("id");
@@ -117,13 +122,7 @@ async fn missing_or_unknown_api_versions_are_bad_parameters() {
         ),
     ];
     for (url, message) in cases {
-        let (status, body) = json_of(
-            authed(&fake, fake.http_client().get(&url))
-                .send()
-                .await
-                .expect("sent"),
-        )
-        .await;
+        let (status, body) = authed_get(&fake, &url).await;
         assert_eq!(status, 400, "{url}");
         assert_eq!(
             body,

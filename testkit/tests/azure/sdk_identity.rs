@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 use azure_core::credentials::TokenCredential;
 use azure_core::error::ErrorKind;
 use azure_core::time::OffsetDateTime;
-use sluice_testkit::azure::VAULT_SCOPE;
+use sluice_testkit::azure::{FakeAzure, VAULT_SCOPE};
 
 use crate::support::{
     TempDir, error_code, fake, get, secret_client, secret_credential, workload_credential,
@@ -162,16 +162,7 @@ async fn the_token_lifetime_is_honoured() {
 
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert!(!fake.identity().is_valid(token.token.secret(), VAULT_SCOPE));
-    let response = fake
-        .http_client()
-        .get(format!(
-            "{}/secrets/k?api-version=7.5",
-            fake.vault_url("myvault")
-        ))
-        .bearer_auth(token.token.secret())
-        .send()
-        .await
-        .expect("sent");
+    let response = vault_get(&fake, "/secrets/k?api-version=7.5", token.token.secret()).await;
     assert_eq!(response.status(), 401);
     let body: serde_json::Value = response.json().await.expect("json");
     assert_eq!(body["error"]["message"], "The access token has expired.");
@@ -195,16 +186,12 @@ async fn a_token_for_another_scope_is_refused() {
     );
     assert!(!fake.identity().is_valid(token.token.secret(), VAULT_SCOPE));
 
-    let response = fake
-        .http_client()
-        .get(format!(
-            "{}/secrets/k/?api-version=2025-07-01",
-            fake.vault_url("myvault")
-        ))
-        .bearer_auth(token.token.secret())
-        .send()
-        .await
-        .expect("sent");
+    let response = vault_get(
+        &fake,
+        "/secrets/k/?api-version=2025-07-01",
+        token.token.secret(),
+    )
+    .await;
     assert_eq!(response.status(), 401);
     assert!(response.headers().contains_key("www-authenticate"));
     let body: serde_json::Value = response.json().await.expect("json");
@@ -237,4 +224,14 @@ async fn entra_errors_reach_the_sdk_as_text_only() {
         "SDK behaviour changed: {cause:?}"
     );
     assert_eq!(error_code(cause), None);
+}
+
+/// A raw GET on vault `myvault` with `token`, for what the SDK would not send.
+async fn vault_get(fake: &FakeAzure, path_and_query: &str, token: &str) -> reqwest::Response {
+    fake.http_client()
+        .get(format!("{}{path_and_query}", fake.vault_url("myvault")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("sent")
 }
