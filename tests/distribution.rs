@@ -12,20 +12,9 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use sluice_testkit::mock_upstream::MockHandle;
 use support::proxy::{TestProxy, mock};
-use support::{PROXY_TOKEN, TestControlPlane, TestDatabase, expect_status};
-
-/// Polls `check` until it holds, failing after `within`.
-async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+use support::{
+    PROXY_TOKEN, TestControlPlane, TestDatabase, eventually, expect_status, test_config,
+};
 
 /// A pool over `mocks` whose backend keys live in files under `secrets`.
 fn pool(name: &str, mocks: &[&MockHandle], secrets: &Path) -> Value {
@@ -227,6 +216,68 @@ async fn proxies_keep_serving_without_the_control_plane() {
     let restarted = TestProxy::follow(unreachable, "steady", &cache).await;
     assert!(restarted.is_ready().await);
     assert!(serves(&restarted, &key, "p").await);
+}
+
+/// A proxy whose control plane went away reconnects when it is back (same address) and
+/// resumes from the revision it holds: the change made meanwhile arrives, acknowledged.
+#[tokio::test]
+async fn proxies_reconnect_and_resume_when_the_control_plane_returns() {
+    let db = TestDatabase::sqlite();
+    let url = db.url().to_owned();
+    let first =
+        TestControlPlane::start_via(TestDatabase::sqlite(), url.clone(), Default::default()).await;
+    let grpc_addr = first.grpc_addr;
+    let a = mock("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let proxy = TestProxy::follow(grpc_addr, "returning", &dir.path().join("cache")).await;
+    create_pool(&first, &pool("p", &[&a], dir.path())).await;
+    let key = client_key(&first).await;
+    eventually(Duration::from_secs(5), "sync", || serves(&proxy, &key, "p")).await;
+    first.stop().await;
+    eventually(Duration::from_secs(5), "the disconnect to show", || async {
+        proxy
+            .metrics()
+            .await
+            .contains("sluice_control_plane_connected 0")
+    })
+    .await;
+
+    let second = TestControlPlane::start_config(
+        TestDatabase::sqlite(),
+        sluice_control_plane::ControlPlaneConfig {
+            grpc_addr,
+            ..test_config(url)
+        },
+    )
+    .await;
+    create_pool(&second, &pool("q", &[&a], dir.path())).await;
+    let revision = second.revision().await;
+    eventually(
+        Duration::from_secs(15),
+        "the change made after the return",
+        || serves(&proxy, &key, "q"),
+    )
+    .await;
+    let metrics = proxy.metrics().await;
+    assert!(
+        metrics.contains("sluice_control_plane_connected 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!("sluice_config_revision {revision}")),
+        "{metrics}"
+    );
+    eventually(Duration::from_secs(5), "the acknowledgement", || async {
+        let proxies = expect_status(second.get("/api/v1/proxies").await, 200).await;
+        proxies
+            .to_string()
+            .contains(&format!("\"acked_revision\":{revision}"))
+    })
+    .await;
+    assert!(
+        serves(&proxy, &key, "p").await,
+        "the earlier pool is still served"
+    );
 }
 
 /// Two control planes on one Postgres: a write through A reaches a proxy connected to B.

@@ -65,34 +65,51 @@ async fn least_latency_prefers_the_faster_backend() {
 }
 
 /// The next tier serves only while the whole tier above is unavailable, and traffic returns
-/// to the better tier once it recovers.
+/// to the better tier once it recovers, whatever the strategy.
 #[tokio::test]
 async fn priority_tiers_fail_over_and_back() {
+    for strategy in ["round_robin", "weighted", "least_latency"] {
+        tiers_fail_over_and_back(strategy).await;
+    }
+}
+
+async fn tiers_fail_over_and_back(strategy: &str) {
     let (primary, secondary) = (mock("primary").await, mock("secondary").await);
     let pool = pool_yaml(
         "p",
-        "retry: { max_attempts: 2 }",
-        &[(&primary, ", priority: 0"), (&secondary, ", priority: 1")],
+        &format!("strategy: {strategy}\n    retry: {{ max_attempts: 2 }}"),
+        &[
+            (&primary, ", priority: 0"),
+            (&secondary, ", priority: 1, weight: 5"),
+        ],
     );
     let proxy = TestProxy::start(&pool, &[&primary, &secondary]).await;
-    assert_eq!(proxy.backends_of("p", 5).await, vec!["primary"; 5]);
+    assert_eq!(
+        proxy.backends_of("p", 5).await,
+        vec!["primary"; 5],
+        "{strategy}"
+    );
 
     primary.inject(Fault::status(503).once()).unwrap();
     let failed_over = proxy.chat("p").send().await.unwrap();
     assert_eq!(
         served_by(&failed_over),
         "secondary",
-        "the failed call moved to the next tier"
+        "{strategy}: the failed call moved to the next tier"
     );
     assert_eq!(
         proxy.backends_of("p", 3).await,
         vec!["secondary"; 3],
-        "primary is ejected"
+        "{strategy}: primary is ejected"
     );
 
     // The first ejection lasts one second; then the primary tier takes traffic again.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(proxy.backends_of("p", 3).await, vec!["primary"; 3]);
+    assert_eq!(
+        proxy.backends_of("p", 3).await,
+        vec!["primary"; 3],
+        "{strategy}"
+    );
 }
 
 /// A 429 with `retry-after-ms: 2000` keeps that backend out of rotation for two seconds while

@@ -310,3 +310,47 @@ async fn anonymous_access_only_when_allowed() {
     assert_eq!(response.status(), 200);
     assert_eq!(a.last_request().unwrap().api_key(), Some("key-a"));
 }
+
+/// Operations Sluice has no special handling for are passed through to the backend at the
+/// rewritten path, not refused; a backend's own `api_version` is sent when the client gave
+/// none.
+#[tokio::test]
+async fn unknown_operations_pass_through_with_the_backends_api_version() {
+    let a = mock("a").await;
+    let pool = pool_yaml("p", "", &[(&a, r#", api_version: "2025-01-01-preview""#)]);
+    let proxy = TestProxy::start(&pool, &[&a]).await;
+    for (path, upstream_path, query) in [
+        (
+            "/openai/deployments/p/images/generations?api-version=2024-10-21",
+            "/openai/deployments/p/images/generations",
+            "api-version=2024-10-21",
+        ),
+        (
+            "/v1/responses",
+            "/openai/deployments/p/responses",
+            "api-version=2025-01-01-preview",
+        ),
+        (
+            "/v1/some/future/operation",
+            "/openai/deployments/p/some/future/operation",
+            "api-version=2025-01-01-preview",
+        ),
+    ] {
+        let response = proxy
+            .client
+            .post(proxy.url(path))
+            .header("api-key", CLIENT_KEY)
+            .json(&json!({"model": "p", "input": "hi"}))
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.headers().get("x-mock-upstream").is_some(),
+            "{path}: answered by the backend, not refused by the proxy"
+        );
+        assert_eq!(response.headers()["x-sluice-attempts"], "1", "{path}");
+        let seen = a.last_request().expect("the backend saw the call");
+        assert_eq!(seen.path, upstream_path, "{path}");
+        assert_eq!(seen.query.as_deref(), Some(query), "{path}");
+    }
+}

@@ -42,11 +42,62 @@ async fn connect_errors_are_retried_elsewhere() {
     let pool = pool_yaml("p", "", &[(&a, ""), (&b, "")]);
     let proxy = TestProxy::start(&pool, &[&a, &b]).await;
     a.inject(Fault::reset()).unwrap();
-    for _ in 0..4 {
+    for call in 0..4 {
         let response = proxy.chat("p").send().await.unwrap();
         assert_eq!(response.status(), 200);
         assert_eq!(served_by(&response), "b");
+        if call > 0 {
+            assert_eq!(
+                attempts(&response),
+                1,
+                "the ejected backend is not tried again"
+            );
+        }
     }
+    assert_eq!(
+        a.request_count(),
+        1,
+        "one connect failure ejects the backend"
+    );
+    assert!(
+        proxy
+            .metrics()
+            .await
+            .contains(r#"sluice_backend_state{pool="p",backend="a",state="ejected"} 1"#)
+    );
+    // The first ejection is short; the backend then takes traffic again.
+    a.clear_faults();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let served = proxy.backends_of("p", 4).await;
+    assert!(served.iter().any(|b| b == "a"), "{served:?}");
+}
+
+/// Retries draw on a budget: when every backend keeps failing with a status that neither
+/// ejects nor cools it (408), a burst of calls does not double the upstream load.
+#[tokio::test]
+async fn retries_stay_within_the_budget_when_everything_fails() {
+    let (a, b) = (mock("a").await, mock("b").await);
+    let pool = pool_yaml(
+        "p",
+        "retry: { max_attempts: 2, retry_on: [408] }",
+        &[(&a, ""), (&b, "")],
+    );
+    let proxy = TestProxy::start(&pool, &[&a, &b]).await;
+    a.inject(Fault::status(408)).unwrap();
+    b.inject(Fault::status(408)).unwrap();
+    const CALLS: u64 = 300;
+    let mut single_attempts = 0;
+    for _ in 0..CALLS {
+        let response = proxy.chat("p").send().await.unwrap();
+        assert_eq!(response.status(), 408);
+        single_attempts += u64::from(attempts(&response) == 1);
+    }
+    let upstream = a.request_count() + b.request_count();
+    assert!(
+        upstream < 2 * CALLS - 100,
+        "{upstream} upstream requests for {CALLS} calls: retries are not budgeted"
+    );
+    assert!(single_attempts > 0, "an exhausted budget means no retry");
 }
 
 /// With attempts used up, the client gets the last failure exactly as the backend sent it,
