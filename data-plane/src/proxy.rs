@@ -210,30 +210,25 @@ impl Proxy {
         error: AttemptError,
         span: &tracing::Span,
     ) -> Response<ProxyBody> {
-        let error_type = match error {
-            AttemptError::NoBackend(_) => "no_backend",
-            AttemptError::Transport {
-                failure, attempt, ..
-            } => {
-                span.record("sluice.attempts", trace::int(attempt));
-                failure.label()
-            }
-        };
-        trace::failed(span, error_type);
         match error {
-            AttemptError::NoBackend(NoBackend::AllWaiting(wait)) => {
+            AttemptError::NoBackend(none) => {
+                trace::failed(span, "no_backend");
                 self.metrics.rejected(pool.name.as_str());
-                ClientError::all_cooling(pool.name.as_str(), wait).into_response()
-            }
-            AttemptError::NoBackend(NoBackend::NoneUsable) => {
-                self.metrics.rejected(pool.name.as_str());
-                ClientError::no_usable_backend(pool.name.as_str()).into_response()
+                match none {
+                    NoBackend::AllWaiting(wait) => {
+                        ClientError::all_cooling(pool.name.as_str(), wait)
+                    }
+                    NoBackend::NoneUsable => ClientError::no_usable_backend(pool.name.as_str()),
+                }
+                .into_response()
             }
             AttemptError::Transport {
                 backend,
                 failure,
                 attempt,
             } => {
+                trace::failed(span, failure.label());
+                span.record("sluice.attempts", trace::int(attempt));
                 let mut response = match failure {
                     TransportFailure::Connect => ClientError::upstream_unreachable(),
                     TransportFailure::Timeout => ClientError::upstream_timeout(),
@@ -288,10 +283,19 @@ fn client_response(
     client
 }
 
+/// `x-sluice-attempts` without allocating: attempts are 1–10 (`max_attempts` is bounded).
+fn attempts_header(attempt: usize) -> HeaderValue {
+    const VALUES: [&str; 10] = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "10"];
+    match VALUES.get(attempt.wrapping_sub(1)) {
+        Some(value) => HeaderValue::from_static(value),
+        None => HeaderValue::from(attempt),
+    }
+}
+
 fn tag(headers: &mut http::HeaderMap, pool: &PoolRuntime, backend: usize, attempt: usize) {
     headers.insert(
         SLUICE_BACKEND.clone(),
         pool.backends[backend].name_header.clone(),
     );
-    headers.insert(SLUICE_ATTEMPTS.clone(), HeaderValue::from(attempt));
+    headers.insert(SLUICE_ATTEMPTS.clone(), attempts_header(attempt));
 }

@@ -3,7 +3,7 @@
 //! backend refuses it. A failed refresh keeps the value that still works.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::{ArcSwap, Guard};
@@ -64,6 +64,9 @@ pub enum Refreshed {
 
 pub struct CredentialSlot {
     current: ArcSwap<Credential>,
+    /// Whether `current` is `Missing`, read by every backend selection without touching
+    /// `current`.
+    missing: AtomicBool,
     /// Bumped on every change, so a request refused with an older credential knows another
     /// task already replaced it.
     generation: AtomicU64,
@@ -81,6 +84,7 @@ impl CredentialSlot {
     pub fn unresolved() -> Self {
         Self {
             current: ArcSwap::from_pointee(Credential::Missing("not resolved yet".into())),
+            missing: AtomicBool::new(true),
             generation: AtomicU64::new(0),
             next_refresh: AtomicU64::new(0),
             expires: AtomicU64::new(u64::MAX),
@@ -94,7 +98,14 @@ impl CredentialSlot {
     }
 
     pub fn is_missing(&self) -> bool {
-        matches!(**self.current.load(), Credential::Missing(_))
+        self.missing.load(Ordering::Acquire)
+    }
+
+    /// The only way `current` changes, so `missing` always tells what it holds.
+    fn store(&self, credential: Credential) {
+        let missing = matches!(credential, Credential::Missing(_));
+        self.current.store(Arc::new(credential));
+        self.missing.store(missing, Ordering::Release);
     }
 
     pub fn generation(&self) -> u64 {
@@ -163,7 +174,7 @@ impl CredentialSlot {
                     return Refreshed::Unchanged;
                 }
                 let was_missing = self.is_missing();
-                self.current.store(Arc::new(credential));
+                self.store(credential);
                 self.generation.fetch_add(1, Ordering::AcqRel);
                 if was_missing {
                     tracing::info!(backend.name = %spec.name, "backend credential resolved; it takes traffic");
@@ -181,7 +192,7 @@ impl CredentialSlot {
                     .store(now.after(retry).0, Ordering::Relaxed);
                 if self.is_missing() {
                     tracing::warn!(backend.name = %spec.name, reason = %reason, retry_in_s = retry.as_secs_f64(), "backend has no credential; it takes no traffic");
-                    self.current.store(Arc::new(Credential::Missing(reason)));
+                    self.store(Credential::Missing(reason));
                 } else {
                     tracing::warn!(backend.name = %spec.name, reason = %reason, retry_in_s = retry.as_secs_f64(), "cannot refresh the backend's credential; keeping the cached one");
                 }

@@ -5,7 +5,7 @@ pub mod health;
 pub mod rate_limit;
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::HeaderValue;
@@ -192,7 +192,7 @@ impl BackendEndpoint {
     ) -> Result<Response<Incoming>, TransportFailure> {
         let mut request = self.upstream_request(call);
         trace::inject(span, request.headers_mut());
-        let started = Instant::now();
+        let started = Nanos::now();
         let outcome = if measure_latency {
             let future = {
                 let mut measured = self.measured.lock().unwrap_or_else(|p| p.into_inner());
@@ -203,7 +203,7 @@ impl BackendEndpoint {
             tokio::time::timeout(per_try_timeout, self.upstream.request(request)).await
         };
         let now = Nanos::now();
-        let seconds = started.elapsed().as_secs_f64();
+        let seconds = Duration::from_nanos(now.0.saturating_sub(started.0)).as_secs_f64();
         match outcome {
             Ok(Ok(response)) => {
                 self.observe(&response, now, seconds, span);

@@ -22,11 +22,33 @@ pub fn cooldown(status: StatusCode, headers: &HeaderMap) -> Option<Duration> {
                 .clamp(Duration::from_millis(1), MAX_COOLDOWN),
         );
     }
-    window_reset(headers, |kind| {
-        header_str(headers, &format!("x-ratelimit-remaining-{kind}")) == Some("0")
+    window_reset(headers, |window| {
+        header_str(headers, window.remaining) == Some("0")
     })
     .map(|wait| wait.min(MAX_COOLDOWN))
 }
+
+/// The header names of one rate-limit window, spelled out so that the check every response
+/// goes through formats nothing.
+struct Window {
+    remaining: &'static str,
+    reset: &'static str,
+    /// Azure's hyphenated variant, in integer seconds.
+    reset_seconds: &'static str,
+}
+
+const WINDOWS: [Window; 2] = [
+    Window {
+        remaining: "x-ratelimit-remaining-requests",
+        reset: "x-ratelimit-reset-requests",
+        reset_seconds: "x-rate-limit-reset-requests",
+    },
+    Window {
+        remaining: "x-ratelimit-remaining-tokens",
+        reset: "x-ratelimit-reset-tokens",
+        reset_seconds: "x-rate-limit-reset-tokens",
+    },
+];
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name)?.to_str().ok().map(str::trim)
@@ -47,16 +69,16 @@ fn explicit_retry_after(headers: &HeaderMap) -> Option<Duration> {
     date.duration_since(SystemTime::now()).ok()
 }
 
-/// The reset of an exhausted window, for the window kinds `applies` accepts.
-fn window_reset(headers: &HeaderMap, applies: impl Fn(&str) -> bool) -> Option<Duration> {
-    ["requests", "tokens"]
-        .into_iter()
-        .filter(|kind| applies(kind))
-        .filter_map(|kind| {
-            header_str(headers, &format!("x-ratelimit-reset-{kind}"))
+/// The reset of an exhausted window, for the windows `applies` accepts.
+fn window_reset(headers: &HeaderMap, applies: impl Fn(&Window) -> bool) -> Option<Duration> {
+    WINDOWS
+        .iter()
+        .filter(|window| applies(window))
+        .filter_map(|window| {
+            header_str(headers, window.reset)
                 .and_then(parse_go_duration)
                 .or_else(|| {
-                    header_str(headers, &format!("x-rate-limit-reset-{kind}"))
+                    header_str(headers, window.reset_seconds)
                         .and_then(|v| v.parse::<u64>().ok())
                         .map(Duration::from_secs)
                 })

@@ -29,7 +29,6 @@ pub struct LatencyHistogram {
 struct Inner {
     /// Per-bucket (not cumulative) counts; the last one is +Inf.
     buckets: [AtomicU64; BOUNDS.len() + 1],
-    count: AtomicU64,
     sum_nanos: AtomicU64,
 }
 
@@ -38,7 +37,6 @@ impl LatencyHistogram {
         let bucket = BOUNDS.partition_point(|bound| *bound < seconds);
         let inner = &self.inner;
         inner.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        inner.count.fetch_add(1, Ordering::Relaxed);
         // Saturating float-to-int cast; negative or NaN inputs count as zero.
         inner
             .sum_nanos
@@ -61,6 +59,7 @@ impl EncodeMetric for LatencyHistogram {
             .zip(&inner.buckets)
             .map(|(bound, count)| (bound, count.load(Ordering::Relaxed)))
             .collect();
+        // The count is the buckets' total: one fewer shared counter to bump per observation.
         let count = buckets.iter().map(|(_, n)| n).sum();
         let sum = inner.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
         encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
