@@ -7,18 +7,18 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use http::Response;
-use hyper::body::Incoming;
 use tower::Service;
 use tower::retry::budget::Budget as _;
 
 use sluice_model::Strategy;
 
-use crate::backend::TransportFailure;
+use crate::backend::{DeploymentMissing, NoResponse};
 use crate::balance::{NoBackend, PoolRuntime};
 use crate::call::ClientCall;
 use crate::clock::Nanos;
 use crate::metrics::{ProxyMetrics, RetryReason};
 use crate::trace;
+use crate::upstream::UpstreamBody;
 use tracing::Instrument as _;
 
 /// What each attempt carries: the shared call and the backends already tried.
@@ -44,7 +44,7 @@ pub struct AttemptSpan(pub tracing::Span);
 pub enum AttemptError {
     Transport {
         backend: usize,
-        failure: TransportFailure,
+        failure: NoResponse,
         attempt: usize,
     },
     NoBackend(NoBackend),
@@ -56,10 +56,11 @@ pub struct PoolService {
     pub pool: Arc<PoolRuntime>,
 }
 
-type AttemptFuture = Pin<Box<dyn Future<Output = Result<Response<Incoming>, AttemptError>> + Send>>;
+type AttemptFuture =
+    Pin<Box<dyn Future<Output = Result<Response<UpstreamBody>, AttemptError>> + Send>>;
 
 impl Service<Attempt> for PoolService {
-    type Response = Response<Incoming>;
+    type Response = Response<UpstreamBody>;
     type Error = AttemptError;
     type Future = AttemptFuture;
 
@@ -112,8 +113,8 @@ impl Service<Attempt> for PoolService {
     }
 }
 
-/// Retries on another backend after a connect error, a timeout, a `retry_on` status or a
-/// refused backend key (401), while attempts, budget and untried available backends remain.
+/// Retries on another backend after a connect error, a timeout, a `retry_on` status, a
+/// refused backend key (401) or a missing deployment (404 `DeploymentNotFound`), while attempts, budget and untried available backends remain.
 #[derive(Clone)]
 pub struct RetryOnAnotherBackend {
     pub pool: Arc<PoolRuntime>,
@@ -133,23 +134,25 @@ impl RetryOnAnotherBackend {
     }
 }
 
-impl tower::retry::Policy<Attempt, Response<Incoming>, AttemptError> for RetryOnAnotherBackend {
+impl tower::retry::Policy<Attempt, Response<UpstreamBody>, AttemptError> for RetryOnAnotherBackend {
     type Future = Ready<()>;
 
     fn retry(
         &mut self,
         attempt: &mut Attempt,
-        result: &mut Result<Response<Incoming>, AttemptError>,
+        result: &mut Result<Response<UpstreamBody>, AttemptError>,
     ) -> Option<Self::Future> {
         let (backend, reason) = match result {
             Ok(response) => {
                 let status = response.status().as_u16();
-                // A refused key is that backend's problem, not the request's: always fail over.
-                if !self.pool.retry.retry_on.contains(status) && status != 401 {
-                    return None;
-                }
+                // A refused key or a missing deployment is that backend's problem, not the
+                // request's: always fail over.
                 let reason = match status {
                     401 => RetryReason::key_rejected,
+                    404 if response.extensions().get::<DeploymentMissing>().is_some() => {
+                        RetryReason::deployment_not_found
+                    }
+                    _ if !self.pool.retry.retry_on.contains(status) => return None,
                     429 => RetryReason::status_429,
                     500..=599 => RetryReason::status_5xx,
                     _ => RetryReason::status_other,
@@ -161,8 +164,10 @@ impl tower::retry::Policy<Attempt, Response<Incoming>, AttemptError> for RetryOn
             }) => (
                 *backend,
                 match failure {
-                    TransportFailure::Connect => RetryReason::connect_error,
-                    TransportFailure::Timeout => RetryReason::timeout,
+                    NoResponse::Connect => RetryReason::connect_error,
+                    NoResponse::Timeout => RetryReason::timeout,
+                    // Nothing was sent: another backend would get the same call.
+                    NoResponse::BadUri => return None,
                 },
             ),
             Err(AttemptError::NoBackend(_)) => return None,

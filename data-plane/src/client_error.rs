@@ -4,12 +4,14 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use http::HeaderMap;
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER};
 use http::{Response, StatusCode};
 use http_body_util::{Either, Full};
 use serde_json::json;
 
 use crate::body::ProxyBody;
+use crate::canonical_path::NonCanonical;
 
 pub struct ClientError {
     status: StatusCode,
@@ -99,7 +101,7 @@ impl ClientError {
             StatusCode::NOT_FOUND,
             "invalid_request_error",
             "DeploymentNotFound",
-            format!("The API deployment '{name}' does not exist."),
+            format!("The API deployment '{}' does not exist.", echo(name)),
         )
     }
 
@@ -110,7 +112,10 @@ impl ClientError {
                 StatusCode::NOT_FOUND,
                 "invalid_request_error",
                 "model_not_found",
-                format!("The model '{id}' does not exist or you do not have access to it."),
+                format!(
+                    "The model '{}' does not exist or you do not have access to it.",
+                    echo(id)
+                ),
             )
         }
     }
@@ -121,6 +126,39 @@ impl ClientError {
             "invalid_request_error",
             "request_too_large",
             format!("The request body is larger than {limit} bytes."),
+        )
+    }
+
+    pub fn non_canonical_path(why: NonCanonical) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            "invalid_path",
+            format!("The request path is not canonical: {why}."),
+        )
+    }
+
+    /// The URI for the backend could not be built from the call (a bug or a config the model
+    /// should have refused): the call fails, the backend is not blamed.
+    pub fn bad_upstream_uri() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "bad_upstream_uri",
+            "The proxy could not build a valid URI for the backend from this request.",
+        )
+    }
+
+    /// The backend went silent in the middle of a response (sent as the last SSE event).
+    pub fn upstream_idle(idle: Duration) -> Self {
+        Self::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "server_error",
+            "upstream_idle_timeout",
+            format!(
+                "The backend sent nothing for {} s in the middle of the response; the response is incomplete.",
+                idle.as_secs()
+            ),
         )
     }
 
@@ -187,28 +225,51 @@ impl ClientError {
         )
     }
 
-    pub fn into_response(self) -> Response<ProxyBody> {
-        let body = json!({"error": {
+    /// `{"error":{…}}` in OpenAI's shape.
+    pub fn body(&self) -> String {
+        json!({"error": {
             "message": self.message,
             "type": self.kind,
             "param": self.param,
             "code": self.code,
-        }});
-        let mut response = Response::new(Either::Right(Full::new(Bytes::from(body.to_string()))));
+        }})
+        .to_string()
+    }
+
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let mut response = Response::new(Either::Right(Full::new(Bytes::from(self.body()))));
         *response.status_mut() = self.status;
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Some(wait) = self.retry_after {
-            let seconds = wait.as_millis().div_ceil(1000).max(1);
-            headers.insert(RETRY_AFTER, HeaderValue::from(seconds as u64));
-            headers.insert(
-                "retry-after-ms",
-                HeaderValue::from(wait.as_millis().max(1) as u64),
-            );
+            set_retry_after(headers, wait);
         }
         response
     }
 }
+
+/// A client-chosen name as quoted back in an error: names the proxy knows are short, and a
+/// client should not be able to make the proxy echo megabytes.
+fn echo(name: &str) -> std::borrow::Cow<'_, str> {
+    const LONGEST: usize = 128;
+    match name.char_indices().nth(LONGEST) {
+        Some((cut, _)) => format!("{}…", &name[..cut]).into(),
+        None => name.into(),
+    }
+}
+
+/// `retry-after` (whole seconds, rounded up) and `retry-after-ms`, the signals the official
+/// SDKs wait on; never zero, which some clients take as "hammer now".
+pub fn set_retry_after(headers: &mut HeaderMap, wait: Duration) {
+    let seconds = wait.as_millis().div_ceil(1000).max(1);
+    headers.insert(RETRY_AFTER, HeaderValue::from(seconds as u64));
+    headers.insert(
+        RETRY_AFTER_MS.clone(),
+        HeaderValue::from(wait.as_millis().max(1) as u64),
+    );
+}
+
+static RETRY_AFTER_MS: HeaderName = HeaderName::from_static("retry-after-ms");
 
 #[cfg(test)]
 mod tests {

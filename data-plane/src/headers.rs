@@ -2,7 +2,7 @@
 //! HTTP/2); the client's credentials must never reach a backend.
 
 use http::HeaderMap;
-use http::header::{self, HeaderName};
+use http::header::{self, HeaderName, HeaderValue};
 
 const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
@@ -35,7 +35,12 @@ fn keep_end_to_end(headers: &mut HeaderMap, also_drop: &[HeaderName]) {
 }
 
 /// Client request headers to send upstream: no credentials, no host, no framing headers
-/// (the client to the backend sets its own).
+/// (the client to the backend sets its own), no cookies, and nothing that claims to say where
+/// the request came from (a client could spoof it to a backend that trusts it).
+///
+/// The backend is asked for an uncompressed body: the proxy reads token usage from every
+/// response, and a compressed one would hide it. (Without `Accept-Encoding` a server may pick
+/// any coding, so `identity` is said explicitly.)
 pub fn strip_for_upstream(headers: &mut HeaderMap) {
     keep_end_to_end(
         headers,
@@ -46,7 +51,22 @@ pub fn strip_for_upstream(headers: &mut HeaderMap) {
             header::CONTENT_LENGTH,
             header::EXPECT,
             header::PROXY_AUTHENTICATE,
+            header::COOKIE,
+            header::FORWARDED,
+            HeaderName::from_static("x-real-ip"),
         ],
+    );
+    let forwarded: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("x-forwarded-"))
+        .cloned()
+        .collect();
+    for name in forwarded {
+        headers.remove(name);
+    }
+    headers.insert(
+        header::ACCEPT_ENCODING,
+        HeaderValue::from_static("identity"),
     );
 }
 
@@ -76,6 +96,12 @@ mod tests {
             ),
             ("openai-organization", "org"),
             ("x-ms-client-request-id", "abc"),
+            ("accept-encoding", "gzip, br"),
+            ("cookie", "session=1"),
+            ("forwarded", "for=10.0.0.1"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-host", "internal.example"),
+            ("x-real-ip", "10.0.0.1"),
         ] {
             client.append(HeaderName::from_static(name), value.parse().unwrap());
         }
@@ -85,10 +111,12 @@ mod tests {
         assert_eq!(
             names,
             [
+                "accept-encoding",
                 "openai-organization",
                 "traceparent",
                 "x-ms-client-request-id"
             ]
         );
+        assert_eq!(client["accept-encoding"], "identity");
     }
 }

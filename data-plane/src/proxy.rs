@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, HeaderValue};
-use http::{Method, Request, Response};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Either, Limited};
 use hyper::body::Incoming;
 use tower::ServiceExt as _;
@@ -16,19 +16,20 @@ use tower::ServiceExt as _;
 use crate::attempt::{
     Attempt, AttemptError, AttemptSpan, PoolService, RetryOnAnotherBackend, ServedBy,
 };
-use crate::backend::TransportFailure;
+use crate::backend::{NoResponse, State};
 use crate::balance::{NoBackend, PoolRuntime};
 use crate::body::{ObservedBody, ProxyBody};
 use crate::call::{BodyPeek, ClientCall};
 use crate::client_auth::presented_key;
-use crate::client_error::ClientError;
+use crate::client_error::{ClientError, set_retry_after};
 use crate::clock::Nanos;
 use crate::config::RuntimeConfig;
 use crate::headers::{strip_for_client, strip_for_upstream};
 use crate::metrics::ProxyMetrics;
 use crate::models;
-use crate::routing::route;
+use crate::routing::{NoRoute, route};
 use crate::trace;
+use crate::upstream::UpstreamBody;
 use tracing::Instrument as _;
 
 static SLUICE_BACKEND: http::HeaderName = http::HeaderName::from_static("x-sluice-backend");
@@ -106,10 +107,19 @@ impl Proxy {
         span: &tracing::Span,
     ) -> Result<Response<ProxyBody>, Response<ProxyBody>> {
         let started = Instant::now();
+        let (mut parts, body) = request.into_parts();
+        // Before anything else: a path that some hop could read as another deployment or
+        // resource is refused, whoever sends it.
+        let route = match route(parts.uri.path()) {
+            Ok(route) => Some(route),
+            Err(NoRoute::NonCanonical(why)) => {
+                return Err(ClientError::non_canonical_path(why).into_response());
+            }
+            Err(NoRoute::Unknown) => None,
+        };
         let Some(config) = self.current() else {
             return Err(ClientError::not_ready().into_response());
         };
-        let (mut parts, body) = request.into_parts();
         let key = if self.options.allow_anonymous {
             None
         } else {
@@ -127,8 +137,7 @@ impl Proxy {
         {
             return Ok(answer);
         }
-        let route =
-            route(parts.uri.path()).ok_or_else(|| ClientError::unknown_route().into_response())?;
+        let route = route.ok_or_else(|| ClientError::unknown_route().into_response())?;
         let body = self.read_body(&parts.headers, body).await?;
         let requested = match route.deployment {
             Some(deployment) => deployment.to_owned(),
@@ -230,8 +239,9 @@ impl Proxy {
                 trace::failed(span, failure.label());
                 span.record("sluice.attempts", trace::int(attempt));
                 let mut response = match failure {
-                    TransportFailure::Connect => ClientError::upstream_unreachable(),
-                    TransportFailure::Timeout => ClientError::upstream_timeout(),
+                    NoResponse::Connect => ClientError::upstream_unreachable(),
+                    NoResponse::Timeout => ClientError::upstream_timeout(),
+                    NoResponse::BadUri => ClientError::bad_upstream_uri(),
                 }
                 .into_response();
                 tag(response.headers_mut(), pool, backend, attempt);
@@ -248,9 +258,10 @@ struct Observed<'a> {
     span: &'a tracing::Span,
 }
 
-/// The backend's response as it sent it (status, headers, body), tagged with who answered.
+/// The backend's response as it sent it (status, headers, body), tagged with who answered;
+/// a 429 says when the pool, not just that backend, has room again.
 fn client_response(
-    response: Response<Incoming>,
+    response: Response<UpstreamBody>,
     pool: &PoolRuntime,
     observed: Observed<'_>,
 ) -> Response<ProxyBody> {
@@ -269,8 +280,14 @@ fn client_response(
             .map_or_else(tracing::Span::none, |s| s.0);
         Some(Box::new([observed.span.clone(), attempt_span]))
     };
+    let sse = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
     let mut client = Response::new(Either::Left(ObservedBody::new(
         body,
+        pool.retry.idle_timeout_ms.as_duration(),
+        sse,
         endpoint,
         observed.started,
         tokens,
@@ -278,9 +295,27 @@ fn client_response(
     )));
     *client.status_mut() = parts.status;
     strip_for_client(&mut parts.headers);
+    if parts.status == StatusCode::TOO_MANY_REQUESTS {
+        set_retry_after(&mut parts.headers, shortest_wait(pool));
+    }
     *client.headers_mut() = parts.headers;
     tag(client.headers_mut(), pool, backend, attempt);
     client
+}
+
+/// How long until some backend of the pool takes traffic again: the backend that answered
+/// 429 may ask for longer than another one needs.
+fn shortest_wait(pool: &PoolRuntime) -> Duration {
+    let now = Nanos::now();
+    pool.backends
+        .iter()
+        .filter_map(|backend| match backend.state(now) {
+            State::Available => Some(Duration::ZERO),
+            State::Cooling(wait) | State::Ejected(wait) => Some(wait),
+            State::Disabled | State::NoCredential => None,
+        })
+        .min()
+        .unwrap_or(Duration::ZERO)
 }
 
 /// `x-sluice-attempts` without allocating: attempts are 1–10 (`max_attempts` is bounded).

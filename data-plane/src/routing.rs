@@ -1,7 +1,9 @@
 //! Where a client's URL points: the pool comes from the Azure deployment segment, or from
-//! the body's `model` for OpenAI-style and Azure v1 calls. Any operation is accepted.
+//! the body's `model` for OpenAI-style and Azure v1 calls. Any operation is accepted, on a
+//! canonical path only.
 
 use crate::call::CallStyle;
+use crate::canonical_path::{self, NonCanonical};
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct Route<'a> {
@@ -11,10 +13,20 @@ pub struct Route<'a> {
     pub operation: &'a str,
 }
 
-pub fn route(path: &str) -> Option<Route<'_>> {
+#[derive(Debug, PartialEq, Eq)]
+pub enum NoRoute {
+    /// Refused whatever it names: see [`canonical_path`].
+    NonCanonical(NonCanonical),
+    /// Canonical, but not a path the proxy serves.
+    Unknown,
+}
+
+/// Routes the raw path of a request target (not a decoded copy).
+pub fn route(path: &str) -> Result<Route<'_>, NoRoute> {
+    canonical_path::check(path).map_err(NoRoute::NonCanonical)?;
     if let Some(rest) = path.strip_prefix("/openai/deployments/") {
-        let (deployment, operation) = rest.split_once('/')?;
-        return (!deployment.is_empty() && !operation.is_empty()).then_some(Route {
+        let (deployment, operation) = rest.split_once('/').ok_or(NoRoute::Unknown)?;
+        return Ok(Route {
             style: CallStyle::Azure,
             deployment: Some(deployment),
             operation,
@@ -22,8 +34,9 @@ pub fn route(path: &str) -> Option<Route<'_>> {
     }
     let operation = path
         .strip_prefix("/openai/v1/")
-        .or_else(|| path.strip_prefix("/v1/"))?;
-    (!operation.is_empty()).then_some(Route {
+        .or_else(|| path.strip_prefix("/v1/"))
+        .ok_or(NoRoute::Unknown)?;
+    Ok(Route {
         style: CallStyle::OpenAi,
         deployment: None,
         operation,
@@ -38,7 +51,7 @@ mod tests {
     fn routes_both_styles_and_unknown_operations() {
         assert_eq!(
             route("/openai/deployments/gpt-4o/chat/completions"),
-            Some(Route {
+            Ok(Route {
                 style: CallStyle::Azure,
                 deployment: Some("gpt-4o"),
                 operation: "chat/completions"
@@ -46,7 +59,7 @@ mod tests {
         );
         assert_eq!(
             route("/openai/deployments/gpt-4o/some/new/thing"),
-            Some(Route {
+            Ok(Route {
                 style: CallStyle::Azure,
                 deployment: Some("gpt-4o"),
                 operation: "some/new/thing"
@@ -55,7 +68,7 @@ mod tests {
         for path in ["/v1/chat/completions", "/openai/v1/chat/completions"] {
             assert_eq!(
                 route(path),
-                Some(Route {
+                Ok(Route {
                     style: CallStyle::OpenAi,
                     deployment: None,
                     operation: "chat/completions"
@@ -67,16 +80,24 @@ mod tests {
 
     #[test]
     fn refuses_paths_without_a_target() {
+        for path in ["/", "/healthz", "/openai/deployments/x", "/v2/chat"] {
+            assert_eq!(route(path), Err(NoRoute::Unknown), "{path}");
+        }
+    }
+
+    #[test]
+    fn refuses_non_canonical_paths_before_routing() {
         for path in [
-            "/",
-            "/healthz",
             "/openai/deployments/",
-            "/openai/deployments/x",
             "/openai/deployments//chat",
             "/v1/",
-            "/v2/chat",
+            "/openai/deployments/gpt-4o/../other/chat/completions",
+            "/v1/%2e%2e/openai/deployments/other/chat/completions",
         ] {
-            assert_eq!(route(path), None, "{path}");
+            assert!(
+                matches!(route(path), Err(NoRoute::NonCanonical(_))),
+                "{path}"
+            );
         }
     }
 }

@@ -7,12 +7,14 @@
 //! largest cost of a shared pool on a multi-threaded runtime.
 
 use std::cell::RefCell;
+use std::pin::Pin;
 use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_rustls::{ConfigBuilderExt as _, HttpsConnector, HttpsConnectorBuilder};
@@ -101,5 +103,69 @@ impl tower::Service<Request<Full<Bytes>>> for UpstreamService {
 
     fn call(&mut self, request: Request<Full<Bytes>>) -> Self::Future {
         self.0.request(request)
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A backend's response body: what the proxy already read of it (only ever a 404 it had
+    /// to look into), then the rest as it arrives.
+    pub struct UpstreamBody {
+        read: Option<Bytes>,
+        #[pin]
+        rest: Option<Incoming>,
+    }
+}
+
+impl UpstreamBody {
+    pub fn streaming(body: Incoming) -> Self {
+        Self {
+            read: None,
+            rest: Some(body),
+        }
+    }
+
+    /// `read` first, then whatever `rest` still has.
+    pub fn partly_read(read: Bytes, rest: Option<Incoming>) -> Self {
+        Self {
+            read: (!read.is_empty()).then_some(read),
+            rest,
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.project();
+        if let Some(read) = this.read.take() {
+            return Poll::Ready(Some(Ok(Frame::data(read))));
+        }
+        match this.rest.as_pin_mut() {
+            Some(rest) => rest.poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.read.is_none() && self.rest.as_ref().is_none_or(Incoming::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let read = self.read.as_ref().map_or(0, |r| r.len() as u64);
+        let rest = self
+            .rest
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Incoming::size_hint);
+        let mut hint = SizeHint::new();
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper + read);
+        }
+        hint.set_lower(rest.lower() + read);
+        hint
     }
 }

@@ -119,7 +119,9 @@ impl fmt::Display for BackendUrl {
 pub struct DeploymentName(String);
 
 impl DeploymentName {
-    pub const PATTERN: &'static str = "^[A-Za-z0-9._:-]{1,128}$";
+    /// At most 128 characters, not all of them dots.
+    pub const PATTERN: &'static str =
+        "^(?=.{1,128}$)[A-Za-z0-9._:-]*[A-Za-z0-9_:-][A-Za-z0-9._:-]*$";
 
     pub fn as_str(&self) -> &str {
         &self.0
@@ -134,13 +136,18 @@ impl TryFrom<String> for DeploymentName {
             && raw
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
-        if valid {
-            Ok(Self(raw))
-        } else {
-            Err(InvalidValue::new(
+        if !valid {
+            return Err(InvalidValue::new(
                 "deployment names are 1 to 128 letters, digits, '.', '_', ':' or '-'",
-            ))
+            ));
         }
+        // The name becomes a URL path segment: '.' or '..' there would leave the deployment.
+        if raw.bytes().all(|b| b == b'.') {
+            return Err(InvalidValue::new(
+                "a deployment name must not be made of dots alone",
+            ));
+        }
+        Ok(Self(raw))
     }
 }
 
@@ -345,6 +352,8 @@ mod tests {
             ),
             (json!({"auth": {"type": "magic"}}), "unknown variant"),
             (json!({"deployments": {"gpt 4o": "x"}}), "deployment names"),
+            (json!({"deployments": {"gpt-4o": ".."}}), "dots alone"),
+            (json!({"deployments": {".": "gpt-4o"}}), "dots alone"),
             (
                 json!({"api_version": "latest"}),
                 "api_version must look like",

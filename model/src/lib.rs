@@ -21,7 +21,10 @@ pub use backend::{ApiVersion, Auth, Backend, BackendKind, BackendUrl, Deployment
 pub use client_key::{ClientKey, KeyHash, generate_client_secret};
 pub use error::{FieldError, InvalidValue};
 pub use name::Name;
-pub use pool::{MaxAttempts, PerTryTimeout, Pool, RetryOn, RetryPolicy, RetryStatus, Strategy};
+pub use pool::{
+    IdleTimeout, MaxAttempts, PerTryTimeout, Pool, RetryOn, RetryPolicy, RetryStatus, Strategy,
+    TimeLimit,
+};
 pub use secret_ref::SecretRef;
 pub use snapshot::Snapshot;
 

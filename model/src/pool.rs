@@ -114,12 +114,23 @@ impl From<Vec<RetryStatus>> for RetryOn {
     }
 }
 
-/// How long one upstream attempt may take, in milliseconds: 1 to 3,600,000.
+/// A time limit in milliseconds, 1 to 3,600,000, that is `DEFAULT_MS` when not given.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "u64", into = "u64")]
-pub struct PerTryTimeout(u64);
+pub struct TimeLimit<const DEFAULT_MS: u64>(u64);
 
-impl PerTryTimeout {
+/// How long an attempt may wait for the response head. Ten minutes by default, the official
+/// SDKs' own timeout: reasoning models and long non-streamed completions can take minutes
+/// before the first byte, and the proxy should never be what cuts a call the client would
+/// have waited for. Pools of fast models set it lower to fail over from a hung backend sooner.
+pub type PerTryTimeout = TimeLimit<600_000>;
+
+/// The longest silence between two body chunks once a response has started. Five minutes by
+/// default (Envoy's stream idle timeout): reasoning models can pause for minutes mid-stream,
+/// which nginx's 60 s between reads would cut, while a partitioned backend is still noticed.
+pub type IdleTimeout = TimeLimit<300_000>;
+
+impl<const DEFAULT_MS: u64> TimeLimit<DEFAULT_MS> {
     pub const MAX_MS: u64 = 3_600_000;
 
     pub fn as_millis(self) -> u64 {
@@ -131,13 +142,13 @@ impl PerTryTimeout {
     }
 }
 
-impl Default for PerTryTimeout {
+impl<const DEFAULT_MS: u64> Default for TimeLimit<DEFAULT_MS> {
     fn default() -> Self {
-        Self(120_000)
+        Self(DEFAULT_MS)
     }
 }
 
-impl TryFrom<u64> for PerTryTimeout {
+impl<const DEFAULT_MS: u64> TryFrom<u64> for TimeLimit<DEFAULT_MS> {
     type Error = InvalidValue;
 
     fn try_from(raw: u64) -> Result<Self, Self::Error> {
@@ -145,19 +156,20 @@ impl TryFrom<u64> for PerTryTimeout {
             Ok(Self(raw))
         } else {
             Err(InvalidValue::new(
-                "per_try_timeout_ms must be between 1 and 3600000",
+                "time limits must be between 1 and 3600000 milliseconds",
             ))
         }
     }
 }
 
-impl From<PerTryTimeout> for u64 {
-    fn from(value: PerTryTimeout) -> Self {
+impl<const DEFAULT_MS: u64> From<TimeLimit<DEFAULT_MS>> for u64 {
+    fn from(value: TimeLimit<DEFAULT_MS>) -> Self {
         value.0
     }
 }
 
-/// When and how often a request moves on to another backend.
+/// When and how often a request moves on to another backend, and how long an attempt may
+/// take (as in Envoy's retry policy, which holds its per-try and per-try idle timeouts).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
@@ -169,8 +181,11 @@ pub struct RetryPolicy {
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<u16>, example = json!([429, 500, 502, 503, 504])))]
     pub retry_on: RetryOn,
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(value_type = u64, minimum = 1, maximum = 3600000, default = 120000))]
+    #[cfg_attr(feature = "openapi", schema(value_type = u64, minimum = 1, maximum = 3600000, default = 600000))]
     pub per_try_timeout_ms: PerTryTimeout,
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(value_type = u64, minimum = 1, maximum = 3600000, default = 300000))]
+    pub idle_timeout_ms: IdleTimeout,
 }
 
 /// A named set of backends that clients address as one deployment or model.
@@ -216,7 +231,8 @@ mod tests {
         assert_eq!(pool.strategy, Strategy::RoundRobin);
         assert_eq!(pool.retry.max_attempts.get(), 3);
         assert!(pool.retry.retry_on.contains(429));
-        assert_eq!(pool.retry.per_try_timeout_ms.as_millis(), 120_000);
+        assert_eq!(pool.retry.per_try_timeout_ms.as_millis(), 600_000);
+        assert_eq!(pool.retry.idle_timeout_ms.as_millis(), 300_000);
     }
 
     #[test]
@@ -227,6 +243,12 @@ mod tests {
             (json!({"retry_on": [404]}), "only 408, 409, 429 and 5xx"),
             (json!({"retry_on": [600]}), "only 408, 409, 429 and 5xx"),
             (json!({"per_try_timeout_ms": 0}), "between 1 and 3600000"),
+            (json!({"idle_timeout_ms": 0}), "between 1 and 3600000"),
+            (
+                json!({"idle_timeout_ms": 3_600_001}),
+                "between 1 and 3600000",
+            ),
+            (json!({"idle_timeout_ms": -5}), "invalid value"),
             (json!({"retries": 2}), "unknown field"),
         ] {
             let err = serde_json::from_value::<Pool>(json!({"name": "p", "retry": retry}))

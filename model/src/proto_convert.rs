@@ -6,8 +6,8 @@ use std::fmt::Display;
 use crate::error::FieldError;
 use crate::proto;
 use crate::{
-    Auth, Backend, BackendKind, ClientKey, KeyHash, MaxAttempts, Name, PerTryTimeout, Pool,
-    RetryOn, RetryPolicy, RetryStatus, Snapshot, Strategy, Weight,
+    Auth, Backend, BackendKind, ClientKey, IdleTimeout, KeyHash, MaxAttempts, Name, PerTryTimeout,
+    Pool, RetryOn, RetryPolicy, RetryStatus, Snapshot, Strategy, Weight,
 };
 
 fn at<T, E: Display>(result: Result<T, E>, field: &str) -> Result<T, FieldError> {
@@ -68,6 +68,7 @@ impl From<&Pool> for proto::Pool {
                 max_attempts: pool.retry.max_attempts.get(),
                 retry_on: pool.retry.retry_on.iter().map(u32::from).collect(),
                 per_try_timeout_ms: pool.retry.per_try_timeout_ms.as_millis(),
+                idle_timeout_ms: pool.retry.idle_timeout_ms.as_millis(),
             }),
             backends: pool.backends.iter().map(Into::into).collect(),
         }
@@ -101,6 +102,11 @@ impl TryFrom<proto::Pool> for Pool {
                     PerTryTimeout::try_from(retry.per_try_timeout_ms),
                     "retry.per_try_timeout_ms",
                 )?,
+                // 0 is a control plane that predates the field: the default applies.
+                idle_timeout_ms: match retry.idle_timeout_ms {
+                    0 => IdleTimeout::default(),
+                    ms => at(IdleTimeout::try_from(ms), "retry.idle_timeout_ms")?,
+                },
             },
         };
         Ok(Self {
@@ -237,7 +243,7 @@ mod tests {
             "revision": 7,
             "pools": [{
                 "name": "gpt-4o", "strategy": "weighted",
-                "retry": {"max_attempts": 2, "retry_on": [429, 503], "per_try_timeout_ms": 5000},
+                "retry": {"max_attempts": 2, "retry_on": [429, 503], "per_try_timeout_ms": 5000, "idle_timeout_ms": 7000},
                 "backends": [
                     {"name": "eastus", "url": "https://e.example", "kind": "azure_openai", "weight": 3,
                      "priority": 1, "enabled": false, "api_version": "2025-04-01-preview",
@@ -257,6 +263,15 @@ mod tests {
         let snapshot = sample();
         let back = Snapshot::try_from(proto::Snapshot::from(&snapshot)).unwrap();
         assert_eq!(back, snapshot);
+    }
+
+    #[test]
+    fn a_snapshot_without_an_idle_timeout_gets_the_default() {
+        let mut wire = proto::Snapshot::from(&sample());
+        wire.pools[0].retry.as_mut().unwrap().idle_timeout_ms = 0;
+        let back = Snapshot::try_from(wire).unwrap();
+        assert_eq!(back.pools[0].retry.idle_timeout_ms, IdleTimeout::default());
+        assert_eq!(back.pools[0].retry.per_try_timeout_ms.as_millis(), 5000);
     }
 
     #[test]

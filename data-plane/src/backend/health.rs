@@ -8,6 +8,11 @@ use crate::clock::Nanos;
 /// First ejection after a failure; doubles per consecutive failure up to [`EJECTION_CAP`].
 pub const EJECTION_BASE: Duration = Duration::from_secs(1);
 pub const EJECTION_CAP: Duration = Duration::from_secs(30);
+/// First exclusion of a backend that says it lacks the pool's deployment; doubles per repeat
+/// up to [`MISSING_DEPLOYMENT_CAP`]. Longer than an ejection: a missing deployment is a
+/// configuration problem (or one being created, which takes minutes), not a blip.
+pub const MISSING_DEPLOYMENT_BASE: Duration = Duration::from_secs(5);
+pub const MISSING_DEPLOYMENT_CAP: Duration = Duration::from_secs(300);
 
 /// Why a backend is not taking traffic right now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,6 +36,7 @@ pub struct Health {
     cooldown_until: AtomicU64,
     ejected_until: AtomicU64,
     consecutive_failures: AtomicU32,
+    consecutive_missing_deployments: AtomicU32,
 }
 
 impl Health {
@@ -54,22 +60,44 @@ impl Health {
 
     /// Records a failure and ejects the backend for an exponentially growing time.
     pub fn record_failure(&self, now: Nanos) -> Duration {
-        let failures = self
-            .consecutive_failures
-            .fetch_add(1, Ordering::Relaxed)
-            .saturating_add(1);
-        let ejection = EJECTION_BASE
-            .saturating_mul(1u32 << (failures - 1).min(16))
-            .min(EJECTION_CAP);
+        self.eject(now, &self.consecutive_failures, EJECTION_BASE, EJECTION_CAP)
+            .0
+    }
+
+    /// Records that the backend lacks the pool's deployment and keeps it out for an
+    /// exponentially growing time; also says whether this is the first miss in a row.
+    pub fn record_missing_deployment(&self, now: Nanos) -> (Duration, bool) {
+        self.eject(
+            now,
+            &self.consecutive_missing_deployments,
+            MISSING_DEPLOYMENT_BASE,
+            MISSING_DEPLOYMENT_CAP,
+        )
+    }
+
+    fn eject(
+        &self,
+        now: Nanos,
+        consecutive: &AtomicU32,
+        base: Duration,
+        cap: Duration,
+    ) -> (Duration, bool) {
+        let repeats = consecutive.fetch_add(1, Ordering::Relaxed);
+        let ejection = base.saturating_mul(1u32 << repeats.min(16)).min(cap);
         self.ejected_until
             .fetch_max(now.after(ejection).0, Ordering::Relaxed);
-        ejection
+        (ejection, repeats == 0)
     }
 
     pub fn record_success(&self) {
-        // Avoid writing the shared cache line on every success.
-        if self.consecutive_failures.load(Ordering::Relaxed) != 0 {
-            self.consecutive_failures.store(0, Ordering::Relaxed);
+        // Avoid writing the shared cache lines on every success.
+        for consecutive in [
+            &self.consecutive_failures,
+            &self.consecutive_missing_deployments,
+        ] {
+            if consecutive.load(Ordering::Relaxed) != 0 {
+                consecutive.store(0, Ordering::Relaxed);
+            }
         }
     }
 }
@@ -109,5 +137,43 @@ mod tests {
         let later = now.after(Duration::from_secs(31));
         assert_eq!(health.check(later), Ok(()));
         assert_eq!(health.record_failure(later), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn missing_deployments_back_off_longer_than_failures_and_reset_on_success() {
+        let health = Health::default();
+        let now = Nanos(0);
+        let misses: Vec<_> = (0..8)
+            .map(|_| health.record_missing_deployment(now))
+            .map(|(wait, first)| (wait.as_secs(), first))
+            .collect();
+        assert_eq!(
+            misses,
+            [
+                (5, true),
+                (10, false),
+                (20, false),
+                (40, false),
+                (80, false),
+                (160, false),
+                (300, false),
+                (300, false)
+            ]
+        );
+        assert_eq!(
+            health.check(now),
+            Err(Unavailable::Ejected(Duration::from_secs(300)))
+        );
+        // A failure meanwhile does not shorten the exclusion.
+        health.record_failure(now);
+        assert_eq!(
+            health.check(now).unwrap_err().wait(),
+            Duration::from_secs(300)
+        );
+        health.record_success();
+        assert_eq!(
+            health.record_missing_deployment(now.after(Duration::from_secs(301))),
+            (Duration::from_secs(5), true)
+        );
     }
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::HeaderValue;
-use http::{Request, Response, StatusCode, Uri};
-use http_body_util::Full;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use sluice_model::{ApiVersion, Backend, BackendKind};
 use tower::Service as _;
@@ -19,10 +19,11 @@ use tower::load::{CompleteOnResponse, Load as _, PeakEwma};
 
 use crate::call::{CallStyle, ClientCall};
 use crate::clock::Nanos;
-use crate::metrics::BackendMetrics;
+use crate::metrics::{BackendMetrics, EjectionReason};
 use crate::secrets::SecretResolver;
 use crate::trace;
-use crate::upstream::{Upstream, UpstreamService};
+use crate::upstream::{Upstream, UpstreamBody, UpstreamService};
+use crate::upstream_uri::{UpstreamUriError, upstream_uri};
 
 pub use credential::{Credential, CredentialSlot, CredentialSource, RefreshPolicy, Refreshed};
 pub use health::{Health, Unavailable};
@@ -70,20 +71,33 @@ pub struct BackendEndpoint {
 
 /// Why an attempt produced no HTTP response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TransportFailure {
+pub enum NoResponse {
     Connect,
     Timeout,
+    /// No valid URI inside the backend's deployment could be built for the call; nothing
+    /// was sent, and the backend is not to blame.
+    BadUri,
 }
 
-impl TransportFailure {
+impl NoResponse {
     /// The `error.type` of spans.
     pub fn label(self) -> &'static str {
         match self {
             Self::Connect => "connect_error",
             Self::Timeout => "timeout",
+            Self::BadUri => "bad_upstream_uri",
         }
     }
 }
+
+/// A response extension: the backend said it has no such deployment (Azure's 404
+/// `DeploymentNotFound`), so the call should move on to another backend.
+#[derive(Clone, Copy, Debug)]
+pub struct DeploymentMissing;
+
+/// How much of a 404's body is read to find its error code, and for how long.
+const NOT_FOUND_READ_LIMIT: usize = 64 * 1024;
+const NOT_FOUND_READ_TIME: Duration = Duration::from_secs(5);
 
 impl BackendEndpoint {
     /// A backend whose credential is still to be resolved ([`Self::refresh_credential`]).
@@ -144,7 +158,7 @@ impl BackendEndpoint {
         per_try_timeout: Duration,
         measure_latency: bool,
         span: &tracing::Span,
-    ) -> Result<Response<Incoming>, TransportFailure> {
+    ) -> Result<Response<UpstreamBody>, NoResponse> {
         let used = self.credential.generation();
         let mut response = self
             .send_once(call, per_try_timeout, measure_latency, span)
@@ -164,9 +178,43 @@ impl BackendEndpoint {
             // A key this backend keeps refusing will not start working by itself: keep traffic
             // away from it (the call itself fails over to another backend).
             tracing::warn!(backend.name = %self.spec.name, "backend refuses its key; ejecting it");
-            self.health.record_failure(Nanos::now());
+            self.eject(Nanos::now(), EjectionReason::key_rejected);
         }
-        Ok(response)
+        if response.status() == StatusCode::NOT_FOUND {
+            return Ok(self.look_into_not_found(call, response).await);
+        }
+        Ok(response.map(UpstreamBody::streaming))
+    }
+
+    /// Reads a 404's error code: a backend without the pool's deployment is kept out of the
+    /// pool for a while and the response is marked for a retry elsewhere. Any other 404 (an
+    /// unknown operation, a missing file) goes to the client as it came.
+    async fn look_into_not_found(
+        &self,
+        call: &ClientCall,
+        response: Response<Incoming>,
+    ) -> Response<UpstreamBody> {
+        let (mut parts, body) = response.into_parts();
+        let (read, rest) = read_some(body, NOT_FOUND_READ_LIMIT).await;
+        let missing = parts
+            .headers
+            .get("x-ms-error-code")
+            .is_some_and(|code| is_missing_deployment_code(code.as_bytes()))
+            || (rest.is_none()
+                && error_code(&read)
+                    .is_some_and(|code| is_missing_deployment_code(code.as_bytes())));
+        if missing {
+            let (excluded_for, first) = self.health.record_missing_deployment(Nanos::now());
+            self.metrics.ejected(EjectionReason::deployment_not_found);
+            let deployment = self.spec.deployment_for(&call.requested);
+            if first {
+                tracing::warn!(pool.name = %call.requested, backend.name = %self.spec.name, deployment, excluded_secs = excluded_for.as_secs(), "backend has no such deployment; keeping it out of the pool");
+            } else {
+                tracing::debug!(pool.name = %call.requested, backend.name = %self.spec.name, deployment, excluded_secs = excluded_for.as_secs(), "backend still has no such deployment");
+            }
+            parts.extensions.insert(DeploymentMissing);
+        }
+        Response::from_parts(parts, UpstreamBody::partly_read(read, rest))
     }
 
     /// Resolves the credential again (first resolution, background refresh).
@@ -189,8 +237,11 @@ impl BackendEndpoint {
         per_try_timeout: Duration,
         measure_latency: bool,
         span: &tracing::Span,
-    ) -> Result<Response<Incoming>, TransportFailure> {
-        let mut request = self.upstream_request(call);
+    ) -> Result<Response<Incoming>, NoResponse> {
+        let mut request = self.upstream_request(call).map_err(|error| {
+            tracing::error!(pool.name = %call.requested, backend.name = %self.spec.name, %error, "cannot build the upstream URI; failing the call");
+            NoResponse::BadUri
+        })?;
         trace::inject(span, request.headers_mut());
         let started = Nanos::now();
         let outcome = if measure_latency {
@@ -212,13 +263,13 @@ impl BackendEndpoint {
             Ok(Err(error)) => {
                 tracing::debug!(backend.name = %self.spec.name, error = %error, "upstream request failed");
                 self.metrics.response(None, seconds);
-                self.health.record_failure(now);
-                Err(TransportFailure::Connect)
+                self.eject(now, EjectionReason::connect_error);
+                Err(NoResponse::Connect)
             }
             Err(_) => {
                 self.metrics.response(None, seconds);
-                self.health.record_failure(now);
-                Err(TransportFailure::Timeout)
+                self.eject(now, EjectionReason::timeout);
+                Err(NoResponse::Timeout)
             }
         }
     }
@@ -239,50 +290,47 @@ impl BackendEndpoint {
             tracing::debug!(backend.name = %self.spec.name, cooldown_ms, "backend cooling down");
         }
         if status.is_server_error() {
-            self.health.record_failure(now);
+            self.eject(now, EjectionReason::status_5xx);
         } else if status.is_success() {
             self.health.record_success();
         }
     }
 
-    fn upstream_request(&self, call: &ClientCall) -> Request<Full<Bytes>> {
+    /// Takes the backend out of rotation for a while (exponential ejection), counted by why.
+    pub fn eject(&self, now: Nanos, reason: EjectionReason) {
+        self.health.record_failure(now);
+        self.metrics.ejected(reason);
+    }
+
+    fn upstream_request(
+        &self,
+        call: &ClientCall,
+    ) -> Result<Request<Full<Bytes>>, UpstreamUriError> {
         let deployment = self.spec.deployment_for(&call.requested);
-        let mut uri = String::with_capacity(
-            self.spec.url.base().len() + call.operation.len() + deployment.len() + 64,
-        );
-        uri.push_str(self.spec.url.base());
-        match self.spec.kind {
-            BackendKind::AzureOpenai => {
-                uri.push_str("/openai/deployments/");
-                uri.push_str(deployment);
-                uri.push('/');
-                uri.push_str(&call.operation);
-                let api_version = self
-                    .spec
-                    .api_version
-                    .as_ref()
-                    .map_or(ApiVersion::DEFAULT, |v| v.as_str());
-                push_query(&mut uri, call.query.as_deref(), Some(api_version));
-            }
-            BackendKind::Openai => {
-                uri.push_str("/v1/");
-                uri.push_str(&call.operation);
-                push_query(&mut uri, call.query.as_deref(), None);
-            }
-        }
+        let uri = upstream_uri(
+            self.spec.url.base(),
+            self.spec.kind,
+            self.spec
+                .api_version
+                .as_ref()
+                .map_or(ApiVersion::DEFAULT, |v| v.as_str()),
+            deployment,
+            &call.operation,
+            call.query.as_deref(),
+        )?;
         let body = match self.body_model(call, deployment) {
             Some(model) => call.body_with_model(model),
             None => call.body.clone(),
         };
         let mut request = Request::new(Full::new(body));
         *request.method_mut() = call.method.clone();
-        *request.uri_mut() = Uri::try_from(uri).unwrap_or_default();
+        *request.uri_mut() = uri;
         let headers = request.headers_mut();
         headers.clone_from(&call.headers);
         if let Credential::Header(name, value) = &**self.credential.load() {
             headers.insert(name.clone(), value.clone());
         }
-        request
+        Ok(request)
     }
 
     /// The model the body must name for this backend, when it differs from what the client sent.
@@ -299,58 +347,65 @@ impl BackendEndpoint {
     }
 }
 
-/// Appends the client's query, replacing or adding `api-version` for Azure backends and
-/// dropping it for OpenAI ones.
-fn push_query(uri: &mut String, query: Option<&str>, api_version: Option<&str>) {
-    let mut separator = '?';
-    let mut has_version = false;
-    for pair in query
-        .unwrap_or_default()
-        .split('&')
-        .filter(|p| !p.is_empty())
-    {
-        let is_version = pair.starts_with("api-version=");
-        if is_version && api_version.is_none() {
-            continue;
+/// Up to `limit` bytes of `body`, and what is left of it when it was longer, failed or slow.
+async fn read_some(mut body: Incoming, limit: usize) -> (Bytes, Option<Incoming>) {
+    let mut read = bytes::BytesMut::new();
+    let deadline = tokio::time::Instant::now() + NOT_FOUND_READ_TIME;
+    loop {
+        match tokio::time::timeout_at(deadline, body.frame()).await {
+            Ok(None) => return (read.freeze(), None),
+            Ok(Some(Ok(frame))) => {
+                if let Ok(data) = frame.into_data() {
+                    read.extend_from_slice(&data);
+                }
+                if read.len() > limit {
+                    return (read.freeze(), Some(body));
+                }
+            }
+            // Whatever went wrong reaches the client when it reads on.
+            Ok(Some(Err(_))) | Err(_) => return (read.freeze(), Some(body)),
         }
-        has_version |= is_version;
-        uri.push(separator);
-        uri.push_str(pair);
-        separator = '&';
     }
-    if let (Some(version), false) = (api_version, has_version) {
-        uri.push(separator);
-        uri.push_str("api-version=");
-        uri.push_str(version);
+}
+
+/// `error.code` of an error body in OpenAI's (and Azure's) shape: a string, or a number.
+fn error_code(body: &[u8]) -> Option<String> {
+    let body: serde_json::Value = serde_json::from_slice(body).ok()?;
+    match body.get("error")?.get("code")? {
+        serde_json::Value::String(code) => Some(code.clone()),
+        serde_json::Value::Number(code) => Some(code.to_string()),
+        _ => None,
     }
+}
+
+/// Azure's code for a deployment the resource lacks, and OpenAI's for a model the account
+/// cannot use: either way this backend cannot serve the pool.
+fn is_missing_deployment_code(code: &[u8]) -> bool {
+    code.eq_ignore_ascii_case(b"DeploymentNotFound")
+        || code.eq_ignore_ascii_case(b"model_not_found")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn query(client: Option<&str>, version: Option<&str>) -> String {
-        let mut uri = String::new();
-        push_query(&mut uri, client, version);
-        uri
-    }
-
     #[test]
-    fn azure_calls_always_carry_an_api_version() {
-        assert_eq!(query(None, Some("2024-10-21")), "?api-version=2024-10-21");
-        assert_eq!(
-            query(Some("api-version=2025-01-01"), Some("2024-10-21")),
-            "?api-version=2025-01-01"
-        );
-        assert_eq!(
-            query(Some("a=1"), Some("2024-10-21")),
-            "?a=1&api-version=2024-10-21"
-        );
-    }
-
-    #[test]
-    fn openai_calls_drop_the_api_version() {
-        assert_eq!(query(Some("api-version=2025-01-01&a=1"), None), "?a=1");
-        assert_eq!(query(None, None), "");
+    fn reads_the_error_code_of_azure_and_openai_404s() {
+        let azure = br#"{"error":{"code":"DeploymentNotFound","message":"The API deployment for this resource does not exist."}}"#;
+        assert_eq!(error_code(azure).as_deref(), Some("DeploymentNotFound"));
+        let openai = br#"{"error":{"message":"The model `x` does not exist","type":"invalid_request_error","param":null,"code":"model_not_found"}}"#;
+        let missing =
+            |body| error_code(body).is_some_and(|c| is_missing_deployment_code(c.as_bytes()));
+        assert!(missing(openai));
+        for other in [
+            &br#"{"error":{"code":"404","message":"Resource not found"}}"#[..],
+            br#"{"error":{"code":null}}"#,
+            br#"{"error":{"code":404}}"#,
+            br#"{"error":"nope"}"#,
+            b"<html>not found</html>",
+            b"",
+        ] {
+            assert!(!missing(other));
+        }
     }
 }

@@ -54,6 +54,39 @@ struct RefreshLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EjectionLabels {
+    pool: String,
+    backend: String,
+    reason: EjectionReason,
+}
+
+/// Why a backend was taken out of rotation (ejected, not cooled down by a 429).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum EjectionReason {
+    status_5xx,
+    connect_error,
+    timeout,
+    /// The backend refused its key even after the secret was re-read.
+    key_rejected,
+    /// The backend lacks the pool's deployment (Azure `DeploymentNotFound`).
+    deployment_not_found,
+    /// The backend went silent in the middle of a response body.
+    idle_timeout,
+}
+
+impl EjectionReason {
+    const ALL: [Self; 6] = [
+        Self::status_5xx,
+        Self::connect_error,
+        Self::timeout,
+        Self::key_rejected,
+        Self::deployment_not_found,
+        Self::idle_timeout,
+    ];
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RetryLabels {
     pub pool: String,
     pub reason: RetryReason,
@@ -67,6 +100,8 @@ pub enum RetryReason {
     status_other,
     /// The backend refused its key (401) even after the secret was re-read.
     key_rejected,
+    /// The backend lacks the pool's deployment (Azure 404 `DeploymentNotFound`).
+    deployment_not_found,
     connect_error,
     timeout,
 }
@@ -97,6 +132,7 @@ pub struct ProxyMetrics {
     tokens: Family<TokenLabels, Counter>,
     credential_refreshes: Family<RefreshLabels, Counter>,
     retries: Family<RetryLabels, Counter>,
+    ejections: Family<EjectionLabels, Counter>,
     rejected: Family<PoolLabels, Counter>,
     state: Family<StateLabels, Gauge>,
     cooldown: Family<BackendLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
@@ -116,6 +152,8 @@ pub struct BackendMetrics {
     pub tokens: Arc<KeyedTokens>,
     /// Successful and failed credential resolutions.
     credential_refreshes: [Counter; 2],
+    /// Indexed like [`EjectionReason::ALL`].
+    ejections: [Counter; 6],
 }
 
 /// Token counters of one client key at one backend.
@@ -178,6 +216,10 @@ impl BackendMetrics {
     pub fn credential_refresh(&self, ok: bool) {
         self.credential_refreshes[usize::from(!ok)].inc();
     }
+
+    pub fn ejected(&self, reason: EjectionReason) {
+        self.ejections[reason as usize].inc();
+    }
 }
 
 impl ProxyMetrics {
@@ -190,6 +232,7 @@ impl ProxyMetrics {
             tokens: Family::default(),
             credential_refreshes: Family::default(),
             retries: Family::default(),
+            ejections: Family::default(),
             rejected: Family::default(),
             state: Family::default(),
             cooldown: Family::default(),
@@ -234,6 +277,11 @@ impl ProxyMetrics {
                 "sluice_retries",
                 "Retries on another backend, by reason",
                 metrics.retries
+            ),
+            (
+                "sluice_backend_ejections",
+                "Backends taken out of rotation, by reason (5xx, connect error, timeout, refused key, missing deployment, idle body)",
+                metrics.ejections
             ),
             (
                 "sluice_all_backends_unavailable",
@@ -311,6 +359,15 @@ impl ProxyMetrics {
                         pool: pool.to_owned(),
                         backend: backend.to_owned(),
                         outcome,
+                    })
+                    .clone()
+            }),
+            ejections: EjectionReason::ALL.map(|reason| {
+                self.ejections
+                    .get_or_create(&EjectionLabels {
+                        pool: pool.to_owned(),
+                        backend: backend.to_owned(),
+                        reason,
                     })
                     .clone()
             }),
