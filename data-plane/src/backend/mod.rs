@@ -389,6 +389,42 @@ fn is_missing_deployment_code(code: &[u8]) -> bool {
 mod tests {
     use super::*;
 
+    use crate::metrics::ProxyMetrics;
+    use crate::secrets::LocalSecrets;
+
+    /// A call whose URI cannot stay inside the deployment fails before anything is sent, and
+    /// the backend is not blamed for it.
+    #[tokio::test]
+    async fn an_unbuildable_upstream_uri_fails_the_call_without_ejecting() {
+        let spec: Backend = serde_json::from_value(serde_json::json!({
+            // Nothing listens there: an attempt to connect would fail as `Connect`.
+            "name": "a", "url": "http://127.0.0.1:1", "kind": "azure_openai", "auth": {"type": "none"}
+        }))
+        .unwrap();
+        let endpoint = BackendEndpoint::new(
+            spec,
+            Upstream::new(Duration::from_secs(1)).unwrap(),
+            Arc::new(LocalSecrets),
+            RefreshPolicy::default(),
+            ProxyMetrics::new().backend("p", "a"),
+        );
+        endpoint.refresh_credential().await;
+        let call = ClientCall {
+            method: http::Method::POST,
+            style: CallStyle::Azure,
+            requested: "p".into(),
+            operation: "../../files".into(),
+            query: None,
+            headers: http::HeaderMap::new(),
+            body: Bytes::new(),
+        };
+        let sent = endpoint
+            .send(&call, Duration::from_secs(1), false, &tracing::Span::none())
+            .await;
+        assert!(matches!(sent, Err(NoResponse::BadUri)));
+        assert_eq!(endpoint.state(Nanos::now()), State::Available);
+    }
+
     #[test]
     fn reads_the_error_code_of_azure_and_openai_404s() {
         let azure = br#"{"error":{"code":"DeploymentNotFound","message":"The API deployment for this resource does not exist."}}"#;
