@@ -175,14 +175,22 @@ pub fn int(value: impl TryInto<i64>) -> i64 {
 }
 
 /// GenAI operation names for the operations with one; the path itself otherwise.
-fn operation_name(operation: &str) -> &str {
+/// The GenAI name of an operation, from a fixed set: it names spans, and a name taken from
+/// the client's path (`files/file-abc123/content`) would give every call a span name of its own.
+fn operation_name(operation: &str) -> &'static str {
     match operation {
         "chat/completions" => "chat",
         "completions" => "text_completion",
         "embeddings" => "embeddings",
         "responses" => "responses",
         "images/generations" => "image_generation",
-        other => other,
+        "images/edits" => "images/edits",
+        "images/variations" => "images/variations",
+        "audio/speech" => "audio/speech",
+        "audio/transcriptions" => "audio/transcriptions",
+        "audio/translations" => "audio/translations",
+        "moderations" => "moderations",
+        _ => "other",
     }
 }
 
@@ -254,6 +262,8 @@ mod tests {
         assert_eq!(operation_name("chat/completions"), "chat");
         assert_eq!(operation_name("embeddings"), "embeddings");
         assert_eq!(operation_name("audio/speech"), "audio/speech");
+        assert_eq!(operation_name("files/file-abc123/content"), "other");
+        assert_eq!(operation_name("made/up/thing"), "other");
     }
 
     #[test]
