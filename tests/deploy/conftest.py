@@ -37,9 +37,9 @@ def sluice_bin() -> Path:
 
 
 def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """This process' environment without any SLUICE_* (so the machine's settings never leak
-    into a check), plus `extra`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLUICE_")}
+    """This process' environment without any SLUICE_* or OTEL_* (so the machine's settings
+    never leak into a check), plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLUICE_", "OTEL_"))}
     env.update(extra or {})
     return env
 
