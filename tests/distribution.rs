@@ -108,7 +108,7 @@ async fn a_pool_created_through_the_admin_api_is_served_by_three_proxies() {
     assert!(listed["proxies"][0]["last_nack"].is_null());
 }
 
-/// A change reaches ten proxies quickly; the propagation times are printed for the README.
+/// A change reaches ten proxies quickly; the propagation times are printed for docs/architecture.md.
 #[tokio::test]
 async fn a_change_reaches_ten_proxies_within_milliseconds() {
     let cp = TestControlPlane::start(TestDatabase::sqlite()).await;

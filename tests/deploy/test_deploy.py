@@ -66,8 +66,8 @@ def check_argv(argv: list[str], cli, where: str) -> str:
     return command
 
 
-# Standard variables that are not sluice flags. OpenTelemetry: the ones Sluice honours (README,
-# "Observability"), read by src/telemetry or by the OpenTelemetry SDK it uses; any other OTEL_*
+# Standard variables that are not sluice flags. OpenTelemetry: the ones Sluice honours
+# (docs/observability.md), read by src/telemetry or by the OpenTelemetry SDK it uses; any other OTEL_*
 # name is a typo or a setting this build ignores. Azure: what the identity chain reads (the AKS
 # workload-identity webhook injects all but AZURE_CLIENT_SECRET).
 OTEL_VARIABLES = {
@@ -112,12 +112,12 @@ def env_as_flags(env: dict[str, str], command: str, cli) -> list[str]:
 
 
 # ================================================================================================
-# The binary and the README
+# The binary, the README and docs/
 # ================================================================================================
 
 def test_readme_commands_exist(cli):
     readme = (ROOT / "README.md").read_text()
-    table = readme.split("## Commands", 1)[1].split("\n### ", 1)[0]
+    table = readme.split("\n## Commands\n", 1)[1].split("\n## ", 1)[0]
     documented = {}
     for row in re.findall(r"^\| `sluice ([a-z-]+)([^`]*)` \|(.*)$", table, re.M):
         documented[row[0]] = row[1] + row[2]
@@ -128,19 +128,21 @@ def test_readme_commands_exist(cli):
             assert flag in cli[command].flags, f"README: `sluice {command}` has no {flag}"
 
 
-def test_readme_flag_tables_match_help(cli):
-    readme = (ROOT / "README.md").read_text()
-    sections = re.split(r"^### `sluice ([a-z-]+)`\s*$", readme, flags=re.M)
+def test_architecture_flag_tables_match_help(cli):
+    """The flag tables of docs/architecture.md ("Commands", one `### `sluice <command>``
+    section each) name only flags and variables the command has."""
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    commands = text.split("\n## Commands\n", 1)[1].split("\n## ", 1)[0]
+    sections = re.split(r"^### `sluice ([a-z-]+)`\s*$", commands, flags=re.M)
     checked = set()
     for command, body in zip(sections[1::2], sections[2::2]):
-        body = body.split("\n## ", 1)[0]
         rows = [line for line in body.splitlines() if line.startswith("| `--")]
         for row in rows:
             first_cells = "|".join(row.split("|")[1:3])
             for flag in re.findall(r"`(--[a-z][a-z0-9-]+)`", first_cells):
-                assert flag in cli[command].flags, f"README table: `sluice {command}` has no {flag}"
+                assert flag in cli[command].flags, f"docs/architecture.md table: `sluice {command}` has no {flag}"
             for env in re.findall(r"\b(SLUICE_[A-Z0-9_]+)\b", first_cells):
-                assert env in cli[command].envs | cli[""].envs, f"README table: `sluice {command}` reads no {env}"
+                assert env in cli[command].envs | cli[""].envs, f"docs/architecture.md table: `sluice {command}` reads no {env}"
             checked.add(command)
     assert {"control-plane", "proxy"} <= checked
 
@@ -366,8 +368,17 @@ def test_docker_build_context_holds_the_workspace(tmp_path):
         dest = context / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / rel, dest)
+    # --locked: cargo resolves the whole graph, every platform's dependencies included, and fails
+    # if Cargo.lock lacks or contradicts any of it. --filter-platform (this machine's) only trims
+    # the output, and with it the crates cargo must have downloaded: --offline then needs just
+    # what building and testing here fetched, not e.g. the Windows-only crates of the lockfile.
+    host = next(
+        line.split(":", 1)[1].strip()
+        for line in subprocess.run(["cargo", "-vV"], capture_output=True, text=True, check=True, timeout=30).stdout.splitlines()
+        if line.startswith("host:")
+    )
     result = subprocess.run(
-        ["cargo", "metadata", "--locked", "--offline", "--format-version", "1",
+        ["cargo", "metadata", "--locked", "--offline", "--format-version", "1", "--filter-platform", host,
          "--manifest-path", str(context / "Cargo.toml")],
         capture_output=True, text=True, timeout=120,
     )
@@ -1156,12 +1167,13 @@ def scrape_families(url: str) -> dict[str, tuple[str, set[str]]]:
     return families
 
 
-def readme_metric_tables() -> dict[str, dict[str, tuple[str, set[str]]]]:
-    """The README's metric tables: plane ("proxy" / "control-plane") -> metric -> (type, labels)."""
-    readme = (ROOT / "README.md").read_text()
-    metrics = readme.split("\n### Metrics\n", 1)[1].split("\n## ", 1)[0]
+def documented_metric_tables() -> dict[str, dict[str, tuple[str, set[str]]]]:
+    """The metric tables of docs/observability.md: plane ("proxy" / "control-plane") -> metric ->
+    (type, labels)."""
+    text = (ROOT / "docs" / "observability.md").read_text()
+    metrics = text.split("\n## Metrics\n", 1)[1].split("\n## ", 1)[0]
     planes = {}
-    for heading, table in re.findall(r"^#### (.+?)\n(.*?)(?=^#### |\Z)", metrics, re.M | re.S):
+    for heading, table in re.findall(r"^### (.+?)\n(.*?)(?=^### |\Z)", metrics, re.M | re.S):
         plane = "proxy" if heading.startswith("Proxy") else "control-plane" if heading.startswith("Control plane") else None
         assert plane, heading
         rows = {}
@@ -1173,19 +1185,19 @@ def readme_metric_tables() -> dict[str, dict[str, tuple[str, set[str]]]]:
     return planes
 
 
-def test_readme_metric_tables_match_what_sluice_exports(processes, tmp_path):
-    """Every metric of both planes is in the README with its real type and labels, and the
-    README lists none that /metrics does not serve."""
+def test_documented_metric_tables_match_what_sluice_exports(processes, tmp_path):
+    """Every metric of both planes is in docs/observability.md with its real type and labels,
+    and the tables list none that /metrics does not serve."""
     dev = start_dev(processes, tmp_path)
     exercise_dev(dev)
-    documented = readme_metric_tables()
+    documented = documented_metric_tables()
     for plane, url in (("proxy", f"{dev.ops}/metrics"), ("control-plane", f"{dev.admin}/metrics")):
         served = scrape_families(url)
         assert set(documented[plane]) == set(served), (
-            f"README {plane} metrics: missing {sorted(set(served) - set(documented[plane]))}, "
+            f"docs/observability.md {plane} metrics: missing {sorted(set(served) - set(documented[plane]))}, "
             f"not served {sorted(set(documented[plane]) - set(served))}")
         for name, (kind, labels) in served.items():
-            assert documented[plane][name] == (kind, labels), f"README {name}: {documented[plane][name]}, /metrics: {(kind, labels)}"
+            assert documented[plane][name] == (kind, labels), f"docs/observability.md {name}: {documented[plane][name]}, /metrics: {(kind, labels)}"
 
 
 def operations_alert_rules() -> str:
@@ -1218,18 +1230,18 @@ def test_operations_alert_rules_are_valid_and_use_real_metrics(processes, tmp_pa
 
 def test_otel_variables_sluice_reads_are_the_documented_ones():
     """OTEL_VARIABLES (what the env checks accept) covers every variable src/telemetry reads, and
-    the README documents exactly those."""
+    docs/observability.md documents exactly those."""
     code = set()
     for path in (ROOT / "src" / "telemetry").rglob("*.rs"):
         code |= set(re.findall(r'const [A-Z_]+: &str = "(OTEL_[A-Z_]+)"', path.read_text()))
     assert code, "no OTEL_* variable found in src/telemetry"
     assert code <= OTEL_VARIABLES, f"read by src/telemetry but unknown to the checks: {sorted(code - OTEL_VARIABLES)}"
-    readme = (ROOT / "README.md").read_text()
-    settings = readme.split("\n### OpenTelemetry settings\n", 1)[1].split("\n### ", 1)[0]
+    text = (ROOT / "docs" / "observability.md").read_text()
+    settings = text.split("\n## OpenTelemetry settings\n", 1)[1].split("\n## ", 1)[0]
     table = "\n".join(line for line in settings.splitlines() if line.startswith("| `OTEL_"))
     documented = set(re.findall(r"`(OTEL_[A-Z_]+)`", table))
     assert documented == OTEL_VARIABLES, (
-        f"README table misses {sorted(OTEL_VARIABLES - documented)}, lists unknown {sorted(documented - OTEL_VARIABLES)}")
+        f"docs/observability.md table misses {sorted(OTEL_VARIABLES - documented)}, lists unknown {sorted(documented - OTEL_VARIABLES)}")
 
 
 def test_metrics_pass_promtool_check(processes, tmp_path):

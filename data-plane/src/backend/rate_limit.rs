@@ -1,6 +1,7 @@
 //! How long a backend asked us to stay away, from the many header variants seen in the wild
-//! (see UPSTREAM.md): `retry-after-ms`, `retry-after` (seconds or HTTP date),
-//! `x-ratelimit-reset-{requests,tokens}` (Go durations) and `x-rate-limit-reset-tokens`.
+//! (Azure and OpenAI send different ones, any of which may be missing or meaningless):
+//! `retry-after-ms`, `retry-after` (seconds or HTTP date), `x-ratelimit-reset-{requests,tokens}`
+//! (Go durations) and `x-rate-limit-reset-tokens`.
 
 use std::time::{Duration, SystemTime};
 
