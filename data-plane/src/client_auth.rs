@@ -72,11 +72,13 @@ mod tests {
                 id: "a".parse().unwrap(),
                 pools: vec![],
                 hash: KeyHash::new("key-a"),
+                limits: Default::default(),
             },
             ClientKey {
                 id: "b".parse().unwrap(),
                 pools: vec![],
                 hash: KeyHash::new("key-b"),
+                limits: Default::default(),
             },
         ])
     }

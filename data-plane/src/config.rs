@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
-use sluice_model::{ClientKey, FieldError, KeyHash, Name, Pool, SecretRef, Snapshot};
+use sluice_model::{ClientKey, FieldError, KeyHash, Limits, Name, Pool, SecretRef, Snapshot};
 
 use crate::backend::{BackendEndpoint, RefreshPolicy};
 use crate::balance::PoolRuntime;
@@ -137,6 +137,8 @@ pub struct StaticClientKey {
     pub secret: SecretRef,
     #[serde(default)]
     pub pools: Vec<Name>,
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -210,6 +212,7 @@ pub async fn load_file(
             hash: KeyHash::new(secrecy::ExposeSecret::expose_secret(&secret)),
             id: key.id,
             pools: key.pools,
+            limits: key.limits,
         });
     }
     let snapshot = Snapshot {

@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::Name;
+use crate::error::FieldError;
 use crate::error::{InvalidValue, string_newtype_serde};
+use crate::{Limits, Name, Pool};
 
 /// A key that lets a client call the proxy. Only a salted hash of the key is ever stored or
 /// distributed; the key itself is shown once, when it is created.
@@ -21,11 +22,40 @@ pub struct ClientKey {
     #[serde(default)]
     pub pools: Vec<Name>,
     pub hash: KeyHash,
+    /// What the key may consume; no limits when empty.
+    #[serde(default, skip_serializing_if = "Limits::is_empty")]
+    pub limits: Limits,
 }
 
 impl ClientKey {
     pub fn allows(&self, pool: &str) -> bool {
         self.pools.is_empty() || self.pools.iter().any(|p| p.as_str() == pool)
+    }
+
+    /// Checks the key's limits against the pools that exist: a budget can only be kept on
+    /// pools that have a price, so a key with a budget may use no pool without one.
+    pub fn validate_limits(&self, pools: &[Pool]) -> Result<(), FieldError> {
+        self.limits
+            .validate(&self.pools)
+            .map_err(|e| e.within("limits"))?;
+        if !self.limits.has_budget() {
+            return Ok(());
+        }
+        let unpriced = pools.iter().find(|pool| {
+            pool.price.is_none()
+                && self.allows(pool.name.as_str())
+                && self.limits.budget_applies_to(pool.name.as_str())
+        });
+        match unpriced {
+            Some(pool) => Err(FieldError::new(
+                "limits.budget",
+                format!(
+                    "key '{}' has a budget but may use pool '{}', which has no price; set the pool's price or limit the key's pools",
+                    self.id, pool.name
+                ),
+            )),
+            None => Ok(()),
+        }
     }
 }
 
@@ -147,6 +177,43 @@ mod tests {
     }
 
     #[test]
+    fn a_budget_needs_a_price_on_every_pool_it_covers() {
+        let pools: Vec<Pool> = serde_json::from_value(serde_json::json!([
+            {"name": "priced", "price": {"input_per_1m_usd": 1, "output_per_1m_usd": 2}},
+            {"name": "free"}
+        ]))
+        .unwrap();
+        let key = |pools: serde_json::Value, limits: serde_json::Value| -> ClientKey {
+            serde_json::from_value(serde_json::json!({
+                "id": "k", "pools": pools, "hash": KeyHash::new("k").to_string(), "limits": limits
+            }))
+            .unwrap()
+        };
+        let budget = serde_json::json!({"budget": {"usd": 5, "period": "day"}});
+        let everywhere = key(serde_json::json!([]), budget.clone());
+        let err = everywhere.validate_limits(&pools).unwrap_err();
+        assert_eq!(err.field, "limits.budget");
+        assert!(err.message.contains("pool 'free'"), "{}", err.message);
+        key(serde_json::json!(["priced"]), budget)
+            .validate_limits(&pools)
+            .unwrap();
+        // A budget on the priced pool only is fine for a key that may use both.
+        key(
+            serde_json::json!([]),
+            serde_json::json!({"pools": {"priced": {"budget": {"usd": 5, "period": "day"}}}}),
+        )
+        .validate_limits(&pools)
+        .unwrap();
+        let err = key(
+            serde_json::json!(["priced"]),
+            serde_json::json!({"pools": {"free": {"requests_per_minute": 1}}}),
+        )
+        .validate_limits(&pools)
+        .unwrap_err();
+        assert_eq!(err.field, "limits.pools.free");
+    }
+
+    #[test]
     fn salts_differ_per_hash() {
         assert_ne!(KeyHash::new("same"), KeyHash::new("same"));
     }
@@ -180,6 +247,7 @@ mod tests {
             id: "team-a".parse().unwrap(),
             pools: vec![],
             hash: KeyHash::new("k"),
+            limits: Limits::default(),
         };
         assert!(key.allows("anything"));
         let limited = ClientKey {

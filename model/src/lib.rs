@@ -9,6 +9,7 @@ mod backend;
 mod client_key;
 mod error;
 pub mod exposition;
+mod limits;
 mod name;
 mod pool;
 mod proto_convert;
@@ -20,6 +21,9 @@ mod snapshot;
 pub use backend::{ApiVersion, Auth, Backend, BackendKind, BackendUrl, DeploymentName, Weight};
 pub use client_key::{ClientKey, KeyHash, generate_client_secret};
 pub use error::{FieldError, InvalidValue};
+pub use limits::{
+    Budget, Count, LimitSet, Limits, MicroUsd, Period, Price, RequestRate, TokenCount, TokenQuota,
+};
 pub use name::Name;
 pub use pool::{
     IdleTimeout, MaxAttempts, PerTryTimeout, Pool, RetryOn, RetryPolicy, RetryStatus, Strategy,

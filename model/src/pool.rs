@@ -3,7 +3,7 @@ use std::collections::HashSet;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{FieldError, InvalidValue};
-use crate::{Backend, Name};
+use crate::{Backend, Name, Price};
 
 /// How a pool picks a backend within its best available priority tier.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -200,6 +200,9 @@ pub struct Pool {
     pub retry: RetryPolicy,
     #[serde(default)]
     pub backends: Vec<Backend>,
+    /// What the pool's tokens cost; needed by keys with a budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<Price>,
 }
 
 impl Pool {

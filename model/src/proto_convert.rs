@@ -6,8 +6,9 @@ use std::fmt::Display;
 use crate::error::FieldError;
 use crate::proto;
 use crate::{
-    Auth, Backend, BackendKind, ClientKey, IdleTimeout, KeyHash, MaxAttempts, Name, PerTryTimeout,
-    Pool, RetryOn, RetryPolicy, RetryStatus, Snapshot, Strategy, Weight,
+    Auth, Backend, BackendKind, Budget, ClientKey, IdleTimeout, KeyHash, LimitSet, Limits,
+    MaxAttempts, MicroUsd, Name, PerTryTimeout, Period, Pool, Price, RetryOn, RetryPolicy,
+    RetryStatus, Snapshot, Strategy, TokenQuota, Weight,
 };
 
 fn at<T, E: Display>(result: Result<T, E>, field: &str) -> Result<T, FieldError> {
@@ -71,6 +72,11 @@ impl From<&Pool> for proto::Pool {
                 idle_timeout_ms: pool.retry.idle_timeout_ms.as_millis(),
             }),
             backends: pool.backends.iter().map(Into::into).collect(),
+            price: pool.price.map(|price| proto::Price {
+                input_per_1m_micro_usd: price.input_per_1m_usd.micros(),
+                output_per_1m_micro_usd: price.output_per_1m_usd.micros(),
+                cached_input_per_1m_micro_usd: price.cached_input_per_1m_usd.map(MicroUsd::micros),
+            }),
         }
     }
 }
@@ -114,6 +120,25 @@ impl TryFrom<proto::Pool> for Pool {
             strategy,
             retry,
             backends: each(pool.backends, "backends", Backend::try_from)?,
+            price: pool
+                .price
+                .map(|price| {
+                    Ok::<_, FieldError>(Price {
+                        input_per_1m_usd: money(
+                            price.input_per_1m_micro_usd,
+                            "price.input_per_1m_usd",
+                        )?,
+                        output_per_1m_usd: money(
+                            price.output_per_1m_micro_usd,
+                            "price.output_per_1m_usd",
+                        )?,
+                        cached_input_per_1m_usd: price
+                            .cached_input_per_1m_micro_usd
+                            .map(|m| money(m, "price.cached_input_per_1m_usd"))
+                            .transpose()?,
+                    })
+                })
+                .transpose()?,
         })
     }
 }
@@ -210,6 +235,15 @@ impl From<&ClientKey> for proto::ClientKey {
                 salt: key.hash.salt().to_vec(),
                 sha256: key.hash.digest().to_vec(),
             }),
+            limits: (!key.limits.is_empty()).then(|| proto::Limits {
+                key: Some(limit_set_to_proto(&key.limits.key_wide())),
+                pools: key
+                    .limits
+                    .pools
+                    .iter()
+                    .map(|(pool, set)| (pool.to_string(), limit_set_to_proto(set)))
+                    .collect(),
+            }),
         }
     }
 }
@@ -229,8 +263,112 @@ impl TryFrom<proto::ClientKey> for ClientKey {
                 .map(|p| at(Name::try_from(p), "pools"))
                 .collect::<Result<_, _>>()?,
             hash: at(KeyHash::from_parts(&hash.salt, &hash.sha256), "hash")?,
+            limits: match key.limits {
+                None => Limits::default(),
+                Some(limits) => {
+                    let key_wide = match limits.key {
+                        Some(set) => limit_set_from_proto(set).map_err(|e| e.within("limits"))?,
+                        None => LimitSet::default(),
+                    };
+                    let pools = limits
+                        .pools
+                        .into_iter()
+                        .map(|(pool, set)| {
+                            let at_pool = || format!("limits.pools.{pool}");
+                            Ok((
+                                at(Name::try_from(pool.clone()), &at_pool())?,
+                                limit_set_from_proto(set).map_err(|e| e.within(at_pool()))?,
+                            ))
+                        })
+                        .collect::<Result<_, FieldError>>()?;
+                    Limits {
+                        requests_per_minute: key_wide.requests_per_minute,
+                        tokens_per_minute: key_wide.tokens_per_minute,
+                        token_quota: key_wide.token_quota,
+                        budget: key_wide.budget,
+                        pools,
+                    }
+                }
+            },
         })
     }
+}
+
+// === impl Limits ===
+
+fn money(micros: u64, field: &str) -> Result<MicroUsd, FieldError> {
+    if micros > MicroUsd::MAX.micros() {
+        return Err(FieldError::new(
+            field,
+            "amount is above the largest allowed",
+        ));
+    }
+    Ok(MicroUsd::from_micros(micros))
+}
+
+fn period_to_proto(period: Period) -> proto::Period {
+    match period {
+        Period::Hour => proto::Period::Hour,
+        Period::Day => proto::Period::Day,
+        Period::Week => proto::Period::Week,
+        Period::Month => proto::Period::Month,
+    }
+}
+
+fn period_from_proto(raw: i32, field: &str) -> Result<Period, FieldError> {
+    match at(proto::Period::try_from(raw), field)? {
+        proto::Period::Hour => Ok(Period::Hour),
+        proto::Period::Day => Ok(Period::Day),
+        proto::Period::Week => Ok(Period::Week),
+        proto::Period::Month => Ok(Period::Month),
+        proto::Period::Unspecified => Err(FieldError::new(field, "period is missing")),
+    }
+}
+
+fn limit_set_to_proto(set: &LimitSet) -> proto::LimitSet {
+    proto::LimitSet {
+        requests_per_minute: set.requests_per_minute.map(u64::from),
+        tokens_per_minute: set.tokens_per_minute.map(u64::from),
+        token_quota: set.token_quota.map(|quota| proto::TokenQuota {
+            tokens: quota.tokens.get(),
+            period: period_to_proto(quota.period).into(),
+        }),
+        budget: set.budget.map(|budget| proto::Budget {
+            micro_usd: budget.usd.micros(),
+            period: period_to_proto(budget.period).into(),
+        }),
+    }
+}
+
+fn limit_set_from_proto(set: proto::LimitSet) -> Result<LimitSet, FieldError> {
+    Ok(LimitSet {
+        requests_per_minute: set
+            .requests_per_minute
+            .map(|n| at(n.try_into(), "requests_per_minute"))
+            .transpose()?,
+        tokens_per_minute: set
+            .tokens_per_minute
+            .map(|n| at(n.try_into(), "tokens_per_minute"))
+            .transpose()?,
+        token_quota: set
+            .token_quota
+            .map(|quota| {
+                Ok::<_, FieldError>(TokenQuota {
+                    tokens: at(quota.tokens.try_into(), "token_quota.tokens")?,
+                    period: period_from_proto(quota.period, "token_quota.period")?,
+                })
+            })
+            .transpose()?,
+        budget: set
+            .budget
+            .map(|budget| {
+                Ok::<_, FieldError>(Budget {
+                    usd: money(budget.micro_usd, "budget.usd")?,
+                    period: period_from_proto(budget.period, "budget.period")?,
+                })
+            })
+            .transpose()?,
+    })
 }
 
 #[cfg(test)]
@@ -244,6 +382,7 @@ mod tests {
             "pools": [{
                 "name": "gpt-4o", "strategy": "weighted",
                 "retry": {"max_attempts": 2, "retry_on": [429, 503], "per_try_timeout_ms": 5000, "idle_timeout_ms": 7000},
+                "price": {"input_per_1m_usd": 2.5, "output_per_1m_usd": 10, "cached_input_per_1m_usd": 1.25},
                 "backends": [
                     {"name": "eastus", "url": "https://e.example", "kind": "azure_openai", "weight": 3,
                      "priority": 1, "enabled": false, "api_version": "2025-04-01-preview",
@@ -253,7 +392,14 @@ mod tests {
                     {"name": "oai", "url": "https://api.openai.com", "kind": "openai", "auth": {"type": "none"}}
                 ]
             }],
-            "client_keys": [{"id": "team-a", "pools": ["gpt-4o"], "hash": KeyHash::new("k").to_string()}]
+            "client_keys": [
+                {"id": "team-a", "pools": ["gpt-4o"], "hash": KeyHash::new("k").to_string(),
+                 "limits": {"requests_per_minute": 600, "tokens_per_minute": 200000,
+                            "token_quota": {"tokens": 50000000, "period": "month"},
+                            "budget": {"usd": 500.25, "period": "week"},
+                            "pools": {"gpt-4o": {"tokens_per_minute": 100000, "budget": {"usd": 1, "period": "hour"}}}}},
+                {"id": "team-b", "hash": KeyHash::new("k2").to_string()}
+            ]
         }))
         .unwrap()
     }

@@ -39,6 +39,8 @@ impl Snapshot {
                     "client key ids must be unique",
                 ));
             }
+            key.validate_limits(&self.pools)
+                .map_err(|e| e.within(format_args!("client_keys[{index}]")))?;
         }
         Ok(())
     }

@@ -198,6 +198,7 @@ async fn seed(store: &Store, mocks: &[MockHandle], secrets: &Path) -> anyhow::Re
                 strategy: Default::default(),
                 retry: Default::default(),
                 backends,
+                price: None,
             };
             store.create_pool(&actor, &new).await?;
         }

@@ -103,6 +103,7 @@ pub async fn replace(
             strategy: replacement.strategy,
             retry: replacement.retry.clone(),
             backends: backends.clone(),
+            price: None,
         }
         .validate()?;
     }

@@ -95,6 +95,7 @@ impl Store {
                     id: new.id,
                     pools: new.pools,
                     hash: KeyHash::new(&secret),
+                    limits: Default::default(),
                 },
                 created_at_unix_ms: unix_millis(),
             };
@@ -162,6 +163,7 @@ fn key_record(row: &AnyRow) -> Result<ClientKeyRecord, StoreError> {
             pools: from_json(&pools, "client key pools")?,
             hash: KeyHash::from_parts(&salt, &digest)
                 .map_err(|e| StoreError::corrupt(what(), e))?,
+            limits: Default::default(),
         },
         hint: row.try_get("hint")?,
         created_at_unix_ms: row.try_get("created_at")?,

@@ -208,6 +208,7 @@ pub(crate) async fn fetch_pools(
                     strategy: strategy_from_db(&strategy)?,
                     retry: from_json(&retry, "pool retry policy")?,
                     backends: Vec::new(),
+                    price: None,
                 },
                 revision: to_revision(row.try_get("updated_revision")?),
             });
