@@ -17,6 +17,7 @@ mod proto_convert;
 mod schema;
 mod secret_ref;
 mod snapshot;
+pub mod windows;
 
 pub use backend::{ApiVersion, Auth, Backend, BackendKind, BackendUrl, DeploymentName, Weight};
 pub use client_key::{ClientKey, KeyHash, generate_client_secret};
