@@ -34,3 +34,27 @@ impl Nanos {
         (self.0 > now.0).then(|| Duration::from_nanos(self.0 - now.0))
     }
 }
+
+/// Wall-clock time, for windows that follow the calendar (UTC).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct UnixTime {
+    pub secs: i64,
+    /// The part of the current second that has passed, 0 to 1.
+    pub fraction: f64,
+}
+
+impl UnixTime {
+    pub fn now() -> Self {
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        Self {
+            secs: i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
+            fraction: f64::from(since.subsec_nanos()) / 1e9,
+        }
+    }
+
+    pub fn millis(self) -> i64 {
+        self.secs.saturating_mul(1000) + (self.fraction * 1000.0) as i64
+    }
+}

@@ -21,6 +21,7 @@ mod idle_timer;
 pub mod metrics;
 mod models;
 pub mod proxy;
+pub mod quota;
 mod routing;
 pub mod secrets;
 mod server;

@@ -89,7 +89,7 @@ fn window_reset(headers: &HeaderMap, applies: impl Fn(&Window) -> bool) -> Optio
 }
 
 /// Go's `time.Duration` text: `1s`, `6m0s`, `12ms`, `1h2m3.5s`; a bare number means seconds.
-fn parse_go_duration(text: &str) -> Option<Duration> {
+pub(crate) fn parse_go_duration(text: &str) -> Option<Duration> {
     if text.is_empty() {
         return None;
     }

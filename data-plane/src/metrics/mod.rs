@@ -15,6 +15,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::quota::LimitKind;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BackendLabels {
     pub pool: String,
@@ -87,6 +89,13 @@ impl EjectionReason {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RateLimitedLabels {
+    pool: String,
+    client_key: String,
+    limit: LimitKind,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RetryLabels {
     pub pool: String,
     pub reason: RetryReason,
@@ -136,6 +145,9 @@ pub struct ProxyMetrics {
     rejected: Family<PoolLabels, Counter>,
     state: Family<StateLabels, Gauge>,
     cooldown: Family<BackendLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    ratelimited: Family<RateLimitedLabels, Counter>,
+    /// 1 while the store that limits are counted in answers (always, without Redis).
+    pub quota_store_up: Gauge,
     pub revision: Gauge,
     pub control_plane_connected: Gauge,
     pub seconds_since_update: Gauge<f64, std::sync::atomic::AtomicU64>,
@@ -236,6 +248,8 @@ impl ProxyMetrics {
             rejected: Family::default(),
             state: Family::default(),
             cooldown: Family::default(),
+            ratelimited: Family::default(),
+            quota_store_up: Gauge::default(),
             revision: Gauge::default(),
             control_plane_connected: Gauge::default(),
             seconds_since_update: Gauge::default(),
@@ -297,6 +311,16 @@ impl ProxyMetrics {
                 "sluice_backend_cooldown_remaining_seconds",
                 "Seconds until a cooling or ejected backend takes traffic again",
                 metrics.cooldown
+            ),
+            (
+                "sluice_ratelimited",
+                "Client calls refused by a client key's limit, by pool, key and limit",
+                metrics.ratelimited
+            ),
+            (
+                "sluice_ratelimit_shared_up",
+                "1 while the store that limits are counted in answers (Redis, or the proxy itself without one)",
+                metrics.quota_store_up
             ),
             (
                 "sluice_config_revision",
@@ -379,6 +403,17 @@ impl ProxyMetrics {
             .get_or_create(&RetryLabels {
                 pool: pool.to_owned(),
                 reason,
+            })
+            .inc();
+    }
+
+    /// A call refused by a client key's limit (pool and key come from config: bounded).
+    pub fn ratelimited(&self, pool: &str, client_key: &str, limit: LimitKind) {
+        self.ratelimited
+            .get_or_create(&RateLimitedLabels {
+                pool: pool.to_owned(),
+                client_key: client_key.to_owned(),
+                limit,
             })
             .inc();
     }

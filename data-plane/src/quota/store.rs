@@ -1,0 +1,345 @@
+//! Where the fleet's counts meet: Redis (or Valkey), standalone or cluster, or, without one,
+//! this proxy's memory. Only the sync task calls a store; never the request path.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClient;
+use redis::cluster_async::ClusterConnection;
+
+/// One counter's part of a sync.
+#[derive(Clone, Debug)]
+pub struct Push {
+    pub key: String,
+    /// Added to the shared count (negative for refunds).
+    pub delta: i64,
+    /// Unix seconds after which the count is no use to anyone.
+    pub expire_at: i64,
+    /// Also read this key (the previous minute of a rolling-minute limit).
+    pub read: Option<String>,
+}
+
+/// A counter's shared count after the push, and the extra key when one was asked for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pulled {
+    pub total: u64,
+    pub read: Option<u64>,
+}
+
+#[derive(Debug)]
+pub struct Exchanged {
+    /// In the order of the pushes.
+    pub pulled: Vec<Pulled>,
+    /// Proxies that synced within the last few seconds, this one included.
+    pub proxies: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the shared store failed: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("the shared store answered something unexpected: {0}")]
+    Reply(#[from] redis::ParsingError),
+    #[error("the shared store did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+#[async_trait]
+pub trait SharedCounts: Send + Sync + 'static {
+    /// Pushes every delta and reads the totals back, and reports this proxy alive.
+    async fn exchange(
+        &self,
+        node: &str,
+        now_ms: i64,
+        pushes: &[Push],
+    ) -> Result<Exchanged, StoreError>;
+
+    /// Whether other proxies see these counts (a store in this process: no).
+    fn is_shared(&self) -> bool;
+}
+
+/// Counts in this process: every limit holds per proxy.
+#[derive(Default)]
+pub struct LocalCounts {
+    counts: Mutex<HashMap<String, (i64, i64)>>,
+}
+
+#[async_trait]
+impl SharedCounts for LocalCounts {
+    async fn exchange(
+        &self,
+        _: &str,
+        now_ms: i64,
+        pushes: &[Push],
+    ) -> Result<Exchanged, StoreError> {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let now = now_ms / 1000;
+        counts.retain(|_, (_, expire_at)| *expire_at > now);
+        let pulled = pushes
+            .iter()
+            .map(|push| {
+                let entry = counts
+                    .entry(push.key.clone())
+                    .or_insert((0, push.expire_at));
+                entry.0 += push.delta;
+                entry.1 = push.expire_at;
+                let total = non_negative(entry.0);
+                let read = push
+                    .read
+                    .as_ref()
+                    .map(|key| counts.get(key).map_or(0, |(count, _)| non_negative(*count)));
+                Pulled { total, read }
+            })
+            .collect();
+        Ok(Exchanged { pulled, proxies: 1 })
+    }
+
+    fn is_shared(&self) -> bool {
+        false
+    }
+}
+
+/// How long a proxy counts as live after its last sync.
+const LIVE_FOR_MS: i64 = 5_000;
+const PROXIES_KEY: &str = "{sluice}:proxies";
+/// A sync that takes longer than this is abandoned (and its deltas kept for the next one).
+pub const STORE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Redis or Valkey, standalone (`redis://`, `rediss://`) or a cluster (several seed URLs).
+pub struct RedisCounts {
+    client: RedisClient,
+    connection: tokio::sync::Mutex<Option<Connection>>,
+}
+
+enum RedisClient {
+    Standalone(redis::Client),
+    Cluster(ClusterClient),
+}
+
+#[derive(Clone)]
+enum Connection {
+    Standalone(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl RedisCounts {
+    /// Checks the URLs; connects on the first sync (a Redis that is down at start is no
+    /// reason not to serve).
+    pub fn new(urls: &[String]) -> Result<Self, StoreError> {
+        let client = match urls {
+            [one] => RedisClient::Standalone(redis::Client::open(one.as_str())?),
+            many => RedisClient::Cluster(ClusterClient::new(many.to_vec())?),
+        };
+        Ok(Self {
+            client,
+            connection: tokio::sync::Mutex::new(None),
+        })
+    }
+
+    async fn connection(&self) -> Result<Connection, StoreError> {
+        let mut connection = self.connection.lock().await;
+        if let Some(connection) = &*connection {
+            return Ok(connection.clone());
+        }
+        let connected = match &self.client {
+            RedisClient::Standalone(client) => {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(STORE_TIMEOUT))
+                    .set_response_timeout(Some(STORE_TIMEOUT))
+                    .set_number_of_retries(1);
+                Connection::Standalone(
+                    ConnectionManager::new_with_config(client.clone(), config).await?,
+                )
+            }
+            RedisClient::Cluster(client) => {
+                Connection::Cluster(client.get_async_connection().await?)
+            }
+        };
+        *connection = Some(connected.clone());
+        Ok(connected)
+    }
+
+    async fn run(&self, node: &str, now_ms: i64, pushes: &[Push]) -> Result<Exchanged, StoreError> {
+        let connection = self.connection().await?;
+        // One pipeline per client key: its counters share a hash slot, so the pipelines are
+        // valid on a cluster too; they run concurrently.
+        let mut groups: Vec<(&str, Vec<usize>)> = Vec::new();
+        for (index, push) in pushes.iter().enumerate() {
+            let tag = hash_tag(&push.key);
+            match groups.iter_mut().find(|(t, _)| *t == tag) {
+                Some((_, members)) => members.push(index),
+                None => groups.push((tag, vec![index])),
+            }
+        }
+        let counted = groups.iter().map(|(_, members)| {
+            let mut pipe = redis::pipe();
+            for &index in members {
+                let push = &pushes[index];
+                pipe.cmd("INCRBY").arg(&push.key).arg(push.delta);
+                pipe.cmd("EXPIREAT")
+                    .arg(&push.key)
+                    .arg(push.expire_at)
+                    .ignore();
+                if let Some(read) = &push.read {
+                    pipe.cmd("GET").arg(read);
+                }
+            }
+            let mut connection = connection.clone();
+            async move {
+                let replies: Vec<redis::Value> = connection.query(&pipe).await?;
+                Ok::<_, StoreError>((members, replies))
+            }
+        });
+        let mut alive = redis::pipe();
+        alive
+            .cmd("ZADD")
+            .arg(PROXIES_KEY)
+            .arg(now_ms)
+            .arg(node)
+            .ignore()
+            .cmd("ZREMRANGEBYSCORE")
+            .arg(PROXIES_KEY)
+            .arg("-inf")
+            .arg(now_ms - LIVE_FOR_MS)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(PROXIES_KEY)
+            .arg(LIVE_FOR_MS * 2)
+            .ignore()
+            .cmd("ZCARD")
+            .arg(PROXIES_KEY);
+        let mut heartbeat = connection.clone();
+        let (groups, proxies) =
+            tokio::join!(futures_util::future::try_join_all(counted), async move {
+                heartbeat.query::<(u32,)>(&alive).await
+            });
+        let mut pulled = vec![Pulled::default(); pushes.len()];
+        for (members, replies) in groups? {
+            let mut replies = replies.into_iter();
+            for &index in members {
+                let total =
+                    redis::from_redis_value::<i64>(replies.next().unwrap_or(redis::Value::Nil))?;
+                let read = match &pushes[index].read {
+                    Some(_) => Some(
+                        redis::from_redis_value::<Option<i64>>(
+                            replies.next().unwrap_or(redis::Value::Nil),
+                        )?
+                        .map_or(0, non_negative),
+                    ),
+                    None => None,
+                };
+                pulled[index] = Pulled {
+                    total: non_negative(total),
+                    read,
+                };
+            }
+        }
+        Ok(Exchanged {
+            pulled,
+            proxies: proxies?.0.max(1),
+        })
+    }
+}
+
+#[async_trait]
+impl SharedCounts for RedisCounts {
+    async fn exchange(
+        &self,
+        node: &str,
+        now_ms: i64,
+        pushes: &[Push],
+    ) -> Result<Exchanged, StoreError> {
+        let outcome = tokio::time::timeout(STORE_TIMEOUT, self.run(node, now_ms, pushes)).await;
+        let result = outcome.unwrap_or(Err(StoreError::Timeout(STORE_TIMEOUT)));
+        if result.is_err() {
+            // Start afresh next time: a cluster's topology or a standalone's address may
+            // have changed (the connection manager would also reconnect by itself).
+            if let Ok(mut connection) = self.connection.try_lock() {
+                *connection = None;
+            }
+        }
+        result
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+}
+
+impl Connection {
+    async fn query<T: redis::FromRedisValue>(
+        &mut self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, redis::RedisError> {
+        match self {
+            Self::Standalone(connection) => pipe.query_async(connection).await,
+            Self::Cluster(connection) => pipe.query_async(connection).await,
+        }
+    }
+}
+
+/// The `{…}` part of a key: Redis Cluster hashes only that.
+fn hash_tag(key: &str) -> &str {
+    key.split_once('}').map_or(key, |(tag, _)| tag)
+}
+
+fn non_negative(count: i64) -> u64 {
+    u64::try_from(count).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn local_counts_add_up_and_expire() {
+        let counts = LocalCounts::default();
+        let push = |key: &str, delta, read: Option<&str>| Push {
+            key: key.into(),
+            delta,
+            expire_at: 100,
+            read: read.map(Into::into),
+        };
+        let first = counts
+            .exchange("n", 0, &[push("a", 3, None), push("b", 1, Some("a"))])
+            .await
+            .unwrap();
+        assert_eq!(
+            first.pulled,
+            [
+                Pulled {
+                    total: 3,
+                    read: None
+                },
+                Pulled {
+                    total: 1,
+                    read: Some(3)
+                }
+            ]
+        );
+        assert_eq!(first.proxies, 1);
+        let refund = counts
+            .exchange("n", 0, &[push("a", -5, None)])
+            .await
+            .unwrap();
+        assert_eq!(refund.pulled[0].total, 0, "never below zero");
+        let later = counts
+            .exchange("n", 100_000, &[push("b", 0, None)])
+            .await
+            .unwrap();
+        assert_eq!(later.pulled[0].total, 0, "expired");
+        assert!(!counts.is_shared());
+    }
+
+    #[test]
+    fn keys_of_one_client_key_share_a_hash_tag() {
+        assert_eq!(
+            hash_tag("{sluice:team-a}:key:requests:minute:60"),
+            "{sluice:team-a"
+        );
+        assert_eq!(hash_tag("plain"), "plain");
+    }
+}
