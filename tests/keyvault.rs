@@ -109,6 +109,7 @@ impl Azure {
             refresh: RefreshPolicy {
                 interval: refresh_interval,
             },
+            redis_urls: Vec::new(),
         }
     }
 

@@ -19,9 +19,11 @@ use crate::client_error::ClientError;
 use crate::clock::Nanos;
 use crate::idle_timer::IdleTimer;
 use crate::metrics::{EjectionReason, TokenCounters};
+use crate::quota::Admitted;
 use crate::trace;
 use crate::upstream::UpstreamBody;
 use crate::usage::UsageScanner;
+use crate::usage_event::UsageEventFilter;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -41,6 +43,8 @@ pin_project_lite::pin_project! {
         sse: bool,
         // The idle timeout fired; nothing more is passed on.
         cut: bool,
+        // Present when the proxy asked for usage the client did not: its event is removed.
+        usage_events: Option<Box<UsageEventFilter>>,
         accounting: Accounting,
     }
 
@@ -52,8 +56,16 @@ pin_project_lite::pin_project! {
     }
 }
 
+/// How a body passes: its idle limit and what its stream needs.
+pub struct Passing {
+    pub idle_timeout: std::time::Duration,
+    pub sse: bool,
+    /// The usage-only event was asked for by the proxy, not the client.
+    pub strip_usage_event: bool,
+}
+
 /// What is learnt from a response body while it passes.
-struct Accounting {
+pub struct Accounting {
     backend: Arc<BackendEndpoint>,
     started: Instant,
     first_byte_seen: bool,
@@ -63,6 +75,10 @@ struct Accounting {
     /// with the body, carrying its token counts. Boxed so the untraced body stays small.
     spans: Option<Box<[Span; 2]>>,
     response_model: Option<String>,
+    /// The client key's limits hold an estimate for this call until its usage is known.
+    quota: Option<Admitted>,
+    /// The backend answered with a success (a refusal consumed nothing).
+    succeeded: bool,
     reported: bool,
 }
 
@@ -70,35 +86,41 @@ struct Accounting {
 pub type ProxyBody = Either<ObservedBody, Full<Bytes>>;
 
 impl ObservedBody {
-    pub fn new(
-        inner: UpstreamBody,
-        idle_timeout: std::time::Duration,
-        sse: bool,
-        backend: Arc<BackendEndpoint>,
-        started: Instant,
-        tokens: TokenCounters,
-        spans: Option<Box<[Span; 2]>>,
-    ) -> Self {
+    pub fn new(inner: UpstreamBody, passing: Passing, accounting: Accounting) -> Self {
         Self {
             inner,
-            idle: IdleTimer::new(idle_timeout),
-            sse,
+            idle: IdleTimer::new(passing.idle_timeout),
+            sse: passing.sse,
             cut: false,
-            accounting: Accounting {
-                backend,
-                started,
-                first_byte_seen: false,
-                usage: UsageScanner::default(),
-                tokens,
-                spans,
-                response_model: None,
-                reported: false,
-            },
+            usage_events: (passing.sse && passing.strip_usage_event).then(Box::default),
+            accounting,
         }
     }
 }
 
 impl Accounting {
+    pub fn new(
+        backend: Arc<BackendEndpoint>,
+        started: Instant,
+        tokens: TokenCounters,
+        spans: Option<Box<[Span; 2]>>,
+        quota: Option<Admitted>,
+        succeeded: bool,
+    ) -> Self {
+        Self {
+            backend,
+            started,
+            first_byte_seen: false,
+            usage: UsageScanner::default(),
+            tokens,
+            spans,
+            response_model: None,
+            quota,
+            succeeded,
+            reported: false,
+        }
+    }
+
     fn data(&mut self, data: &[u8]) {
         if !self.first_byte_seen {
             self.first_byte_seen = true;
@@ -133,6 +155,20 @@ impl Accounting {
             self.tokens.input.inc_by(usage.prompt_tokens);
             self.tokens.output.inc_by(usage.completion_tokens);
         }
+        if let Some(quota) = self.quota.take() {
+            match self.usage.found {
+                Some(usage) => quota.settle(
+                    usage.prompt_tokens,
+                    usage.cached_tokens(),
+                    usage.completion_tokens,
+                ),
+                // Refused or failed: nothing was consumed.
+                None if !self.succeeded => quota.refund(),
+                // A success without usage (an interrupted stream, an operation that reports
+                // none): the estimate stands.
+                None => {}
+            }
+        }
         if let Some(spans) = self.spans.take() {
             let [request, attempt] = &*spans;
             trace::usage(
@@ -156,39 +192,56 @@ impl Body for ObservedBody {
         if *this.cut {
             return Poll::Ready(None);
         }
-        match this.inner.as_mut().poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
+        loop {
+            return match this.inner.as_mut().poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    this.idle.as_mut().activity();
+                    let Some(data) = frame.data_ref() else {
+                        return Poll::Ready(Some(Ok(frame)));
+                    };
                     this.accounting.data(data);
+                    let Some(filter) = this.usage_events.as_mut() else {
+                        return Poll::Ready(Some(Ok(frame)));
+                    };
+                    let kept = filter.pass(data);
+                    if kept.is_empty() {
+                        continue;
+                    }
+                    Poll::Ready(Some(Ok(Frame::data(kept))))
                 }
-                this.idle.activity();
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(error.into()))),
-            Poll::Ready(None) => {
-                this.accounting.report();
-                Poll::Ready(None)
-            }
-            Poll::Pending => {
-                std::task::ready!(this.idle.as_mut().poll_expired(cx));
-                let limit = this.idle.limit();
-                *this.cut = true;
-                this.accounting.idle_timeout(limit);
-                Poll::Ready(Some(if *this.sse {
-                    Ok(Frame::data(idle_error_event(limit)))
-                } else {
-                    Err(UpstreamIdle(limit).into())
-                }))
-            }
+                Poll::Ready(Some(Err(error))) => Poll::Ready(Some(Err(error.into()))),
+                Poll::Ready(None) => {
+                    this.accounting.report();
+                    match this.usage_events.as_mut().map(|f| f.finish()) {
+                        Some(rest) if !rest.is_empty() => Poll::Ready(Some(Ok(Frame::data(rest)))),
+                        _ => Poll::Ready(None),
+                    }
+                }
+                Poll::Pending => {
+                    std::task::ready!(this.idle.as_mut().poll_expired(cx));
+                    let limit = this.idle.limit();
+                    *this.cut = true;
+                    this.accounting.idle_timeout(limit);
+                    Poll::Ready(Some(if *this.sse {
+                        Ok(Frame::data(idle_error_event(limit)))
+                    } else {
+                        Err(UpstreamIdle(limit).into())
+                    }))
+                }
+            };
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.cut || self.inner.is_end_stream()
+        self.cut || (self.usage_events.is_none() && self.inner.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        // A filtered stream is shorter than the backend's by an unknown amount.
+        match self.usage_events {
+            Some(_) => SizeHint::default(),
+            None => self.inner.size_hint(),
+        }
     }
 }
 

@@ -38,6 +38,9 @@ pub struct ClientCall {
     /// Client headers minus hop-by-hop headers and the client's own credentials.
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// Ask backends for usage in the stream (`stream_options.include_usage`) although the
+    /// client did not: its limits count tokens, and only the backend's usage is exact.
+    pub ask_for_usage: bool,
 }
 
 /// The body field the proxy needs for OpenAI-style routing; the rest is skipped unparsed.
@@ -55,21 +58,33 @@ impl<'a> BodyPeek<'a> {
 }
 
 impl ClientCall {
-    /// The body with `model` set to `model`, for backends that route by it. Only renamed or
-    /// cross-style calls pay for this re-serialisation.
-    pub fn body_with_model(&self, model: &str) -> Bytes {
-        match serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&self.body) {
-            Ok(mut object) => {
-                object.insert(
-                    "model".to_owned(),
-                    serde_json::Value::String(model.to_owned()),
-                );
-                serde_json::to_vec(&object)
-                    .map(Bytes::from)
-                    .unwrap_or_else(|_| self.body.clone())
-            }
-            Err(_) => self.body.clone(),
+    /// The body for one backend: `model` set for backends that route by it, and
+    /// `stream_options.include_usage` when the proxy asks for usage. Otherwise the client's
+    /// bytes as they came: only renamed, cross-style or usage-asking calls pay for this
+    /// re-serialisation.
+    pub fn upstream_body(&self, model: Option<&str>, include_usage: bool) -> Bytes {
+        if model.is_none() && !include_usage {
+            return self.body.clone();
         }
+        let Ok(mut object) =
+            serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&self.body)
+        else {
+            return self.body.clone();
+        };
+        if let Some(model) = model {
+            object.insert("model".to_owned(), model.into());
+        }
+        if include_usage {
+            let options = object
+                .entry("stream_options")
+                .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+            if let Some(options) = options.as_object_mut() {
+                options.insert("include_usage".to_owned(), true.into());
+            }
+        }
+        serde_json::to_vec(&object)
+            .map(Bytes::from)
+            .unwrap_or_else(|_| self.body.clone())
     }
 }
 
@@ -86,7 +101,7 @@ mod tests {
     }
 
     #[test]
-    fn rewrites_only_the_model() {
+    fn rewrites_only_what_a_backend_needs() {
         let call = ClientCall {
             method: Method::POST,
             style: CallStyle::Azure,
@@ -95,12 +110,23 @@ mod tests {
             query: None,
             headers: HeaderMap::new(),
             body: Bytes::from_static(br#"{"messages":[],"temperature":0.5}"#),
+            ask_for_usage: false,
         };
-        let body: serde_json::Value =
-            serde_json::from_slice(&call.body_with_model("gpt-4o-east")).unwrap();
+        let rewritten = |model, usage| -> serde_json::Value {
+            serde_json::from_slice(&call.upstream_body(model, usage)).unwrap()
+        };
         assert_eq!(
-            body,
+            rewritten(Some("gpt-4o-east"), false),
             serde_json::json!({"messages": [], "temperature": 0.5, "model": "gpt-4o-east"})
+        );
+        assert_eq!(
+            rewritten(None, true),
+            serde_json::json!({"messages": [], "temperature": 0.5, "stream_options": {"include_usage": true}})
+        );
+        assert_eq!(
+            call.upstream_body(None, false),
+            call.body,
+            "untouched, not re-encoded"
         );
     }
 }

@@ -2,11 +2,15 @@
 
 use std::collections::HashMap;
 
+use std::sync::Arc;
+
 use arc_swap::ArcSwap;
 
 use http::HeaderMap;
 use http::header::AUTHORIZATION;
 use sluice_model::ClientKey;
+
+use crate::quota::KeyRules;
 
 /// The key in `api-key`, or else in `Authorization: Bearer`.
 pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
@@ -27,19 +31,32 @@ pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
 /// added once, read lock-free ever after.
 #[derive(Default)]
 pub struct ClientKeys {
-    keys: Vec<ClientKey>,
+    keys: Vec<Caller>,
     verified: ArcSwap<HashMap<Box<str>, usize>>,
 }
 
+/// A client key of the config, with its limits resolved to their counters.
+pub struct Caller {
+    pub key: ClientKey,
+    /// `None` for a key without limits.
+    pub rules: Option<Arc<KeyRules>>,
+}
+
 impl ClientKeys {
-    pub fn new(keys: Vec<ClientKey>) -> Self {
+    pub fn new(keys: Vec<ClientKey>, rules: impl Fn(&ClientKey) -> Option<Arc<KeyRules>>) -> Self {
         Self {
-            keys,
+            keys: keys
+                .into_iter()
+                .map(|key| Caller {
+                    rules: rules(&key),
+                    key,
+                })
+                .collect(),
             verified: ArcSwap::default(),
         }
     }
 
-    pub fn authenticate(&self, presented: &str) -> Option<&ClientKey> {
+    pub fn authenticate(&self, presented: &str) -> Option<&Caller> {
         if presented.is_empty() {
             return None;
         }
@@ -49,7 +66,7 @@ impl ClientKeys {
         let index = self
             .keys
             .iter()
-            .position(|key| key.hash.verify(presented))?;
+            .position(|caller| caller.key.hash.verify(presented))?;
         self.verified.rcu(|verified| {
             let mut verified = HashMap::clone(verified);
             verified.insert(presented.into(), index);
@@ -67,27 +84,30 @@ mod tests {
     use super::*;
 
     fn keys() -> ClientKeys {
-        ClientKeys::new(vec![
-            ClientKey {
-                id: "a".parse().unwrap(),
-                pools: vec![],
-                hash: KeyHash::new("key-a"),
-                limits: Default::default(),
-            },
-            ClientKey {
-                id: "b".parse().unwrap(),
-                pools: vec![],
-                hash: KeyHash::new("key-b"),
-                limits: Default::default(),
-            },
-        ])
+        ClientKeys::new(
+            vec![
+                ClientKey {
+                    id: "a".parse().unwrap(),
+                    pools: vec![],
+                    hash: KeyHash::new("key-a"),
+                    limits: Default::default(),
+                },
+                ClientKey {
+                    id: "b".parse().unwrap(),
+                    pools: vec![],
+                    hash: KeyHash::new("key-b"),
+                    limits: Default::default(),
+                },
+            ],
+            |_| None,
+        )
     }
 
     #[test]
     fn verifies_keys_and_remembers_good_ones() {
         let keys = keys();
         for _ in 0..2 {
-            assert_eq!(keys.authenticate("key-b").unwrap().id.as_str(), "b");
+            assert_eq!(keys.authenticate("key-b").unwrap().key.id.as_str(), "b");
         }
         assert!(keys.authenticate("key-c").is_none());
         assert!(keys.authenticate("").is_none());

@@ -12,6 +12,8 @@ use serde_json::json;
 
 use crate::body::ProxyBody;
 use crate::canonical_path::NonCanonical;
+use crate::quota::{LimitKind, Refused, go_duration};
+use sluice_model::{MicroUsd, Name};
 
 pub struct ClientError {
     status: StatusCode,
@@ -20,6 +22,8 @@ pub struct ClientError {
     message: String,
     param: Option<&'static str>,
     retry_after: Option<Duration>,
+    /// `x-should-retry`, which the official SDKs obey over their own retry rules.
+    should_retry: Option<bool>,
 }
 
 impl ClientError {
@@ -36,6 +40,7 @@ impl ClientError {
             message: message.into(),
             param: None,
             retry_after: None,
+            should_retry: None,
         }
     }
 
@@ -187,6 +192,59 @@ impl ClientError {
         }
     }
 
+    /// A client key's limit refused the call. Rates come back within a minute (the SDKs retry
+    /// after `retry-after-ms`); an exhausted quota or budget does not, so SDKs are told not to.
+    pub fn over_limit(key: &Name, refused: &Refused) -> Self {
+        let scope = match &refused.pool {
+            Some(pool) => format!("key '{key}' on pool '{pool}'"),
+            None => format!("key '{key}'"),
+        };
+        let wait = refused.wait;
+        let (kind, code, message) = match refused.kind {
+            LimitKind::requests_per_minute => (
+                "requests",
+                "rate_limit_exceeded",
+                format!(
+                    "Rate limit reached for {scope} on requests per minute: Limit {}. Please try again in {}.",
+                    refused.limit,
+                    go_duration(wait)
+                ),
+            ),
+            LimitKind::tokens_per_minute => (
+                "tokens",
+                "rate_limit_exceeded",
+                format!(
+                    "Rate limit reached for {scope} on tokens per minute: Limit {}. Please try again in {}.",
+                    refused.limit,
+                    go_duration(wait)
+                ),
+            ),
+            LimitKind::token_quota => (
+                "insufficient_quota",
+                "insufficient_quota",
+                format!(
+                    "You exceeded the token quota of {scope}: Limit {} tokens. It resets at {}.",
+                    refused.limit,
+                    reset_at(wait)
+                ),
+            ),
+            LimitKind::budget => (
+                "insufficient_quota",
+                "insufficient_quota",
+                format!(
+                    "You exceeded the budget of {scope}: Limit {}. It resets at {}.",
+                    MicroUsd::from_micros(refused.limit),
+                    reset_at(wait)
+                ),
+            ),
+        };
+        Self {
+            retry_after: Some(wait),
+            should_retry: refused.kind.is_quota().then_some(false),
+            ..Self::new(StatusCode::TOO_MANY_REQUESTS, kind, code, message)
+        }
+    }
+
     pub fn no_usable_backend(pool: &str) -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -244,6 +302,12 @@ impl ClientError {
         if let Some(wait) = self.retry_after {
             set_retry_after(headers, wait);
         }
+        if let Some(should_retry) = self.should_retry {
+            headers.insert(
+                X_SHOULD_RETRY.clone(),
+                HeaderValue::from_static(if should_retry { "true" } else { "false" }),
+            );
+        }
         response
     }
 }
@@ -270,6 +334,16 @@ pub fn set_retry_after(headers: &mut HeaderMap, wait: Duration) {
 }
 
 static RETRY_AFTER_MS: HeaderName = HeaderName::from_static("retry-after-ms");
+static X_SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
+
+/// When a period that ends in `wait` starts again, in RFC 3339 (UTC).
+fn reset_at(wait: Duration) -> String {
+    let at = time::OffsetDateTime::now_utc() + wait;
+    at.replace_nanosecond(0)
+        .unwrap_or(at)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| format!("{} s from now", wait.as_secs()))
+}
 
 #[cfg(test)]
 mod tests {

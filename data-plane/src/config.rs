@@ -13,8 +13,9 @@ use sluice_model::{ClientKey, FieldError, KeyHash, Limits, Name, Pool, SecretRef
 use crate::backend::{BackendEndpoint, RefreshPolicy};
 use crate::balance::PoolRuntime;
 use crate::client_auth::ClientKeys;
-use crate::clock::Nanos;
+use crate::clock::{Nanos, UnixTime};
 use crate::metrics::ProxyMetrics;
+use crate::quota::Quotas;
 use crate::secrets::{SecretError, SecretResolver};
 use crate::upstream::Upstream;
 
@@ -27,6 +28,8 @@ pub struct RuntimeConfig {
 /// Turns snapshots into [`RuntimeConfig`]s, keeping the state of unchanged backends.
 pub struct ConfigBuilder {
     pub upstream: Arc<Upstream>,
+    /// Client-key limits: counters live here across config revisions.
+    pub quotas: Arc<Quotas>,
     pub resolver: Arc<dyn SecretResolver>,
     pub metrics: Arc<ProxyMetrics>,
     pub refresh: RefreshPolicy,
@@ -69,7 +72,13 @@ impl ConfigBuilder {
                 };
                 backends.push(endpoint);
             }
-            let runtime = PoolRuntime::new(pool.name.clone(), pool.strategy, pool.retry, backends);
+            let runtime = PoolRuntime::new(
+                pool.name.clone(),
+                pool.strategy,
+                pool.retry,
+                pool.price,
+                backends,
+            );
             pools.insert(pool.name.to_string(), Arc::new(runtime));
         }
         self.resolve_credentials(unresolved).await;
@@ -79,7 +88,9 @@ impl ConfigBuilder {
         RuntimeConfig {
             revision: snapshot.revision,
             pools,
-            keys: ClientKeys::new(snapshot.client_keys),
+            keys: ClientKeys::new(snapshot.client_keys, |key| {
+                self.quotas.key_rules(key, UnixTime::now())
+            }),
         }
     }
 }
@@ -91,6 +102,7 @@ impl ConfigBuilder {
         Self {
             upstream: crate::upstream::Upstream::new(Duration::from_secs(1))
                 .expect("native roots load"),
+            quotas: Arc::new(Quotas::new(false)),
             resolver: Arc::new(crate::secrets::LocalSecrets),
             metrics,
             refresh: RefreshPolicy::default(),

@@ -29,6 +29,7 @@ pub mod trace;
 pub mod upstream;
 mod upstream_uri;
 mod usage;
+mod usage_event;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -46,6 +47,8 @@ use crate::config::{ConfigBuilder, ConfigFileError};
 use crate::control_plane::ControlPlaneClient;
 use crate::metrics::ProxyMetrics;
 use crate::proxy::{Proxy, ProxyOptions};
+use crate::quota::sync::QuotaSync;
+use crate::quota::{LocalCounts, Quotas, RedisCounts, SharedCounts};
 use crate::secrets::{SecretResolver, Secrets};
 
 /// Where the proxy's config comes from.
@@ -89,6 +92,19 @@ pub struct DataPlaneConfig {
     /// Key Vault and Entra ID access with the proxy's Azure identity.
     pub azure: AzureOptions,
     pub credential_refresh: RefreshPolicy,
+    pub quota: QuotaOptions,
+}
+
+/// Where client-key limits are counted.
+#[derive(Clone, Debug)]
+pub struct QuotaOptions {
+    /// Redis or Valkey: one URL, or several seed nodes of a cluster. Empty: counts stay in
+    /// this proxy and every limit holds per proxy.
+    pub redis_urls: Vec<String>,
+    /// How often counts are settled with the shared store.
+    pub sync_interval: Duration,
+    /// This proxy's name among the proxies sharing the counts.
+    pub node_id: String,
 }
 
 /// How long a config waits for new backends' credentials before it is served anyway.
@@ -104,6 +120,8 @@ pub enum StartError {
     ControlPlane(#[from] tonic::transport::Error),
     #[error(transparent)]
     Identity(#[from] IdentityError),
+    #[error("invalid Redis URL for client-key limits")]
+    QuotaStore(#[source] quota::store::StoreError),
     #[error("the proxy token cannot be sent as a header (it must be visible ASCII)")]
     ProxyToken,
     #[error("cannot listen on {addr}")]
@@ -117,6 +135,7 @@ pub enum StartError {
 /// A proxy with its listeners bound and, when one is available, its config loaded.
 pub struct DataPlane {
     proxy: Arc<Proxy>,
+    quota_sync: QuotaSync,
     credential_refresh: RefreshPolicy,
     follower: Option<ControlPlaneClient>,
     /// One per core, all on the proxy address.
@@ -130,8 +149,22 @@ impl DataPlane {
         let metrics = Arc::new(ProxyMetrics::new());
         let azure = Arc::new(Azure::new(config.azure)?);
         let resolver: Arc<dyn SecretResolver> = Arc::new(Secrets::new(azure));
+        let store: Arc<dyn SharedCounts> = if config.quota.redis_urls.is_empty() {
+            Arc::new(LocalCounts::default())
+        } else {
+            Arc::new(RedisCounts::new(&config.quota.redis_urls).map_err(StartError::QuotaStore)?)
+        };
+        let quotas = Arc::new(Quotas::new(store.is_shared()));
+        let quota_sync = QuotaSync::new(
+            quotas.clone(),
+            store,
+            config.quota.node_id.clone(),
+            config.quota.sync_interval,
+            metrics.clone(),
+        );
         let builder = Arc::new(ConfigBuilder {
             upstream: upstream::Upstream::new(config.connect_timeout)?,
+            quotas,
             resolver: resolver.clone(),
             metrics: metrics.clone(),
             refresh: config.credential_refresh,
@@ -153,6 +186,7 @@ impl DataPlane {
         };
         Ok(Self {
             proxy,
+            quota_sync,
             credential_refresh: config.credential_refresh,
             follower,
             listeners: server::bind_per_core(config.addr).map_err(|source| StartError::Bind {
@@ -199,6 +233,7 @@ impl DataPlane {
         let (addr, ops_addr) = (self.addr()?, self.ops_addr()?);
         tracing::info!(proxy.addr = %addr, ops.addr = %ops_addr, threads = self.listeners.len(), "proxy serving");
         let follower = self.follower.map(|client| tokio::spawn(client.run()));
+        let quota_sync = tokio::spawn(self.quota_sync.run());
         let refresher = tokio::spawn(credential_refresh::run(
             self.proxy.clone(),
             self.credential_refresh,
@@ -217,6 +252,7 @@ impl DataPlane {
             follower.abort();
         }
         refresher.abort();
+        quota_sync.abort();
         let _ = stop_ops.send(());
         let _ = ops.await;
         served

@@ -16,17 +16,18 @@ use tower::ServiceExt as _;
 use crate::attempt::{
     Attempt, AttemptError, AttemptSpan, PoolService, RetryOnAnotherBackend, ServedBy,
 };
-use crate::backend::{NoResponse, State};
+use crate::backend::{NoResponse, State, UsageAskedFor};
 use crate::balance::{NoBackend, PoolRuntime};
-use crate::body::{ObservedBody, ProxyBody};
+use crate::body::{Accounting, ObservedBody, Passing, ProxyBody};
 use crate::call::{BodyPeek, ClientCall};
 use crate::client_auth::presented_key;
 use crate::client_error::{ClientError, set_retry_after};
-use crate::clock::Nanos;
+use crate::clock::{Nanos, UnixTime};
 use crate::config::RuntimeConfig;
 use crate::headers::{strip_for_client, strip_for_upstream};
 use crate::metrics::ProxyMetrics;
 use crate::models;
+use crate::quota::{self, Admitted, Demand, Estimate, KeyRules};
 use crate::routing::{NoRoute, route};
 use crate::trace;
 use crate::upstream::UpstreamBody;
@@ -120,7 +121,7 @@ impl Proxy {
         let Some(config) = self.current() else {
             return Err(ClientError::not_ready().into_response());
         };
-        let key = if self.options.allow_anonymous {
+        let caller = if self.options.allow_anonymous {
             None
         } else {
             let presented = presented_key(&parts.headers)
@@ -132,6 +133,7 @@ impl Proxy {
                     .ok_or_else(|| ClientError::wrong_key().into_response())?,
             )
         };
+        let key = caller.map(|c| &c.key);
         if parts.method == Method::GET
             && let Some(answer) = models::answer(&config, parts.uri.path(), key)
         {
@@ -154,6 +156,11 @@ impl Proxy {
         if key.is_some_and(|k| !k.allows(&requested)) {
             return Err(ClientError::key_not_allowed(&requested).into_response());
         }
+        let limits = caller.and_then(|c| c.rules.as_ref());
+        let (quota, ask_for_usage) = match limits {
+            None => (None, false),
+            Some(rules) => self.admit(rules, pool, &body)?,
+        };
         let call = Arc::new(ClientCall {
             method: parts.method,
             style: route.style,
@@ -165,6 +172,7 @@ impl Proxy {
             },
             body,
             requested,
+            ask_for_usage,
         });
         let client_key = key.map(|k| k.id.as_str());
         trace::routed(span, &call, call.style.route_template(), client_key);
@@ -184,9 +192,53 @@ impl Proxy {
                     started,
                     client_key,
                     span,
+                    quota,
                 },
             )),
-            Err(error) => Err(self.failure(pool, error, span)),
+            Err(error) => {
+                let mut response = self.failure(pool, error, span);
+                if let Some(quota) = quota {
+                    quota.refund();
+                    quota.headers(response.headers_mut(), UnixTime::now());
+                }
+                Err(response)
+            }
+        }
+    }
+
+    /// Takes the call from the key's limits, holding back its estimated tokens and cost; a
+    /// call over a limit is answered 429 here, with no upstream call. Also says whether to ask
+    /// the backend for the stream's usage, which the client did not.
+    fn admit(
+        &self,
+        rules: &Arc<KeyRules>,
+        pool: &PoolRuntime,
+        body: &[u8],
+    ) -> Result<(Option<Admitted>, bool), Response<ProxyBody>> {
+        let now = UnixTime::now();
+        let pool_name = pool.name.as_str();
+        let estimate = if rules.counts_tokens(pool_name) {
+            Estimate::of(body)
+        } else {
+            Estimate::default()
+        };
+        let demand = Demand {
+            tokens: estimate.tokens(),
+            cost: pool.price.map_or(0, |price| {
+                price
+                    .cost(estimate.prompt_tokens, 0, estimate.max_output_tokens)
+                    .micros()
+            }),
+        };
+        match rules.admit(pool_name, demand, pool.price, now) {
+            Ok(admitted) => Ok((Some(admitted), estimate.stream_without_usage)),
+            Err(refused) => {
+                self.metrics
+                    .ratelimited(pool_name, rules.key.as_str(), refused.kind);
+                let mut response = ClientError::over_limit(&rules.key, &refused).into_response();
+                quota::headers_for(rules, pool_name, response.headers_mut(), now);
+                Err(response)
+            }
         }
     }
 
@@ -256,6 +308,8 @@ struct Observed<'a> {
     started: Instant,
     client_key: Option<&'a str>,
     span: &'a tracing::Span,
+    /// The client key's limits, holding this call's estimate until its usage is known.
+    quota: Option<Admitted>,
 }
 
 /// The backend's response as it sent it (status, headers, body), tagged with who answered;
@@ -284,20 +338,36 @@ fn client_response(
         .headers
         .get(CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-    let mut client = Response::new(Either::Left(ObservedBody::new(
-        body,
-        pool.retry.idle_timeout_ms.as_duration(),
-        sse,
-        endpoint,
-        observed.started,
-        tokens,
-        spans,
-    )));
-    *client.status_mut() = parts.status;
+    let strip_usage_event = parts.extensions.get::<UsageAskedFor>().is_some();
+    if strip_usage_event {
+        // The body will be shorter than the backend's.
+        parts.headers.remove(CONTENT_LENGTH);
+    }
     strip_for_client(&mut parts.headers);
     if parts.status == StatusCode::TOO_MANY_REQUESTS {
         set_retry_after(&mut parts.headers, shortest_wait(pool));
     }
+    if let Some(quota) = &observed.quota {
+        // The key's own limits, not the deployment's, are what this client must pace on.
+        quota.headers(&mut parts.headers, UnixTime::now());
+    }
+    let mut client = Response::new(Either::Left(ObservedBody::new(
+        body,
+        Passing {
+            idle_timeout: pool.retry.idle_timeout_ms.as_duration(),
+            sse,
+            strip_usage_event,
+        },
+        Accounting::new(
+            endpoint,
+            observed.started,
+            tokens,
+            spans,
+            observed.quota,
+            parts.status.is_success(),
+        ),
+    )));
+    *client.status_mut() = parts.status;
     *client.headers_mut() = parts.headers;
     tag(client.headers_mut(), pool, backend, attempt);
     client

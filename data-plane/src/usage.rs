@@ -11,6 +11,21 @@ pub struct Usage {
     pub prompt_tokens: u64,
     #[serde(default)]
     pub completion_tokens: u64,
+    /// The part of the prompt served from the prompt cache (priced lower).
+    #[serde(default)]
+    pub prompt_tokens_details: Option<PromptTokensDetails>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+pub struct PromptTokensDetails {
+    #[serde(default)]
+    pub cached_tokens: u64,
+}
+
+impl Usage {
+    pub fn cached_tokens(&self) -> u64 {
+        self.prompt_tokens_details.map_or(0, |d| d.cached_tokens)
+    }
 }
 
 const KEY: &[u8] = b"\"usage\"";
@@ -173,7 +188,16 @@ mod tests {
     const USAGE: Usage = Usage {
         prompt_tokens: 12,
         completion_tokens: 34,
+        prompt_tokens_details: None,
     };
+
+    #[test]
+    fn reads_cached_prompt_tokens() {
+        let body = r#"{"usage":{"prompt_tokens":2006,"completion_tokens":300,"prompt_tokens_details":{"cached_tokens":1920,"audio_tokens":0}}}"#;
+        let usage = scan(&[body]).unwrap();
+        assert_eq!((usage.prompt_tokens, usage.cached_tokens()), (2006, 1920));
+        assert_eq!(USAGE.cached_tokens(), 0);
+    }
 
     #[test]
     fn finds_usage_in_a_json_body() {
@@ -259,7 +283,7 @@ mod tests {
                 for piece in split(stream.as_bytes(), &cuts) {
                     scanner.feed(&piece);
                 }
-                prop_assert_eq!(scanner.found, Some(Usage { prompt_tokens: prompt, completion_tokens: completion }));
+                prop_assert_eq!(scanner.found, Some(Usage { prompt_tokens: prompt, completion_tokens: completion, prompt_tokens_details: None }));
             }
 
             /// Arbitrary bytes never make the scanner panic or report usage that is not there.

@@ -8,7 +8,9 @@ use clap::builder::TypedValueParser as _;
 use sluice_data_plane::azure::{AzureOptions, CredentialKind, IdentityConfig, VaultUrlTemplate};
 use sluice_data_plane::backend::RefreshPolicy;
 use sluice_data_plane::proxy::ProxyOptions;
-use sluice_data_plane::{ClientTls, ConfigSource, ControlPlaneSource, DataPlane, DataPlaneConfig};
+use sluice_data_plane::{
+    ClientTls, ConfigSource, ControlPlaneSource, DataPlane, DataPlaneConfig, QuotaOptions,
+};
 
 use super::read_pem;
 use crate::shutdown;
@@ -66,6 +68,38 @@ pub struct ProxyArgs {
     drain_timeout_secs: u64,
     #[command(flatten)]
     azure: AzureArgs,
+    #[command(flatten)]
+    limits: LimitsArgs,
+}
+
+/// Where client-key limits are counted.
+#[derive(Args, Debug)]
+pub struct LimitsArgs {
+    /// Redis or Valkey that the proxies share client-key limits through: redis://HOST:6379,
+    /// rediss:// for TLS, or comma-separated seed nodes of a cluster. Without it each proxy
+    /// counts alone, so every limit holds per proxy.
+    #[arg(long, env = "SLUICE_REDIS_URL", value_delimiter = ',')]
+    redis_url: Vec<String>,
+    /// How often a proxy settles its counts with Redis (the request path never waits on it).
+    #[arg(
+        long,
+        env = "SLUICE_LIMITS_SYNC_MS",
+        default_value_t = 100,
+        value_parser = clap::value_parser!(u64).range(10..=10_000)
+    )]
+    limits_sync_ms: u64,
+}
+
+impl LimitsArgs {
+    /// `node` names this proxy; a per-process suffix keeps two processes that share a host
+    /// name (a laptop, a test) from counting as one proxy.
+    pub fn options(&self, node: &str) -> QuotaOptions {
+        QuotaOptions {
+            redis_urls: self.redis_url.clone(),
+            sync_interval: Duration::from_millis(self.limits_sync_ms),
+            node_id: format!("{node}#{:08x}", rand_suffix()),
+        }
+    }
 }
 
 /// Key Vault and Entra ID: how the proxy's own Azure identity is found and used.
@@ -133,6 +167,9 @@ impl ProxyArgs {
             drain_timeout: Duration::from_secs(self.drain_timeout_secs),
             azure: self.azure.options(),
             credential_refresh: self.azure.refresh(),
+            quota: self
+                .limits
+                .options(&self.node_id.clone().unwrap_or_else(default_node_id)),
         })
         .await
         .context("proxy failed to start")?;

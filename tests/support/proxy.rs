@@ -10,7 +10,9 @@ use reqwest::Response;
 use sluice_data_plane::azure::AzureOptions;
 use sluice_data_plane::backend::RefreshPolicy;
 use sluice_data_plane::proxy::ProxyOptions;
-use sluice_data_plane::{ClientTls, ConfigSource, ControlPlaneSource, DataPlane, DataPlaneConfig};
+use sluice_data_plane::{
+    ClientTls, ConfigSource, ControlPlaneSource, DataPlane, DataPlaneConfig, QuotaOptions,
+};
 use sluice_testkit::mock_upstream::{MockConfig, MockHandle, MockUpstream};
 use tempfile::TempDir;
 
@@ -22,6 +24,8 @@ pub struct ProxySettings {
     pub allow_anonymous: bool,
     pub azure: AzureOptions,
     pub refresh: RefreshPolicy,
+    /// Redis for client-key limits; empty: counted in the proxy.
+    pub redis_urls: Vec<String>,
 }
 
 pub struct TestProxy {
@@ -186,6 +190,11 @@ impl TestProxy {
             drain_timeout: Duration::from_secs(5),
             azure: settings.azure,
             credential_refresh: settings.refresh,
+            quota: QuotaOptions {
+                redis_urls: settings.redis_urls,
+                sync_interval: Duration::from_millis(100),
+                node_id: format!("test-proxy-{}", std::process::id()),
+            },
         })
         .await
         .expect("proxy starts");

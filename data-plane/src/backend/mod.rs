@@ -95,6 +95,11 @@ impl NoResponse {
 #[derive(Clone, Copy, Debug)]
 pub struct DeploymentMissing;
 
+/// A response extension: the proxy asked this backend for stream usage on the client's
+/// behalf, so the usage-only event is not the client's to see.
+#[derive(Clone, Copy, Debug)]
+pub struct UsageAskedFor;
+
 /// How much of a 404's body is read to find its error code, and for how long.
 const NOT_FOUND_READ_LIMIT: usize = 64 * 1024;
 const NOT_FOUND_READ_TIME: Duration = Duration::from_secs(5);
@@ -180,10 +185,15 @@ impl BackendEndpoint {
             tracing::warn!(backend.name = %self.spec.name, "backend refuses its key; ejecting it");
             self.eject(Nanos::now(), EjectionReason::key_rejected);
         }
-        if response.status() == StatusCode::NOT_FOUND {
-            return Ok(self.look_into_not_found(call, response).await);
+        let mut response = if response.status() == StatusCode::NOT_FOUND {
+            self.look_into_not_found(call, response).await
+        } else {
+            response.map(UpstreamBody::streaming)
+        };
+        if call.ask_for_usage && self.streams_usage(call) {
+            response.extensions_mut().insert(UsageAskedFor);
         }
-        Ok(response.map(UpstreamBody::streaming))
+        Ok(response)
     }
 
     /// Reads a 404's error code: a backend without the pool's deployment is kept out of the
@@ -318,10 +328,8 @@ impl BackendEndpoint {
             &call.operation,
             call.query.as_deref(),
         )?;
-        let body = match self.body_model(call, deployment) {
-            Some(model) => call.body_with_model(model),
-            None => call.body.clone(),
-        };
+        let include_usage = call.ask_for_usage && self.streams_usage(call);
+        let body = call.upstream_body(self.body_model(call, deployment), include_usage);
         let mut request = Request::new(Full::new(body));
         *request.method_mut() = call.method.clone();
         *request.uri_mut() = uri;
@@ -331,6 +339,28 @@ impl BackendEndpoint {
             headers.insert(name.clone(), value.clone());
         }
         Ok(request)
+    }
+
+    /// Whether this backend accepts `stream_options` for this call: Azure from api-version
+    /// 2024-09-01-preview on (older ones answer 400), OpenAI always.
+    fn streams_usage(&self, call: &ClientCall) -> bool {
+        match self.spec.kind {
+            BackendKind::Openai => true,
+            BackendKind::AzureOpenai => {
+                let asked = call.query.as_deref().and_then(|query| {
+                    query
+                        .split('&')
+                        .find_map(|pair| pair.strip_prefix("api-version="))
+                });
+                let version = asked.unwrap_or_else(|| {
+                    self.spec
+                        .api_version
+                        .as_ref()
+                        .map_or(ApiVersion::DEFAULT, |v| v.as_str())
+                });
+                version.get(..10).is_some_and(|date| date >= "2024-09-01")
+            }
+        }
     }
 
     /// The model the body must name for this backend, when it differs from what the client sent.
@@ -417,6 +447,7 @@ mod tests {
             query: None,
             headers: http::HeaderMap::new(),
             body: Bytes::new(),
+            ask_for_usage: false,
         };
         let sent = endpoint
             .send(&call, Duration::from_secs(1), false, &tracing::Span::none())

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use sluice_model::{Name, RetryPolicy, Strategy};
+use sluice_model::{Name, Price, RetryPolicy, Strategy};
 use tower::retry::budget::TpsBudget;
 
 use crate::backend::{BackendEndpoint, State};
@@ -35,6 +35,8 @@ pub struct PoolRuntime {
     pub name: Name,
     pub strategy: Strategy,
     pub retry: RetryPolicy,
+    /// What the pool's tokens cost, for client keys with a budget.
+    pub price: Option<Price>,
     pub backends: Vec<Arc<BackendEndpoint>>,
     /// Bounds retries to a share of recent traffic so an outage doesn't multiply load.
     pub budget: TpsBudget,
@@ -46,6 +48,7 @@ impl PoolRuntime {
         name: Name,
         strategy: Strategy,
         retry: RetryPolicy,
+        price: Option<Price>,
         backends: Vec<Arc<BackendEndpoint>>,
     ) -> Self {
         let mut priorities: Vec<u32> = backends.iter().map(|b| b.spec.priority).collect();
@@ -79,6 +82,7 @@ impl PoolRuntime {
             name,
             strategy,
             retry,
+            price,
             backends,
             // 10 s window, 10 retries per second always allowed, then 20% of requests.
             budget: TpsBudget::new(Duration::from_secs(10), 10, 0.2),

@@ -22,6 +22,7 @@ use sluice_model::{ClientKey, LimitSet, Name, Price};
 
 pub use counter::Counter;
 pub use estimate::Estimate;
+pub use rate_headers::go_duration;
 pub use store::{LocalCounts, RedisCounts, SharedCounts};
 
 use crate::clock::UnixTime;

@@ -1,0 +1,114 @@
+//! Takes the usage-only event out of a stream whose client did not ask for it.
+//!
+//! To count a stream's tokens exactly the proxy may ask the backend for usage
+//! (`stream_options.include_usage`) on the client's behalf; the backend then sends one more
+//! event, `{"choices":[],"usage":{…}}`, before `[DONE]`. A client that did not ask for it may
+//! not expect an event without choices, so it is removed here (after the usage scanner saw
+//! it). Events are cut at blank lines; an event split across frames is held until complete.
+
+use bytes::{Bytes, BytesMut};
+use memchr::memmem;
+
+#[derive(Default)]
+pub struct UsageEventFilter {
+    /// The start of an event whose end has not arrived yet.
+    partial: BytesMut,
+}
+
+impl UsageEventFilter {
+    /// `chunk` without any usage-only event; what follows the last complete event is held.
+    pub fn pass(&mut self, chunk: &Bytes) -> Bytes {
+        self.partial.extend_from_slice(chunk);
+        let Some(end) = last_event_end(&self.partial) else {
+            return Bytes::new();
+        };
+        let complete = self.partial.split_to(end).freeze();
+        if memmem::find(&complete, USAGE_OBJECT).is_none() {
+            return complete;
+        }
+        let mut kept = BytesMut::with_capacity(complete.len());
+        let mut rest = &complete[..];
+        while let Some(at) = event_end(rest) {
+            let (event, after) = rest.split_at(at);
+            if !is_usage_only(event) {
+                kept.extend_from_slice(event);
+            }
+            rest = after;
+        }
+        kept.freeze()
+    }
+
+    /// What is left when the stream ends (an unterminated last event goes out as it came).
+    pub fn finish(&mut self) -> Bytes {
+        self.partial.split().freeze()
+    }
+}
+
+const USAGE_OBJECT: &[u8] = b"\"usage\":{";
+
+/// Where the first event of `bytes` ends (after its blank line).
+fn event_end(bytes: &[u8]) -> Option<usize> {
+    let lf = memmem::find(bytes, b"\n\n").map(|at| at + 2);
+    let crlf = memmem::find(bytes, b"\r\n\r\n").map(|at| at + 4);
+    match (lf, crlf) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Where the last complete event of `bytes` ends.
+fn last_event_end(bytes: &[u8]) -> Option<usize> {
+    let lf = memmem::rfind(bytes, b"\n\n").map(|at| at + 2);
+    let crlf = memmem::rfind(bytes, b"\r\n\r\n").map(|at| at + 4);
+    lf.max(crlf)
+}
+
+fn is_usage_only(event: &[u8]) -> bool {
+    memmem::find(event, USAGE_OBJECT).is_some() && memmem::find(event, b"\"choices\":[]").is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STREAM: &str = concat!(
+        "data: {\"id\":\"\",\"choices\":[],\"prompt_filter_results\":[],\"usage\":null}\n\n",
+        "data: {\"id\":\"c\",\"choices\":[{\"delta\":{\"content\":\"Hi\"}}],\"usage\":null}\n\n",
+        "data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":1}}\n\n",
+        "data: [DONE]\n\n",
+    );
+
+    fn without_usage() -> String {
+        STREAM.replace(
+            "data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":1}}\n\n",
+            "",
+        )
+    }
+
+    #[test]
+    fn removes_only_the_usage_event_however_the_stream_is_cut() {
+        for size in [1, 2, 7, 40, 1000] {
+            let mut filter = UsageEventFilter::default();
+            let mut out = Vec::new();
+            for piece in STREAM.as_bytes().chunks(size) {
+                out.extend_from_slice(&filter.pass(&Bytes::copy_from_slice(piece)));
+            }
+            out.extend_from_slice(&filter.finish());
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                without_usage(),
+                "pieces of {size}"
+            );
+        }
+    }
+
+    #[test]
+    fn frames_without_usage_pass_untouched() {
+        let mut filter = UsageEventFilter::default();
+        let frame = Bytes::from_static(b"data: {\"choices\":[{}]}\r\n\r\n");
+        assert_eq!(filter.pass(&frame), frame);
+        let unterminated = Bytes::from_static(b"data: [DONE]");
+        assert!(filter.pass(&unterminated).is_empty());
+        assert_eq!(filter.finish(), unterminated);
+    }
+}
