@@ -11,6 +11,8 @@ OpenAI) and one proxy over them, from a YAML config written to a temp dir:
 | failover-stream | fs-east (east) prio 0, fs-west (west) prio 1   | streamed retry after a 500   |
 | ratelimited   | rl-east (east), rl-west (west)                   | 429 with every backend down  |
 | aborts        | ab-east (east)                                   | a stream cut off mid-way     |
+| idle          | id-east (east), idle_timeout_ms 500              | a stream gone silent mid-way |
+| missing-deployment | md-east (east) prio 0, md-west (west) prio 1 | failover on DeploymentNotFound |
 
 Backend state (cooldowns, ejections) is per pool, and mock faults are filtered by deployment,
 so the fault tests use their own pools and never disturb `gpt-4o`. Faults are cleared around
@@ -213,6 +215,12 @@ POOLS: dict[str, tuple[str, list[tuple[str, str, str, str]]]] = {
         [("rl-east", "east", "azure_openai", ""), ("rl-west", "west", "azure_openai", "")],
     ),
     "aborts": ("", [("ab-east", "east", "azure_openai", "")]),
+    "idle": ("retry: { idle_timeout_ms: 500 }", [("id-east", "east", "azure_openai", "")]),
+    "missing-deployment": (
+        "",
+        [("md-east", "east", "azure_openai", "priority: 0"),
+         ("md-west", "west", "azure_openai", "priority: 1")],
+    ),
 }
 OTHER_KEY_POOLS = ["gpt-4o-mini"]
 

@@ -322,6 +322,57 @@ def test_stream_cut_off_upstream_raises(sluice):
     assert 1 <= len(received) <= 2, received
 
 
+def test_stream_gone_silent_raises_idle_timeout_error(sluice):
+    """A backend that stops sending mid-stream: after the pool's idle timeout (500 ms) Sluice ends
+    the stream with an error event, on which the SDK raises APIError naming the idle timeout."""
+    sluice.mocks["east"].add_fault(kind="stall_after", chunks=2, times=1, deployment="idle")
+    client = openai_client(sluice, max_retries=0)
+    stream = client.chat.completions.create(
+        model="idle", messages=MESSAGES, max_tokens=8, stream=True
+    )
+    received = []
+    with pytest.raises(openai.APIError) as caught:
+        with stream:
+            for chunk in stream:
+                received.append(chunk)
+    error = caught.value
+    # Not a broken connection (APIConnectionError is an APIError too): the stream ended cleanly
+    # with an error event in OpenAI's shape.
+    assert type(error) is openai.APIError, repr(error)
+    assert error.code == "upstream_idle_timeout", error.body
+    assert error.type == "server_error", error.body
+    assert "sent nothing" in error.message, error.message
+    assert len(received) == 2, received
+    assert received[0].choices == [], "Azure's prompt-filter chunk, then one token"
+    assert received[1].choices[0].delta.content
+
+
+def test_missing_deployment_fails_over(sluice):
+    """AzureOpenAI: a backend answering 404 DeploymentNotFound is skipped; the call completes on
+    the other backend as if nothing happened."""
+    east = sluice.mocks["east"]
+    east.add_fault(
+        kind="status",
+        status=404,
+        deployment="missing-deployment",
+        body={"error": {
+            "code": "DeploymentNotFound",
+            "message": "The API deployment for this resource does not exist. If you created the "
+            "deployment within the last 5 minutes, please wait a moment and try again.",
+        }},
+    )
+    before = len(upstream_requests(east, "missing-deployment"))
+    client = azure_client(sluice, max_retries=0)
+    raw = client.chat.completions.with_raw_response.create(
+        model="missing-deployment", messages=MESSAGES, max_tokens=3
+    )
+    assert raw.status_code == 200
+    assert raw.headers["x-sluice-backend"] == "md-west"
+    assert raw.headers["x-sluice-attempts"] == "2"
+    assert_chat_completion(raw.parse(), max_tokens=3)
+    assert len(upstream_requests(east, "missing-deployment")) == before + 1, "east was asked once"
+
+
 def test_all_backends_429_raise_rate_limit_error(sluice):
     """Every backend 429: with max_retries=0 the SDK raises RateLimitError carrying retry-after(-ms)."""
     east, west = sluice.mocks["east"], sluice.mocks["west"]

@@ -38,7 +38,8 @@ impl Armed {
             .as_deref()
             .is_none_or(|deployment| deployment == target.deployment)
             && fault.operation.is_none_or(|op| op == target.operation)
-            // A stream cannot be cut short when the answer is a plain JSON body.
+            // A stream cannot be cut short when the answer is a plain JSON body (one can
+            // still hang half-way, so a stall applies to both).
             && (target.stream || !matches!(fault.kind, FaultKind::StreamAbortAfter { .. }))
     }
 }
@@ -133,6 +134,7 @@ mod tests {
             Some(Action::Reset) => "reset",
             Some(Action::Latency(_)) => "latency",
             Some(Action::StreamAbortAfter(_)) => "abort",
+            Some(Action::StallAfter(_)) => "stall",
         }
     }
 
@@ -178,6 +180,18 @@ mod tests {
         };
         assert_eq!(kind(queue.take(&stream)), "abort");
         assert_eq!(queue.pending().len(), 2);
+    }
+
+    #[test]
+    fn stalls_apply_to_streams_and_plain_answers() {
+        let queue = FaultQueue::default();
+        assert_eq!(queue.push([Fault::stall_after(2).times(2)]), Ok(1));
+        let stream = FaultTarget {
+            stream: true,
+            ..CHAT
+        };
+        let seen = [queue.take(&CHAT), queue.take(&stream), queue.take(&CHAT)].map(kind);
+        assert_eq!(seen, ["stall", "stall", "none"]);
     }
 
     #[test]

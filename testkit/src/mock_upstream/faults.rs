@@ -8,6 +8,7 @@
 //! {"kind": "reset", "deployment": "gpt-4o"}
 //! {"kind": "latency", "ms": 250, "operation": "embeddings"}
 //! {"kind": "stream_abort_after", "chunks": 3, "times": 2}
+//! {"kind": "stall_after", "chunks": 2}
 //! ```
 //!
 //! `times` (default: until cleared), `deployment` and `operation` are optional on every kind.
@@ -54,7 +55,17 @@ pub enum FaultKind {
     /// Send this many stream events (the Azure prompt-filter chunk counts), then break the body
     /// off. Streaming requests only.
     StreamAbortAfter { chunks: u32 },
+    /// Send this many stream events (the Azure prompt-filter chunk counts), then nothing more
+    /// while keeping the connection open, as a backend that hangs mid-response. A plain JSON
+    /// answer (any non-streaming request; `chunks` does not apply) sends its head, with the
+    /// full `content-length`, and the first half of its body, then hangs the same way. The
+    /// hang ends when the client goes away, or after [`STALL_LIMIT`] with the body broken off
+    /// (a graceful shutdown of the mock waits for it, as for any response in flight).
+    StallAfter { chunks: u32 },
 }
+
+/// The longest a [`FaultKind::StallAfter`] keeps a response hanging, so nothing waits forever.
+pub const STALL_LIMIT: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum FaultError {
@@ -112,6 +123,12 @@ impl Fault {
         Self::new(FaultKind::StreamAbortAfter { chunks })
     }
 
+    /// Hang after `chunks` stream events, or half-way through a plain body
+    /// ([`FaultKind::StallAfter`]).
+    pub fn stall_after(chunks: u32) -> Self {
+        Self::new(FaultKind::StallAfter { chunks })
+    }
+
     pub fn times(mut self, times: u32) -> Self {
         self.times = Some(times);
         self
@@ -163,6 +180,7 @@ impl Fault {
             FaultKind::Reset => Action::Reset,
             FaultKind::Latency(delay) => Action::Latency(*delay),
             FaultKind::StreamAbortAfter { chunks } => Action::StreamAbortAfter(*chunks),
+            FaultKind::StallAfter { chunks } => Action::StallAfter(*chunks),
         })
     }
 }
@@ -174,6 +192,7 @@ pub(crate) enum Action {
     Reset,
     Latency(Duration),
     StreamAbortAfter(u32),
+    StallAfter(u32),
 }
 
 #[derive(Clone, Debug)]
@@ -281,6 +300,9 @@ enum KindJson {
     StreamAbortAfter {
         chunks: u32,
     },
+    StallAfter {
+        chunks: u32,
+    },
 }
 
 impl TryFrom<FaultJson> for Fault {
@@ -309,6 +331,7 @@ impl TryFrom<FaultJson> for Fault {
             KindJson::Reset => FaultKind::Reset,
             KindJson::Latency { ms } => FaultKind::Latency(Duration::from_millis(ms)),
             KindJson::StreamAbortAfter { chunks } => FaultKind::StreamAbortAfter { chunks },
+            KindJson::StallAfter { chunks } => FaultKind::StallAfter { chunks },
         };
         let fault = Self {
             kind,
@@ -339,6 +362,7 @@ impl From<Fault> for FaultJson {
                 ms: u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
             },
             FaultKind::StreamAbortAfter { chunks } => KindJson::StreamAbortAfter { chunks },
+            FaultKind::StallAfter { chunks } => KindJson::StallAfter { chunks },
         };
         Self {
             kind,
@@ -413,6 +437,9 @@ mod tests {
             Fault::reset().once(),
             Fault::latency(Duration::from_millis(250)).operation(Operation::Embeddings),
             Fault::stream_abort_after(3).times(2).deployment("d"),
+            Fault::stall_after(2)
+                .once()
+                .operation(Operation::ChatCompletions),
         ] {
             let json = serde_json::to_value(&fault).expect("serializable");
             assert_eq!(from_json(json).expect("parses back"), fault);
@@ -420,6 +447,10 @@ mod tests {
         assert_eq!(
             serde_json::to_value(Fault::latency(Duration::from_millis(5))).ok(),
             Some(json!({"kind": "latency", "ms": 5}))
+        );
+        assert_eq!(
+            serde_json::to_value(Fault::stall_after(2)).ok(),
+            Some(json!({"kind": "stall_after", "chunks": 2}))
         );
     }
 

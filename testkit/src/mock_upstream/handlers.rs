@@ -8,7 +8,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE, HeaderMap, HeaderValue};
+use axum::http::header::{
+    AUTHORIZATION, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue,
+};
 use axum::http::request::Parts;
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
@@ -21,7 +23,7 @@ use super::faults::{Action, StatusReply};
 use super::request::{InferenceRequest, prompt_tokens};
 use super::routing::{self, Flavor, Operation, Route, RouteError, Target};
 use super::server::Shared;
-use super::stream::{ResetBody, SseStream, StreamPlan};
+use super::stream::{Cutoff, ResetBody, SseStream, StalledBody, StreamPlan};
 
 /// Larger than any request the proxy forwards (its default body limit is 16 MiB).
 const BODY_LIMIT: usize = 64 * 1024 * 1024;
@@ -35,6 +37,8 @@ const REMAINING_TOKENS: HeaderValue = HeaderValue::from_static("999000");
 /// What to send, decided before any delay is slept.
 enum Answer {
     Json(Bytes),
+    /// A JSON body that hangs half-way (a stall fault).
+    StalledJson(Bytes),
     Stream(StreamPlan),
     Error(ErrorReply),
     Fault(StatusReply),
@@ -136,7 +140,7 @@ impl Shared {
             operation: route.operation,
             stream,
         };
-        let mut abort_after = None;
+        let mut cutoff = None;
         let mut extra_delay = Duration::ZERO;
         match self.faults.take(&target) {
             None => {}
@@ -156,10 +160,17 @@ impl Shared {
             }
             Some(Action::Reset) => return Ok(Answer::Reset.into()),
             Some(Action::Latency(delay)) => extra_delay = delay,
-            Some(Action::StreamAbortAfter(events)) => abort_after = Some(events),
+            Some(Action::StreamAbortAfter(events)) => cutoff = Some(Cutoff::AbortAfter(events)),
+            Some(Action::StallAfter(events)) => cutoff = Some(Cutoff::StallAfter(events)),
         }
+        let answer = match self.complete(route, model, &request, stream, cutoff) {
+            Answer::Json(body) if matches!(cutoff, Some(Cutoff::StallAfter(_))) => {
+                Answer::StalledJson(body)
+            }
+            answer => answer,
+        };
         Ok(Decision {
-            answer: self.complete(route, model, &request, stream, abort_after),
+            answer,
             extra_delay,
         })
     }
@@ -190,7 +201,7 @@ impl Shared {
         model: &str,
         request: &InferenceRequest<'_>,
         stream: bool,
-        abort_after: Option<u32>,
+        cutoff: Option<Cutoff>,
     ) -> Answer {
         let prompt_tokens = prompt_tokens(request.prompt_chars());
         if route.operation == Operation::Embeddings {
@@ -225,7 +236,7 @@ impl Shared {
                 usage,
                 include_usage: request.include_usage(),
                 interval: self.token_interval,
-                abort_after,
+                cutoff,
             });
         }
         let reply = Completion {
@@ -249,6 +260,15 @@ impl Shared {
             Answer::Json(body) => {
                 let mut response = Response::new(Body::from(body));
                 success_headers(response.headers_mut(), APPLICATION_JSON);
+                response
+            }
+            Answer::StalledJson(body) => {
+                // The whole body's length, so that the half that comes is known to be short.
+                let length = HeaderValue::from(body.len());
+                let mut response = Response::new(Body::from_stream(StalledBody::new(body)));
+                let headers = response.headers_mut();
+                success_headers(headers, APPLICATION_JSON);
+                headers.insert(CONTENT_LENGTH, length);
                 response
             }
             Answer::Stream(plan) => {

@@ -5,7 +5,7 @@
 //! `POST /openai/v1/{operation}` and `POST /v1/{operation}` (model from the body) with the
 //! bodies, headers, error shapes and SSE framing of the real services, and lets tests inject
 //! faults (statuses such as 429 with `retry-after`, connection resets, latency, streams cut
-//! short) and inspect what arrived.
+//! short, responses that hang mid-body) and inspect what arrived.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -43,7 +43,7 @@ mod stream;
 
 pub use cli::{MockUpstreamArgs, run};
 pub use config::{ConfigError, MockConfig};
-pub use faults::{Fault, FaultError, FaultKind};
+pub use faults::{Fault, FaultError, FaultKind, STALL_LIMIT};
 pub use recording::{RECORDED_REQUESTS, RecordedRequest};
 pub use routing::Operation;
 pub use server::{MockHandle, MockStats, MockUpstream, serve};

@@ -20,6 +20,7 @@ use super::bodies::{
     ContentFilterResults, PROMPT_FILTER_RESULTS, PromptFilterResult, SAFE, SYSTEM_FINGERPRINT,
     Usage,
 };
+use super::faults::STALL_LIMIT;
 use super::routing::{Flavor, Operation};
 use super::script::Script;
 
@@ -92,8 +93,17 @@ pub(crate) struct StreamPlan {
     pub include_usage: bool,
     /// Pause before each token.
     pub interval: Option<Duration>,
+    /// Where an injected fault ends the stream early.
+    pub cutoff: Option<Cutoff>,
+}
+
+/// How an injected fault ends a stream early.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Cutoff {
     /// Break the body off after this many events.
-    pub abort_after: Option<u32>,
+    AbortAfter(u32),
+    /// Send nothing more after this many events, keeping the connection open (see [`Stall`]).
+    StallAfter(u32),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -219,7 +229,7 @@ fn sse(value: &impl Serialize) -> Bytes {
 #[error("mock upstream aborted the response body (injected fault)")]
 pub struct InjectedAbort;
 
-/// The events of a [`StreamPlan`], paced and possibly aborted.
+/// The events of a [`StreamPlan`], paced and possibly aborted or stalled.
 pub(crate) struct SseStream {
     plan: StreamPlan,
     position: u32,
@@ -227,6 +237,7 @@ pub(crate) struct SseStream {
     started: Option<Instant>,
     sleep: Option<Pin<Box<Sleep>>>,
     yielded_before_abort: bool,
+    stall: Stall,
 }
 
 impl SseStream {
@@ -237,6 +248,7 @@ impl SseStream {
             started: None,
             sleep: None,
             yielded_before_abort: false,
+            stall: Stall::default(),
         }
     }
 
@@ -263,15 +275,21 @@ impl Stream for SseStream {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        if this.plan.abort_after == Some(this.position) {
-            // hyper writes a frame out only when the body has nothing ready; returning the
-            // error straight after the last frame would discard what was sent so far.
-            if !this.yielded_before_abort {
-                this.yielded_before_abort = true;
-                cx.waker().wake_by_ref();
-                return Poll::Pending;
+        match this.plan.cutoff {
+            Some(Cutoff::AbortAfter(events)) if events == this.position => {
+                // hyper writes a frame out only when the body has nothing ready; returning the
+                // error straight after the last frame would discard what was sent so far.
+                if !this.yielded_before_abort {
+                    this.yielded_before_abort = true;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                return Poll::Ready(Some(Err(InjectedAbort)));
             }
-            return Poll::Ready(Some(Err(InjectedAbort)));
+            Some(Cutoff::StallAfter(events)) if events == this.position => {
+                return this.stall.poll(cx).map(Some);
+            }
+            _ => {}
         }
         let Some(event) = this.plan.event(this.position) else {
             return Poll::Ready(None);
@@ -281,6 +299,60 @@ impl Stream for SseStream {
         }
         this.position += 1;
         Poll::Ready(Some(Ok(this.plan.render(event))))
+    }
+}
+
+/// The hang of a stalled response: `Pending` (hyper meanwhile writes out what was sent and
+/// drops the body when the client goes away), until [`STALL_LIMIT`] has passed; then the body
+/// is broken off.
+#[derive(Default)]
+pub(crate) struct Stall {
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl Stall {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Result<Bytes, InjectedAbort>> {
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(STALL_LIMIT)));
+        ready!(sleep.as_mut().poll(cx));
+        Poll::Ready(Err(InjectedAbort))
+    }
+}
+
+/// A plain (JSON) body that hangs half-way: the first half of the body, then a [`Stall`]. The
+/// response carries the full `content-length`, so the client knows it is incomplete.
+pub(crate) struct StalledBody {
+    first_half: Option<Bytes>,
+    stall: Stall,
+    failed: bool,
+}
+
+impl StalledBody {
+    pub fn new(mut body: Bytes) -> Self {
+        body.truncate(body.len() / 2);
+        Self {
+            first_half: Some(body),
+            stall: Stall::default(),
+            failed: false,
+        }
+    }
+}
+
+impl Stream for StalledBody {
+    type Item = Result<Bytes, InjectedAbort>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.failed {
+            return Poll::Ready(None);
+        }
+        if let Some(first_half) = this.first_half.take() {
+            return Poll::Ready(Some(Ok(first_half)));
+        }
+        let stalled = ready!(this.stall.poll(cx));
+        this.failed = true;
+        Poll::Ready(Some(stalled))
     }
 }
 
@@ -330,7 +402,7 @@ mod tests {
             usage: Usage::new(5, 2),
             include_usage,
             interval: None,
-            abort_after: None,
+            cutoff: None,
         }
     }
 
@@ -403,12 +475,37 @@ mod tests {
     #[tokio::test]
     async fn aborts_after_the_requested_events() {
         let plan = StreamPlan {
-            abort_after: Some(2),
+            cutoff: Some(Cutoff::AbortAfter(2)),
             ..plan(Flavor::Azure, Operation::ChatCompletions, false)
         };
         let (events, aborted) = collect(plan).await;
         assert!(aborted);
         assert_eq!(events.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn stalls_after_the_requested_events() {
+        let mut stream = SseStream::new(StreamPlan {
+            cutoff: Some(Cutoff::StallAfter(2)),
+            ..plan(Flavor::Azure, Operation::ChatCompletions, false)
+        });
+        for _ in 0..2 {
+            let event = poll_fn(|cx| Pin::new(&mut stream).poll_next(cx)).await;
+            assert!(matches!(event, Some(Ok(_))), "{event:?}");
+        }
+        let next = poll_fn(|cx| Pin::new(&mut stream).poll_next(cx));
+        let hung = tokio::time::timeout(Duration::from_millis(100), next).await;
+        assert!(hung.is_err(), "nothing follows the second event: {hung:?}");
+    }
+
+    #[tokio::test]
+    async fn a_stalled_plain_body_sends_its_first_half_then_hangs() {
+        let mut body = StalledBody::new(Bytes::from_static(b"0123456789"));
+        let first = poll_fn(|cx| Pin::new(&mut body).poll_next(cx)).await;
+        assert_eq!(first.and_then(Result::ok).as_deref(), Some(&b"01234"[..]));
+        let next = poll_fn(|cx| Pin::new(&mut body).poll_next(cx));
+        let hung = tokio::time::timeout(Duration::from_millis(100), next).await;
+        assert!(hung.is_err(), "the second half never comes: {hung:?}");
     }
 
     #[tokio::test]

@@ -140,6 +140,84 @@ async fn stream_abort_truncates_the_body() {
     assert!(complete.ends_with("data: [DONE]\n\n"));
 }
 
+/// How long a stalled response is watched for anything more: far more than the mock needs to
+/// send a ready chunk, far less than a test's patience.
+const SILENCE: Duration = Duration::from_millis(300);
+
+/// A stall sends some events, then nothing while the connection stays open, until the client
+/// goes away; the stall is armed over HTTP like any other fault.
+#[tokio::test]
+async fn stall_after_hangs_a_stream_until_the_client_leaves() {
+    let mock = start(MockConfig::default()).await;
+    let posted = client()
+        .post(format!("{}/_mock/faults", mock.url()))
+        .json(&json!({"kind": "stall_after", "chunks": 2, "times": 1}))
+        .send()
+        .await
+        .expect("control request reaches the mock");
+    assert_eq!(posted.status(), 200);
+    let url = azure_url(&mock, "gpt-4o", "chat/completions");
+    let mut body = chat_body();
+    body["stream"] = json!(true);
+    let mut response = post(&url, &body).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "content-type"), Some("text/event-stream"));
+    let mut received = String::new();
+    while received.matches("data: ").count() < 2 {
+        let chunk = response.chunk().await.expect("events before the stall");
+        let chunk = chunk.expect("the stream stays open");
+        received.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let more = tokio::time::timeout(SILENCE, response.chunk()).await;
+    assert!(more.is_err(), "nothing after the stall: {more:?}");
+    assert_eq!(received.matches("data: ").count(), 2, "{received}");
+    assert!(
+        received.ends_with("\n\n"),
+        "whole events only: {received:?}"
+    );
+    assert_eq!(mock.faults_applied(), 1);
+
+    // The fault was used once: the next stream completes.
+    let complete = post(&url, &body).await.text().await.expect("complete");
+    assert!(complete.ends_with("data: [DONE]\n\n"));
+
+    // Once the client is gone, the hanging response ends: shutdown has nothing to wait for.
+    drop(response);
+    let stopped = tokio::time::timeout(Duration::from_secs(5), mock.shutdown()).await;
+    assert!(
+        matches!(stopped, Ok(Ok(()))),
+        "the stalled response ended with its client: {stopped:?}"
+    );
+}
+
+/// A stalled plain answer announces its full length, sends half of it, then hangs.
+#[tokio::test]
+async fn stall_after_hangs_a_plain_answer_half_way() {
+    let mock = start(MockConfig::default()).await;
+    let url = azure_url(&mock, "gpt-4o", "chat/completions");
+    let full = post(&url, &chat_body()).await.bytes().await.expect("body");
+    mock.inject(Fault::stall_after(3).once())
+        .expect("valid fault");
+    let mut response = post(&url, &chat_body()).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(header(&response, "content-type"), Some("application/json"));
+    // Ids and timestamps keep their length, so the announced length is the full body's.
+    assert_eq!(response.content_length(), Some(full.len() as u64));
+    let mut received = Vec::new();
+    while received.len() < full.len() / 2 {
+        let chunk = response.chunk().await.expect("the first half");
+        received.extend_from_slice(&chunk.expect("the body stays open"));
+    }
+    let more = tokio::time::timeout(SILENCE, response.chunk()).await;
+    assert!(more.is_err(), "nothing after the first half: {more:?}");
+    assert_eq!(received.len(), full.len() / 2);
+    assert!(serde_json::from_slice::<serde_json::Value>(&received).is_err());
+
+    drop(response);
+    let stopped = tokio::time::timeout(Duration::from_secs(5), mock.shutdown()).await;
+    assert!(matches!(stopped, Ok(Ok(()))), "{stopped:?}");
+}
+
 /// `times` counts matching requests; faults queue in order; None lasts until cleared.
 #[tokio::test]
 async fn times_counts_and_faults_queue_in_order() {
