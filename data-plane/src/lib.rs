@@ -12,7 +12,7 @@ pub mod call;
 mod canonical_path;
 mod client_auth;
 mod client_error;
-mod clock;
+pub mod clock;
 pub mod config;
 pub mod control_plane;
 mod credential_refresh;
