@@ -27,7 +27,7 @@ use crate::config::RuntimeConfig;
 use crate::headers::{strip_for_client, strip_for_upstream};
 use crate::metrics::ProxyMetrics;
 use crate::models;
-use crate::quota::{self, Admitted, Demand, Estimate, KeyRules};
+use crate::quota::{self, Admitted, Demand, Estimate, KeyRules, Refused};
 use crate::routing::{NoRoute, route};
 use crate::trace;
 use crate::upstream::UpstreamBody;
@@ -159,7 +159,9 @@ impl Proxy {
         let limits = caller.and_then(|c| c.rules.as_ref());
         let (quota, ask_for_usage) = match limits {
             None => (None, false),
-            Some(rules) => self.admit(rules, pool, &body)?,
+            Some(rules) => self
+                .admit(rules, pool, &body)
+                .map_err(|refused| self.refuse(rules, pool, &refused))?,
         };
         let call = Arc::new(ClientCall {
             method: parts.method,
@@ -214,7 +216,7 @@ impl Proxy {
         rules: &Arc<KeyRules>,
         pool: &PoolRuntime,
         body: &[u8],
-    ) -> Result<(Option<Admitted>, bool), Response<ProxyBody>> {
+    ) -> Result<(Option<Admitted>, bool), Refused> {
         let now = UnixTime::now();
         let pool_name = pool.name.as_str();
         let estimate = if rules.counts_tokens(pool_name) {
@@ -230,16 +232,23 @@ impl Proxy {
                     .micros()
             }),
         };
-        match rules.admit(pool_name, demand, pool.price, now) {
-            Ok(admitted) => Ok((Some(admitted), estimate.stream_without_usage)),
-            Err(refused) => {
-                self.metrics
-                    .ratelimited(pool_name, rules.key.as_str(), refused.kind);
-                let mut response = ClientError::over_limit(&rules.key, &refused).into_response();
-                quota::headers_for(rules, pool_name, response.headers_mut(), now);
-                Err(response)
-            }
-        }
+        let admitted = rules.admit(pool_name, demand, pool.price, now)?;
+        Ok((Some(admitted), estimate.stream_without_usage))
+    }
+
+    /// The 429 for a call over one of its key's limits.
+    fn refuse(
+        &self,
+        rules: &KeyRules,
+        pool: &PoolRuntime,
+        refused: &Refused,
+    ) -> Response<ProxyBody> {
+        let pool = pool.name.as_str();
+        self.metrics
+            .ratelimited(pool, rules.key.as_str(), refused.kind);
+        let mut response = ClientError::over_limit(&rules.key, refused).into_response();
+        quota::headers_for(rules, pool, response.headers_mut(), UnixTime::now());
+        response
     }
 
     async fn read_body(

@@ -1,70 +1,94 @@
 //! One limit's count in its current window, as this proxy sees it.
 //!
-//! The request path touches two atomics: it takes from the proxy's *allowance* (its share of
-//! what is left in the window, set by the last sync) and adds to the *unsynced* delta. Every
-//! sync (a background task) pushes the delta to the shared store, reads back the window's
-//! total across all proxies, and hands out a new allowance: what is left, divided by the
-//! number of live proxies. So a proxy never decides on more than its share between syncs, and
-//! N proxies hit at once from a standing start admit at most the limit together.
+//! The request path touches two atomics: it takes from the proxy's *allowance* and adds to
+//! what it has *spent*. The allowance is a lease: at every sync (a background task) the proxy
+//! replaces its previous lease in the shared count by what it actually spent, and atomically
+//! reserves a new one, a share of what is left (see [`reserve`]). Because leases are counted
+//! in the shared total when they are taken, proxies that sync at different moments can never
+//! hand out the same room twice; the only room used without a lease is a small first
+//! allowance before a limit's first sync (a tenth of the proxy's share), which bounds the
+//! fleet's overshoot at 10% of the limit.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use sluice_model::windows::Window;
 
-/// The window of a count: where it starts and ends (unix seconds).
+/// A window: where it starts and ends (unix seconds).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Span {
     pub start: i64,
     pub end: i64,
 }
 
+/// The lease a proxy takes from what is left (`room`) of a limit shared by `proxies`: its
+/// share, and at least one unit while any is left (the store serialises reservations, so the
+/// last units go to whoever asks first instead of to nobody).
+pub fn reserve(room: i64, proxies: u32) -> i64 {
+    if room <= 0 {
+        return 0;
+    }
+    (room / i64::from(proxies.max(1))).max(1)
+}
+
 pub struct Counter {
     pub window: Window,
     limit: AtomicU64,
-    /// Start of the window being counted (unix seconds); moved on by the sync task.
+    /// The window being counted (unix seconds); moved on by the sync task.
     window_start: AtomicI64,
     window_end: AtomicI64,
-    /// What this proxy may still admit before the next sync.
+    /// What this proxy may still admit: what is left of its lease.
     allowance: AtomicI64,
-    /// Admitted or settled here, not yet pushed to the shared store.
-    unsynced: AtomicI64,
-    /// The window's total across the fleet, as of the last sync.
+    /// Spent here since the last successful sync.
+    spent: AtomicI64,
+    /// The lease the shared total counts for this proxy (sync task only).
+    reserved: AtomicI64,
+    /// The window's shared total after the last sync: every proxy's spending and leases.
     shared: AtomicU64,
     /// The previous minute's total (rolling minute only), weighted as it slides out.
     previous: AtomicU64,
     /// Unix seconds of the last admission, so idle counters need not be synced.
     last_used: AtomicI64,
-    /// Set until the first sync: the allowance is a guess.
-    fresh: AtomicBool,
-    /// The previous minute's total is to be read from the store (at first, and after a roll).
-    previous_stale: AtomicBool,
+    /// Idle, and its lease given back: nothing to sync until it is used again.
+    released: AtomicBool,
 }
 
-/// What a sync learnt about a counter's window.
+/// What a sync did for a counter.
 #[derive(Clone, Copy, Debug)]
 pub struct Synced {
+    /// The shared total after this proxy's push and new lease.
     pub total: u64,
+    /// The new lease.
+    pub reserved: u64,
     /// The previous minute's total, when it was read in this sync.
     pub previous: Option<u64>,
-    /// Live proxies sharing the limit (1 without a shared store).
-    pub proxies: u32,
+}
+
+/// Whether the sync task has anything to do with a counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Activity {
+    /// Used lately: push what was spent, take a new lease.
+    Active,
+    /// Just went idle: push what was spent and give the lease back, once.
+    Release,
+    /// Idle and released.
+    Idle,
 }
 
 impl Counter {
-    pub fn new(window: Window, limit: u64, now_secs: i64, initial_allowance: u64) -> Self {
+    pub fn new(window: Window, limit: u64, now_secs: i64, first_allowance: u64) -> Self {
         let (start, end) = window.bounds(now_secs);
         Self {
             window,
             limit: AtomicU64::new(limit),
             window_start: AtomicI64::new(start),
             window_end: AtomicI64::new(end),
-            allowance: AtomicI64::new(saturating_i64(initial_allowance)),
-            unsynced: AtomicI64::new(0),
+            allowance: AtomicI64::new(saturating_i64(first_allowance)),
+            spent: AtomicI64::new(0),
+            reserved: AtomicI64::new(0),
             shared: AtomicU64::new(0),
             previous: AtomicU64::new(0),
             last_used: AtomicI64::new(now_secs),
-            fresh: AtomicBool::new(true),
-            previous_stale: AtomicBool::new(window == Window::Minute),
+            released: AtomicBool::new(false),
         }
     }
 
@@ -72,12 +96,12 @@ impl Counter {
         self.limit.load(Ordering::Relaxed)
     }
 
-    /// A changed limit applies from the next sync on (and to what is left of the allowance).
+    /// A lower limit cuts the allowance at once; the next sync leases against the new one.
     pub fn set_limit(&self, limit: u64) {
         let old = self.limit.swap(limit, Ordering::Relaxed);
         if limit < old {
-            let cut = saturating_i64(old - limit);
-            self.allowance.fetch_sub(cut, Ordering::Relaxed);
+            self.allowance
+                .fetch_sub(saturating_i64(old - limit), Ordering::Relaxed);
         }
     }
 
@@ -88,10 +112,13 @@ impl Counter {
             self.allowance.fetch_add(amount, Ordering::Relaxed);
             return false;
         }
-        self.unsynced.fetch_add(amount, Ordering::Relaxed);
+        self.spent.fetch_add(amount, Ordering::Relaxed);
         // One write per second at most: the cache line is shared by every core.
         if self.last_used.load(Ordering::Relaxed) != now_secs {
             self.last_used.store(now_secs, Ordering::Relaxed);
+        }
+        if self.released.load(Ordering::Relaxed) {
+            self.released.store(false, Ordering::Relaxed);
         }
         true
     }
@@ -99,18 +126,21 @@ impl Counter {
     /// Corrects an earlier take by `delta` (a settled estimate, or a refund when negative).
     pub fn adjust(&self, delta: i64) {
         if delta != 0 {
-            self.unsynced.fetch_add(delta, Ordering::Relaxed);
+            self.spent.fetch_add(delta, Ordering::Relaxed);
             self.allowance.fetch_sub(delta, Ordering::Relaxed);
         }
     }
 
-    /// The fleet's use of the window as this proxy knows it, the previous minute weighted.
+    /// The fleet's use of the window as this proxy knows it: the shared total with this
+    /// proxy's lease replaced by what it spent (other proxies' leases count as used), and the
+    /// previous minute weighted.
     pub fn used(&self, now_secs: i64) -> u64 {
-        let unsynced = self.unsynced.load(Ordering::Relaxed);
+        let own_lease = self.reserved.load(Ordering::Relaxed);
+        let spent = self.spent.load(Ordering::Relaxed);
         let current = self
             .shared
             .load(Ordering::Relaxed)
-            .saturating_add_signed(unsynced);
+            .saturating_add_signed(spent - own_lease);
         current.saturating_add(self.previous_weighted(now_secs))
     }
 
@@ -127,10 +157,9 @@ impl Counter {
     }
 
     /// How long until `amount` more would fit, roughly: capacity comes back as the previous
-    /// minute slides out, or all at once when a period ends.
+    /// minute slides out, or all at once when a period ends; at least until the next lease.
     pub fn wait_for(&self, amount: u64, now_secs: i64, now_frac: f64) -> std::time::Duration {
-        let span = self.span();
-        let until_end = (span.end as f64 - now_secs as f64 - now_frac).max(0.0);
+        let until_end = (self.span().end as f64 - now_secs as f64 - now_frac).max(0.0);
         let excess = (self.used(now_secs) + amount).saturating_sub(self.limit());
         let seconds = match self.window {
             Window::Minute if excess == 0 => 0.0,
@@ -141,112 +170,119 @@ impl Counter {
                     excess as f64 / previous as f64 * 60.0
                 } else {
                     // Then this minute must slide out too.
-                    until_end + (excess - previous) as f64 / amount.max(1) as f64
+                    until_end + (excess - previous) as f64 / self.limit().max(1) as f64 * 60.0
                 }
             }
             Window::Period(_) => until_end,
         };
-        std::time::Duration::from_secs_f64(seconds)
+        std::time::Duration::from_secs_f64(seconds.min(until_end + 60.0))
     }
 
-    /// Whether the sync task should push and read this counter: used recently, holding an
-    /// unsynced delta, or never synced.
-    pub fn needs_sync(&self, now_secs: i64, idle_after_secs: i64) -> bool {
-        self.unsynced.load(Ordering::Relaxed) != 0
-            || self.fresh.load(Ordering::Relaxed)
-            || now_secs - self.last_used.load(Ordering::Relaxed) <= idle_after_secs
+    pub fn activity(&self, now_secs: i64, idle_after_secs: i64) -> Activity {
+        let recently = now_secs - self.last_used.load(Ordering::Relaxed) <= idle_after_secs;
+        if recently || self.spent.load(Ordering::Relaxed) != 0 {
+            Activity::Active
+        } else if self.released.load(Ordering::Relaxed) {
+            Activity::Idle
+        } else {
+            Activity::Release
+        }
     }
 
     /// Moves the counter to the window holding `now_secs` when the current one has ended;
-    /// returns the ended window and the delta still to be pushed to it.
+    /// returns the ended window and the correction still to push to it (spent minus lease).
     pub fn roll(&self, now_secs: i64) -> Option<(Span, i64)> {
         let ended = self.span();
         if now_secs < ended.end {
             return None;
         }
         let (start, end) = self.window.bounds(now_secs);
-        let delta = self.unsynced.swap(0, Ordering::Relaxed);
+        let spent = self.spent.swap(0, Ordering::Relaxed);
+        let lease = self.reserved.swap(0, Ordering::Relaxed);
         let total = self.shared.swap(0, Ordering::Relaxed);
         let adjacent = self.window == Window::Minute && start == ended.end;
-        self.previous.store(
-            if adjacent {
-                total.saturating_add_signed(delta)
-            } else {
-                0
-            },
-            Ordering::Relaxed,
-        );
+        let final_total = total.saturating_add_signed(spent - lease);
+        self.previous
+            .store(if adjacent { final_total } else { 0 }, Ordering::Relaxed);
         self.window_start.store(start, Ordering::Relaxed);
         self.window_end.store(end, Ordering::Relaxed);
-        // Other proxies' last counts of the ended minute are read at the next sync.
-        self.previous_stale.store(adjacent, Ordering::Relaxed);
-        Some((ended, delta))
+        // Until the new window's first lease (the sync right after) or, idle, its sliver.
+        self.allowance.store(0, Ordering::Relaxed);
+        Some((ended, spent - lease))
     }
 
-    pub fn previous_unknown(&self) -> bool {
-        self.previous_stale.load(Ordering::Relaxed)
+    /// An idle counter in a new window: a sliver until it is used and leases again.
+    pub fn rest(&self, sliver: u64) {
+        self.set_allowance(saturating_i64(sliver));
     }
 
-    /// Not synced while idle: a shared limit's allowance is cut to a sliver (the share it
-    /// holds may have been spent elsewhere since); a proxy-local one is simply brought up to
-    /// date as the minute slides.
-    pub fn idle(&self, proxies: u32, shared: bool, now_secs: i64) {
-        if shared {
-            let sliver = (self.limit() / u64::from(proxies.max(1)) / 10).max(1);
-            self.allowance
-                .fetch_min(saturating_i64(sliver), Ordering::Relaxed);
-        } else {
-            self.share_out(1, now_secs);
+    /// The previous minute's weight now, in thousandths (rolling minute only).
+    pub fn previous_weight_permille(&self, now_secs: i64) -> u64 {
+        if self.window != Window::Minute {
+            return 0;
         }
+        let elapsed = (now_secs - self.window_start.load(Ordering::Relaxed)).clamp(0, 60) as u64;
+        (60 - elapsed) * 1000 / 60
     }
 
-    /// Takes the delta to push in this sync.
-    pub fn take_unsynced(&self) -> i64 {
-        self.unsynced.swap(0, Ordering::Relaxed)
+    /// Starts a sync: what was spent since the last one, and the correction to push (the
+    /// spending replaces the lease the shared total counts for this proxy).
+    pub fn begin_sync(&self) -> (i64, i64) {
+        let spent = self.spent.swap(0, Ordering::Relaxed);
+        (spent, spent - self.reserved.load(Ordering::Relaxed))
     }
 
-    /// A push failed: the delta is kept for the next one.
-    pub fn restore_unsynced(&self, delta: i64) {
-        self.unsynced.fetch_add(delta, Ordering::Relaxed);
+    /// The sync failed: what was spent is kept for the next one.
+    pub fn sync_failed(&self, spent: i64) {
+        self.spent.fetch_add(spent, Ordering::Relaxed);
     }
 
-    /// Applies what a sync read back and hands out this proxy's share of what is left.
-    pub fn synced(&self, synced: Synced, now_secs: i64) {
+    /// Applies a sync: the new lease becomes the allowance, less what was spent meanwhile.
+    pub fn synced(&self, synced: Synced) {
         self.shared.store(synced.total, Ordering::Relaxed);
         if let Some(previous) = synced.previous {
             self.previous.store(previous, Ordering::Relaxed);
-            self.previous_stale.store(false, Ordering::Relaxed);
         }
-        self.fresh.store(false, Ordering::Relaxed);
-        self.share_out(synced.proxies, now_secs);
+        let lease = saturating_i64(synced.reserved);
+        self.reserved.store(lease, Ordering::Relaxed);
+        self.set_allowance(lease);
     }
 
-    /// Without the shared store: what is left as this proxy last knew it, split by the proxies
-    /// last seen, minus what it has admitted since.
-    pub fn share_out(&self, proxies: u32, now_secs: i64) {
-        let known_total = self.shared.load(Ordering::Relaxed);
-        let left = self
-            .limit()
-            .saturating_sub(known_total.saturating_add(self.previous_weighted(now_secs)));
-        let share = left / u64::from(proxies.max(1));
-        // Taken since the delta was pushed: not in the total yet, already spent.
-        let since = self.unsynced.load(Ordering::Relaxed);
-        self.allowance
-            .store(saturating_i64(share) - since, Ordering::Relaxed);
+    /// An idle counter gave its lease back: it keeps a sliver so its next call need not wait
+    /// for a sync (a sliver is the only room used without a lease).
+    pub fn released(&self, synced: Synced, sliver: u64) {
+        self.shared.store(synced.total, Ordering::Relaxed);
+        self.reserved.store(0, Ordering::Relaxed);
+        self.released.store(true, Ordering::Relaxed);
+        self.set_allowance(saturating_i64(sliver));
+    }
+
+    /// Without the shared store: this proxy's lease, plus its share of what was left at the
+    /// last sync, split between the proxies last seen (the others do the same), less what it
+    /// spent since.
+    pub fn share_out_locally(&self, proxies: u32, now_secs: i64) {
+        let known = self.shared.load(Ordering::Relaxed);
+        let room = saturating_i64(self.limit())
+            - saturating_i64(known)
+            - saturating_i64(self.previous_weighted(now_secs));
+        let cap = self.reserved.load(Ordering::Relaxed) + room.max(0) / i64::from(proxies.max(1));
+        self.set_allowance(cap);
+    }
+
+    /// `allowance = cap - spent`, counting spending that lands while it is being set.
+    fn set_allowance(&self, cap: i64) {
+        let before = self.spent.load(Ordering::Relaxed);
+        self.allowance.store(cap - before, Ordering::Relaxed);
+        let after = self.spent.load(Ordering::Relaxed);
+        if after != before {
+            self.allowance.fetch_sub(after - before, Ordering::Relaxed);
+        }
     }
 
     /// The previous minute's weight in the rolling minute: it slides out linearly.
     fn previous_weighted(&self, now_secs: i64) -> u64 {
-        if self.window != Window::Minute {
-            return 0;
-        }
         let previous = self.previous.load(Ordering::Relaxed);
-        if previous == 0 {
-            return 0;
-        }
-        let start = self.window_start.load(Ordering::Relaxed);
-        let elapsed = (now_secs - start).clamp(0, 60) as u64;
-        previous * (60 - elapsed) / 60
+        previous * self.previous_weight_permille(now_secs) / 1000
     }
 }
 
@@ -261,6 +297,14 @@ mod tests {
 
     const T0: i64 = 1_796_276_700; // the start of a minute
 
+    fn synced(total: u64, reserved: u64) -> Synced {
+        Synced {
+            total,
+            reserved,
+            previous: Some(0),
+        }
+    }
+
     #[test]
     fn takes_only_what_the_allowance_holds() {
         let counter = Counter::new(Window::Minute, 10, T0, 3);
@@ -272,28 +316,23 @@ mod tests {
     }
 
     #[test]
-    fn a_sync_splits_what_is_left_between_the_proxies() {
-        let counter = Counter::new(Window::Minute, 30, T0, 10);
-        for _ in 0..4 {
-            assert!(counter.try_take(1, T0));
-        }
-        let delta = counter.take_unsynced();
-        assert_eq!(delta, 4);
-        // Two more admitted while the push was on its way.
+    fn leases_replace_spending_in_the_shared_total() {
+        let counter = Counter::new(Window::Minute, 30, T0, 1);
         assert!(counter.try_take(1, T0));
+        let (spent, correction) = counter.begin_sync();
+        assert_eq!((spent, correction), (1, 1));
+        // One more lands while the sync is on its way.
+        counter.allowance.store(1, Ordering::Relaxed);
         assert!(counter.try_take(1, T0));
-        // The fleet used 12 (ours included); 18 left for 3 proxies, minus the 2 in flight.
-        counter.synced(
-            Synced {
-                total: 12,
-                previous: Some(0),
-                proxies: 3,
-            },
-            T0,
-        );
-        let admitted = (0..10).filter(|_| counter.try_take(1, T0)).count();
-        assert_eq!(admitted, 4);
-        assert_eq!(counter.used(T0), 12 + 2 + 4);
+        // The store: 1 spent here + 5 elsewhere, then a lease of 8 for this proxy.
+        counter.synced(synced(14, 8));
+        let admitted = (0..20).filter(|_| counter.try_take(1, T0)).count();
+        assert_eq!(admitted, 7, "the lease less the call admitted meanwhile");
+        // Next sync: the 8 spent replace the lease of 8.
+        assert_eq!(counter.begin_sync(), (8, 0));
+        assert_eq!(reserve(30 - 14, 3), 5);
+        assert_eq!(reserve(2, 3), 1, "the last units go to whoever asks");
+        assert_eq!(reserve(0, 3), 0);
     }
 
     #[test]
@@ -312,15 +351,14 @@ mod tests {
     fn the_previous_minute_slides_out() {
         let counter = Counter::new(Window::Minute, 100, T0, 100);
         assert!(counter.try_take(60, T0 + 30));
-        let (ended, delta) = counter.roll(T0 + 60).unwrap();
-        assert_eq!((ended.start, delta), (T0, 60));
+        let (ended, correction) = counter.roll(T0 + 60).unwrap();
+        assert_eq!((ended.start, correction), (T0, 60));
         assert_eq!(counter.span().start, T0 + 60);
         assert_eq!(counter.used(T0 + 60), 60);
         assert_eq!(counter.used(T0 + 90), 30);
         assert_eq!(counter.used(T0 + 120), 0);
-        // Capacity for 80 more needs 40 of the previous 60 gone: 40 s into the minute.
-        let wait = counter.wait_for(80, T0 + 60, 0.0);
-        assert_eq!(wait.as_secs(), 40);
+        // Room for 80 more needs 40 of the previous 60 gone: 40 s into the minute.
+        assert_eq!(counter.wait_for(80, T0 + 60, 0.0).as_secs(), 40);
         // A gap of more than a minute forgets the previous one.
         assert!(counter.roll(T0 + 600).is_some());
         assert_eq!(counter.used(T0 + 600), 0);
@@ -332,6 +370,30 @@ mod tests {
         assert!(counter.try_take(100, T0));
         let wait = counter.wait_for(1, T0, 0.0);
         assert_eq!(wait.as_secs() as i64, counter.span().end - T0);
+    }
+
+    #[test]
+    fn without_the_store_a_proxy_spends_its_lease_and_its_share_of_the_rest() {
+        let counter = Counter::new(Window::Period(Period::Day), 100, T0, 0);
+        counter.synced(synced(40, 10));
+        // 60 were left when the store went away: 20 each for 3 proxies, plus the lease.
+        counter.share_out_locally(3, T0);
+        assert_eq!((0..50).filter(|_| counter.try_take(1, T0)).count(), 30);
+        counter.share_out_locally(3, T0);
+        assert!(!counter.try_take(1, T0), "spending since counts");
+    }
+
+    #[test]
+    fn idle_counters_give_their_lease_back_once() {
+        let counter = Counter::new(Window::Minute, 100, T0, 1);
+        counter.synced(synced(20, 20));
+        assert_eq!(counter.activity(T0 + 5, 10), Activity::Active);
+        assert_eq!(counter.activity(T0 + 30, 10), Activity::Release);
+        counter.released(synced(0, 0), 3);
+        assert_eq!(counter.activity(T0 + 31, 10), Activity::Idle);
+        assert!(counter.try_take(3, T0 + 31));
+        assert!(!counter.try_take(1, T0 + 31));
+        assert_eq!(counter.activity(T0 + 31, 10), Activity::Active);
     }
 
     #[test]

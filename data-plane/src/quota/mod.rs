@@ -326,7 +326,7 @@ impl Quotas {
     /// What a proxy may admit on a limit before its first sync. Alone, all of it. In a fleet,
     /// a tenth of its share: it cannot know what the others used already (it may have just
     /// restarted), and the first sync, a moment later, gives it its real share.
-    fn first_allowance(&self, limit: u64) -> u64 {
+    pub(crate) fn first_allowance(&self, limit: u64) -> u64 {
         if !self.shared {
             return limit;
         }

@@ -10,23 +10,37 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 
+use super::counter::reserve;
+
 /// One counter's part of a sync.
 #[derive(Clone, Debug)]
 pub struct Push {
     pub key: String,
-    /// Added to the shared count (negative for refunds).
-    pub delta: i64,
+    /// Added to the shared count: what was spent, less the lease it replaces.
+    pub correction: i64,
     /// Unix seconds after which the count is no use to anyone.
     pub expire_at: i64,
-    /// Also read this key (the previous minute of a rolling-minute limit).
-    pub read: Option<String>,
+    /// Take a new lease after the correction.
+    pub lease: Option<LeaseRequest>,
 }
 
-/// A counter's shared count after the push, and the extra key when one was asked for.
+/// What a new lease is cut from.
+#[derive(Clone, Debug)]
+pub struct LeaseRequest {
+    pub limit: u64,
+    /// Live proxies sharing the limit.
+    pub proxies: u32,
+    /// The previous minute of a rolling-minute limit, and its weight now in thousandths.
+    pub previous: Option<(String, u64)>,
+}
+
+/// A counter's shared count after the push and lease, the lease, and the previous minute's
+/// total when it was asked for.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Pulled {
     pub total: u64,
-    pub read: Option<u64>,
+    pub lease: u64,
+    pub previous: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -43,13 +57,16 @@ pub enum StoreError {
     Redis(#[from] redis::RedisError),
     #[error("the shared store answered something unexpected: {0}")]
     Reply(#[from] redis::ParsingError),
+    /// Not an error of the store: the sync waits out a back-off.
+    #[error("not tried (backing off)")]
+    Skipped,
     #[error("the shared store did not answer within {0:?}")]
     Timeout(Duration),
 }
 
 #[async_trait]
 pub trait SharedCounts: Send + Sync + 'static {
-    /// Pushes every delta and reads the totals back, and reports this proxy alive.
+    /// Pushes every correction, takes the leases asked for, and reports this proxy alive.
     async fn exchange(
         &self,
         node: &str,
@@ -81,17 +98,27 @@ impl SharedCounts for LocalCounts {
         let pulled = pushes
             .iter()
             .map(|push| {
+                let previous = push.lease.as_ref().and_then(|lease| {
+                    let (key, _) = lease.previous.as_ref()?;
+                    Some(counts.get(key).map_or(0, |(count, _)| *count))
+                });
                 let entry = counts
                     .entry(push.key.clone())
                     .or_insert((0, push.expire_at));
-                entry.0 += push.delta;
+                entry.0 += push.correction;
                 entry.1 = push.expire_at;
-                let total = non_negative(entry.0);
-                let read = push
-                    .read
-                    .as_ref()
-                    .map(|key| counts.get(key).map_or(0, |(count, _)| non_negative(*count)));
-                Pulled { total, read }
+                let lease = push.lease.as_ref().map_or(0, |lease| {
+                    let weight = lease.previous.as_ref().map_or(0, |(_, w)| *w as i64);
+                    let weighted = previous.unwrap_or(0).max(0) * weight / 1000;
+                    let room = i64::try_from(lease.limit).unwrap_or(i64::MAX) - entry.0 - weighted;
+                    reserve(room, lease.proxies)
+                });
+                entry.0 += lease;
+                Pulled {
+                    total: non_negative(entry.0),
+                    lease: non_negative(lease),
+                    previous: previous.map(non_negative),
+                }
             })
             .collect();
         Ok(Exchanged { pulled, proxies: 1 })
@@ -105,7 +132,7 @@ impl SharedCounts for LocalCounts {
 /// How long a proxy counts as live after its last sync.
 const LIVE_FOR_MS: i64 = 5_000;
 const PROXIES_KEY: &str = "{sluice}:proxies";
-/// A sync that takes longer than this is abandoned (and its deltas kept for the next one).
+/// A sync that takes longer than this is abandoned (its spending is pushed with the next).
 pub const STORE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Redis or Valkey, standalone (`redis://`, `rediss://`) or a cluster (several seed URLs).
@@ -114,6 +141,8 @@ pub struct RedisCounts {
     connection: tokio::sync::Mutex<Option<Connection>>,
 }
 
+// One per process: the size of its variants does not matter.
+#[allow(clippy::large_enum_variant)]
 enum RedisClient {
     Standalone(redis::Client),
     Cluster(ClusterClient),
@@ -177,15 +206,7 @@ impl RedisCounts {
         let counted = groups.iter().map(|(_, members)| {
             let mut pipe = redis::pipe();
             for &index in members {
-                let push = &pushes[index];
-                pipe.cmd("INCRBY").arg(&push.key).arg(push.delta);
-                pipe.cmd("EXPIREAT")
-                    .arg(&push.key)
-                    .arg(push.expire_at)
-                    .ignore();
-                if let Some(read) = &push.read {
-                    pipe.cmd("GET").arg(read);
-                }
+                lease_command(&mut pipe, &pushes[index]);
             }
             let mut connection = connection.clone();
             async move {
@@ -218,22 +239,13 @@ impl RedisCounts {
             });
         let mut pulled = vec![Pulled::default(); pushes.len()];
         for (members, replies) in groups? {
-            let mut replies = replies.into_iter();
-            for &index in members {
-                let total =
-                    redis::from_redis_value::<i64>(replies.next().unwrap_or(redis::Value::Nil))?;
-                let read = match &pushes[index].read {
-                    Some(_) => Some(
-                        redis::from_redis_value::<Option<i64>>(
-                            replies.next().unwrap_or(redis::Value::Nil),
-                        )?
-                        .map_or(0, non_negative),
-                    ),
-                    None => None,
-                };
+            for (&index, reply) in members.iter().zip(replies) {
+                let (total, lease, previous) =
+                    redis::from_redis_value::<(i64, i64, Option<i64>)>(reply)?;
                 pulled[index] = Pulled {
                     total: non_negative(total),
-                    read,
+                    lease: non_negative(lease),
+                    previous: previous.map(non_negative),
                 };
             }
         }
@@ -281,6 +293,50 @@ impl Connection {
     }
 }
 
+/// Pushes a correction and, when asked, takes a lease, atomically: a lease is cut from the
+/// room left after every lease already taken, so two proxies never get the same room.
+const LEASE_SCRIPT: &str = r"
+local total = redis.call('INCRBY', KEYS[1], ARGV[1])
+redis.call('EXPIREAT', KEYS[1], ARGV[2])
+local lease = 0
+local previous = false
+if ARGV[3] == '1' then
+  local weighted = 0
+  if #KEYS > 1 then
+    previous = tonumber(redis.call('GET', KEYS[2]) or '0')
+    weighted = math.floor(math.max(previous, 0) * tonumber(ARGV[6]) / 1000)
+  end
+  local room = tonumber(ARGV[4]) - total - weighted
+  if room > 0 then
+    lease = math.max(1, math.floor(room / tonumber(ARGV[5])))
+    total = redis.call('INCRBY', KEYS[1], lease)
+  end
+end
+return {total, lease, previous}
+";
+
+fn lease_command(pipe: &mut redis::Pipeline, push: &Push) {
+    let previous = push
+        .lease
+        .as_ref()
+        .and_then(|lease| lease.previous.as_ref());
+    let command = pipe
+        .cmd("EVAL")
+        .arg(LEASE_SCRIPT)
+        .arg(if previous.is_some() { 2 } else { 1 })
+        .arg(&push.key);
+    if let Some((key, _)) = previous {
+        command.arg(key);
+    }
+    command
+        .arg(push.correction)
+        .arg(push.expire_at)
+        .arg(u8::from(push.lease.is_some()))
+        .arg(push.lease.as_ref().map_or(0, |lease| lease.limit))
+        .arg(push.lease.as_ref().map_or(1, |lease| lease.proxies))
+        .arg(previous.map_or(0, |(_, weight)| *weight));
+}
+
 /// The `{…}` part of a key: Redis Cluster hashes only that.
 fn hash_tag(key: &str) -> &str {
     key.split_once('}').map_or(key, |(tag, _)| tag)
@@ -294,35 +350,59 @@ fn non_negative(count: i64) -> u64 {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn local_counts_add_up_and_expire() {
-        let counts = LocalCounts::default();
-        let push = |key: &str, delta, read: Option<&str>| Push {
+    fn push(key: &str, correction: i64, lease: Option<LeaseRequest>) -> Push {
+        Push {
             key: key.into(),
-            delta,
+            correction,
             expire_at: 100,
-            read: read.map(Into::into),
-        };
+            lease,
+        }
+    }
+
+    fn lease(limit: u64, proxies: u32, previous: Option<(&str, u64)>) -> Option<LeaseRequest> {
+        Some(LeaseRequest {
+            limit,
+            proxies,
+            previous: previous.map(|(key, weight)| (key.to_owned(), weight)),
+        })
+    }
+
+    #[tokio::test]
+    async fn local_counts_lease_from_what_is_left_and_expire() {
+        let counts = LocalCounts::default();
         let first = counts
-            .exchange("n", 0, &[push("a", 3, None), push("b", 1, Some("a"))])
+            .exchange(
+                "n",
+                0,
+                &[push("a", 3, lease(30, 3, None)), push("p", 40, None)],
+            )
+            .await
+            .unwrap();
+        // 27 left, a third of it leased: the total counts the lease.
+        assert_eq!(
+            first.pulled[0],
+            Pulled {
+                total: 12,
+                lease: 9,
+                previous: None
+            }
+        );
+        assert_eq!(first.proxies, 1);
+        // The previous minute weighs half: 20 of its 40.
+        let weighed = counts
+            .exchange("n", 0, &[push("b", 0, lease(30, 1, Some(("p", 500))))])
             .await
             .unwrap();
         assert_eq!(
-            first.pulled,
-            [
-                Pulled {
-                    total: 3,
-                    read: None
-                },
-                Pulled {
-                    total: 1,
-                    read: Some(3)
-                }
-            ]
+            weighed.pulled[0],
+            Pulled {
+                total: 10,
+                lease: 10,
+                previous: Some(40)
+            }
         );
-        assert_eq!(first.proxies, 1);
         let refund = counts
-            .exchange("n", 0, &[push("a", -5, None)])
+            .exchange("n", 0, &[push("a", -50, None)])
             .await
             .unwrap();
         assert_eq!(refund.pulled[0].total, 0, "never below zero");

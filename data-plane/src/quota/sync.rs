@@ -1,10 +1,10 @@
 //! The background task that settles this proxy's counts with the fleet.
 //!
-//! Every interval it moves counters into new windows, pushes each active counter's delta and
-//! reads the window's total back (one round of pipelines), and hands each counter its new
-//! allowance. When the store is down it keeps the deltas, shares out what it last knew between
-//! the proxies it last saw, warns once, and tries again with back-off; the kept deltas are
-//! pushed as soon as the store answers.
+//! Every interval it moves counters into new windows, and for each active counter pushes what
+//! was spent in place of its lease and takes a new lease, in one round of pipelines. When the
+//! store is down it keeps what was spent, shares out what it last knew was left between the
+//! proxies it last saw, warns once, and tries again with back-off; what was kept is pushed as
+//! soon as the store answers.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,12 +12,13 @@ use std::time::Duration;
 use sluice_model::windows::Window;
 
 use super::Quotas;
-use super::store::{Push, SharedCounts};
+use super::counter::{Activity, Counter, Synced};
+use super::store::{LeaseRequest, Push, SharedCounts, StoreError};
 use crate::clock::UnixTime;
 use crate::metrics::ProxyMetrics;
 
-/// A counter not used for this long is not synced any more (the store's load follows active
-/// keys); its allowance is cut to a sliver so a stale share cannot be spent all at once.
+/// A counter not used for this long gives its lease back and is not synced any more (the
+/// store's load follows active keys); it keeps a sliver for its next call.
 const IDLE_AFTER_SECS: i64 = 10;
 /// Counts outlive their window this long in the store, so the next minute can weigh them.
 const KEEP_AFTER_END_SECS: i64 = 120;
@@ -83,85 +84,102 @@ impl QuotaSync {
 
     /// One sync at `now`; `try_store: false` does only the local part.
     pub async fn round(&self, now: UnixTime, try_store: bool) -> Round {
-        let live = self.quotas.live();
+        let proxies = self.proxies();
+        let sliver = |counter: &Counter| self.quotas.first_allowance(counter.limit());
         let mut pushes = Vec::new();
-        // Where each counter's current-window push is in `pushes`.
-        let mut current = Vec::with_capacity(live.len());
-        for (id, counter) in &live {
-            if let Some((ended, delta)) = counter.roll(now.secs)
-                && delta != 0
+        // The counters synced in this round, where their push is, and what they spent.
+        let mut synced = Vec::new();
+        for (id, counter) in self.quotas.live() {
+            let rolled = counter.roll(now.secs);
+            if let Some((ended, correction)) = rolled
+                && correction != 0
             {
-                // Its window is over: what was counted late still belongs to it.
+                // Its window is over: what was spent in it late still belongs to it.
                 pushes.push(Push {
                     key: id.store_key(ended.start),
-                    delta,
+                    correction,
                     expire_at: ended.end + KEEP_AFTER_END_SECS,
-                    read: None,
+                    lease: None,
                 });
             }
-            if !counter.needs_sync(now.secs, IDLE_AFTER_SECS) {
-                counter.idle(self.proxies(), self.store.is_shared(), now.secs);
+            let activity = counter.activity(now.secs, IDLE_AFTER_SECS);
+            if activity == Activity::Idle {
+                if rolled.is_some() {
+                    counter.rest(sliver(&counter));
+                }
                 continue;
             }
             let span = counter.span();
-            let read_previous = counter.window == Window::Minute && counter.previous_unknown();
-            current.push((counter, pushes.len()));
+            let (spent, correction) = counter.begin_sync();
+            let lease = (activity == Activity::Active).then(|| LeaseRequest {
+                limit: counter.limit(),
+                proxies,
+                previous: (counter.window == Window::Minute).then(|| {
+                    (
+                        id.store_key(span.start - 60),
+                        counter.previous_weight_permille(now.secs),
+                    )
+                }),
+            });
+            synced.push((counter, activity, pushes.len(), spent));
             pushes.push(Push {
                 key: id.store_key(span.start),
-                delta: counter.take_unsynced(),
+                correction,
                 expire_at: span.end + KEEP_AFTER_END_SECS,
-                read: read_previous.then(|| id.store_key(span.start - 60)),
+                lease,
             });
         }
-        if !try_store {
-            self.keep_local(&pushes, &current, now);
-            return Round::Skipped;
-        }
-        match self.store.exchange(&self.node, now.millis(), &pushes).await {
+        let exchanged = if try_store {
+            self.store.exchange(&self.node, now.millis(), &pushes).await
+        } else {
+            Err(StoreError::Skipped)
+        };
+        match exchanged {
             Ok(exchanged) => {
                 self.quotas
                     .proxies
                     .store(exchanged.proxies, std::sync::atomic::Ordering::Relaxed);
-                for (counter, at) in &current {
+                for (counter, activity, at, _) in &synced {
                     let pulled = exchanged.pulled[*at];
-                    counter.synced(
-                        super::counter::Synced {
-                            total: pulled.total,
-                            previous: pulled.read,
-                            proxies: exchanged.proxies,
-                        },
-                        now.secs,
-                    );
+                    let result = Synced {
+                        total: pulled.total,
+                        reserved: pulled.lease,
+                        previous: pulled.previous,
+                    };
+                    match activity {
+                        Activity::Release => counter.released(result, sliver(counter)),
+                        _ => counter.synced(result),
+                    }
                 }
                 self.store_up
                     .store(true, std::sync::atomic::Ordering::Relaxed);
                 self.metrics.quota_store_up.set(1);
                 Round::Synced
             }
+            Err(StoreError::Skipped) => {
+                self.keep_local(&synced, now);
+                Round::Skipped
+            }
             Err(error) => {
                 if self
                     .store_up
                     .swap(false, std::sync::atomic::Ordering::Relaxed)
                 {
-                    tracing::warn!(%error, proxies = self.proxies(), "quota store unreachable; limits hold on local counts, split between the proxies last seen");
+                    tracing::warn!(%error, proxies, "quota store unreachable; limits hold on local counts, split between the proxies last seen");
                 }
                 self.metrics.quota_store_up.set(0);
-                self.keep_local(&pushes, &current, now);
+                self.keep_local(&synced, now);
                 Round::Failed
             }
         }
     }
 
-    /// The store is out of reach: deltas stay for later, allowances come from local counts.
-    fn keep_local(
-        &self,
-        pushes: &[Push],
-        current: &[(&Arc<super::Counter>, usize)],
-        now: UnixTime,
-    ) {
-        for (counter, at) in current {
-            counter.restore_unsynced(pushes[*at].delta);
-            counter.share_out(self.proxies(), now.secs);
+    /// The store is out of reach: spending is kept for later, allowances come from what was
+    /// known at the last sync.
+    fn keep_local(&self, synced: &[(Arc<Counter>, Activity, usize, i64)], now: UnixTime) {
+        for (counter, _, _, spent) in synced {
+            counter.sync_failed(*spent);
+            counter.share_out_locally(self.proxies(), now.secs);
         }
     }
 
