@@ -212,8 +212,8 @@ impl Counter {
     }
 
     /// An idle counter in a new window: a sliver until it is used and leases again.
-    pub fn rest(&self, sliver: u64) {
-        self.set_allowance(saturating_i64(sliver));
+    pub fn rest(&self, sliver: u64, proxies: u32, now_secs: i64) {
+        self.set_allowance(self.sliver_within_room(sliver, proxies, now_secs));
     }
 
     /// The previous minute's weight now, in thousandths (rolling minute only).
@@ -249,12 +249,21 @@ impl Counter {
     }
 
     /// An idle counter gave its lease back: it keeps a sliver so its next call need not wait
-    /// for a sync (a sliver is the only room used without a lease).
-    pub fn released(&self, synced: Synced, sliver: u64) {
+    /// for a sync (a sliver is the only room used without a lease), and none when nothing was
+    /// left, so idling between bursts cannot add up to more than the limit.
+    pub fn released(&self, synced: Synced, sliver: u64, proxies: u32, now_secs: i64) {
         self.shared.store(synced.total, Ordering::Relaxed);
         self.reserved.store(0, Ordering::Relaxed);
         self.released.store(true, Ordering::Relaxed);
-        self.set_allowance(saturating_i64(sliver));
+        self.set_allowance(self.sliver_within_room(sliver, proxies, now_secs));
+    }
+
+    /// `sliver`, but no more than this proxy's share of what is known to be left.
+    fn sliver_within_room(&self, sliver: u64, proxies: u32, now_secs: i64) -> i64 {
+        let room = saturating_i64(self.limit())
+            - saturating_i64(self.shared.load(Ordering::Relaxed))
+            - saturating_i64(self.previous_weighted(now_secs));
+        saturating_i64(sliver).min(room.max(0) / i64::from(proxies.max(1)))
     }
 
     /// Without the shared store: this proxy's lease, plus its share of what was left at the
@@ -389,11 +398,14 @@ mod tests {
         counter.synced(synced(20, 20));
         assert_eq!(counter.activity(T0 + 5, 10), Activity::Active);
         assert_eq!(counter.activity(T0 + 30, 10), Activity::Release);
-        counter.released(synced(0, 0), 3);
+        counter.released(synced(0, 0), 3, 1, T0 + 30);
         assert_eq!(counter.activity(T0 + 31, 10), Activity::Idle);
         assert!(counter.try_take(3, T0 + 31));
         assert!(!counter.try_take(1, T0 + 31));
         assert_eq!(counter.activity(T0 + 31, 10), Activity::Active);
+        // Released with the limit used up: no sliver to spend after the pause.
+        counter.released(synced(100, 0), 3, 1, T0 + 45);
+        assert!(!counter.try_take(1, T0 + 46));
     }
 
     #[test]

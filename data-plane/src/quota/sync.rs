@@ -105,7 +105,7 @@ impl QuotaSync {
             let activity = counter.activity(now.secs, IDLE_AFTER_SECS);
             if activity == Activity::Idle {
                 if rolled.is_some() {
-                    counter.rest(sliver(&counter));
+                    counter.rest(sliver(&counter), proxies, now.secs);
                 }
                 continue;
             }
@@ -147,7 +147,9 @@ impl QuotaSync {
                         previous: pulled.previous,
                     };
                     match activity {
-                        Activity::Release => counter.released(result, sliver(counter)),
+                        Activity::Release => {
+                            counter.released(result, sliver(counter), proxies, now.secs)
+                        }
                         _ => counter.synced(result),
                     }
                 }
