@@ -201,7 +201,7 @@ impl ClientError {
         };
         let wait = refused.wait;
         let (kind, code, message) = match refused.kind {
-            LimitKind::requests_per_minute => (
+            LimitKind::RequestsPerMinute => (
                 "requests",
                 "rate_limit_exceeded",
                 format!(
@@ -210,7 +210,7 @@ impl ClientError {
                     go_duration(wait)
                 ),
             ),
-            LimitKind::tokens_per_minute => (
+            LimitKind::TokensPerMinute => (
                 "tokens",
                 "rate_limit_exceeded",
                 format!(
@@ -219,7 +219,7 @@ impl ClientError {
                     go_duration(wait)
                 ),
             ),
-            LimitKind::token_quota => (
+            LimitKind::TokenQuota => (
                 "insufficient_quota",
                 "insufficient_quota",
                 format!(
@@ -228,7 +228,7 @@ impl ClientError {
                     reset_at(wait)
                 ),
             ),
-            LimitKind::budget => (
+            LimitKind::Budget => (
                 "insufficient_quota",
                 "insufficient_quota",
                 format!(

@@ -23,7 +23,8 @@ pub use backend::{ApiVersion, Auth, Backend, BackendKind, BackendUrl, Deployment
 pub use client_key::{ClientKey, KeyHash, generate_client_secret};
 pub use error::{FieldError, InvalidValue};
 pub use limits::{
-    Budget, Count, LimitSet, Limits, MicroUsd, Period, Price, RequestRate, TokenCount, TokenQuota,
+    Budget, Count, LimitEntry, LimitKind, LimitSet, Limits, MicroUsd, Period, Price, RequestRate,
+    TokenCount, TokenQuota,
 };
 pub use name::Name;
 pub use pool::{

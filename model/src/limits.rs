@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::Name;
 use crate::error::{FieldError, InvalidValue};
+use crate::windows::{Metric, Window};
 
 /// A calendar period, in UTC: quotas and budgets start afresh at its start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -251,6 +252,90 @@ impl Limits {
     }
 }
 
+/// Which limit: the `limit` label of metrics, and the name in errors and usage reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum LimitKind {
+    RequestsPerMinute,
+    TokensPerMinute,
+    TokenQuota,
+    Budget,
+}
+
+impl LimitKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RequestsPerMinute => "requests_per_minute",
+            Self::TokensPerMinute => "tokens_per_minute",
+            Self::TokenQuota => "token_quota",
+            Self::Budget => "budget",
+        }
+    }
+
+    pub fn metric(self) -> Metric {
+        match self {
+            Self::RequestsPerMinute => Metric::Requests,
+            Self::TokensPerMinute | Self::TokenQuota => Metric::Tokens,
+            Self::Budget => Metric::Cost,
+        }
+    }
+
+    /// Quotas and budgets run out for a period; rates recover within a minute.
+    pub fn is_quota(self) -> bool {
+        matches!(self, Self::TokenQuota | Self::Budget)
+    }
+}
+
+/// One limit of a set: what it counts, over which window, up to how much (money in
+/// micro-dollars).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LimitEntry {
+    pub kind: LimitKind,
+    pub window: Window,
+    pub limit: u64,
+}
+
+impl LimitSet {
+    /// The limits that are set, in a fixed order.
+    pub fn entries(&self) -> impl Iterator<Item = LimitEntry> + '_ {
+        [
+            self.requests_per_minute
+                .map(|n| (LimitKind::RequestsPerMinute, Window::Minute, n.get())),
+            self.tokens_per_minute
+                .map(|n| (LimitKind::TokensPerMinute, Window::Minute, n.get())),
+            self.token_quota.map(|q| {
+                (
+                    LimitKind::TokenQuota,
+                    Window::Period(q.period),
+                    q.tokens.get(),
+                )
+            }),
+            self.budget
+                .map(|b| (LimitKind::Budget, Window::Period(b.period), b.usd.micros())),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|(kind, window, limit)| LimitEntry {
+            kind,
+            window,
+            limit,
+        })
+    }
+}
+
+impl Limits {
+    /// Every limit of the key: key-wide ones (no pool), then each pool's.
+    pub fn entries(&self) -> Vec<(Option<&Name>, LimitEntry)> {
+        let key_wide = self.key_wide();
+        let mut entries: Vec<_> = key_wide.entries().map(|e| (None, e)).collect();
+        for (pool, set) in &self.pools {
+            entries.extend(set.entries().map(|e| (Some(pool), e)));
+        }
+        entries
+    }
+}
+
 /// What a pool's tokens cost, in US dollars per million tokens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -310,6 +395,37 @@ mod tests {
         parsed.validate(&[]).unwrap();
         let back: Limits = serde_json::from_value(serde_json::to_value(&parsed).unwrap()).unwrap();
         assert_eq!(back, parsed);
+    }
+
+    #[test]
+    fn lists_every_limit_with_its_window() {
+        let parsed = limits(json!({
+            "requests_per_minute": 600, "budget": {"usd": 1.5, "period": "week"},
+            "pools": {"gpt-4o": {"tokens_per_minute": 100, "token_quota": {"tokens": 9, "period": "day"}}}
+        }))
+        .unwrap();
+        let listed: Vec<_> = parsed
+            .entries()
+            .into_iter()
+            .map(|(pool, e)| {
+                (
+                    pool.map(Name::as_str),
+                    e.kind.as_str(),
+                    e.window.as_str(),
+                    e.limit,
+                )
+            })
+            .collect();
+        assert_eq!(
+            listed,
+            [
+                (None, "requests_per_minute", "minute", 600),
+                (None, "budget", "week", 1_500_000),
+                (Some("gpt-4o"), "tokens_per_minute", "minute", 100),
+                (Some("gpt-4o"), "token_quota", "day", 9),
+            ]
+        );
+        assert_eq!(LimitKind::Budget.metric(), Metric::Cost);
     }
 
     #[test]

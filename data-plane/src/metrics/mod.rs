@@ -92,7 +92,20 @@ impl EjectionReason {
 struct RateLimitedLabels {
     pool: String,
     client_key: String,
-    limit: LimitKind,
+    limit: LimitLabel,
+}
+
+/// A limit's name as a label value.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+struct LimitLabel(LimitKind);
+
+impl EncodeLabelValue for LimitLabel {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.0.as_str())
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -413,7 +426,7 @@ impl ProxyMetrics {
             .get_or_create(&RateLimitedLabels {
                 pool: pool.to_owned(),
                 client_key: client_key.to_owned(),
-                limit,
+                limit: LimitLabel(limit),
             })
             .inc();
     }

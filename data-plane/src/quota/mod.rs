@@ -16,9 +16,9 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use http::HeaderMap;
-use prometheus_client::encoding::EncodeLabelValue;
+pub use sluice_model::LimitKind;
 use sluice_model::windows::{Metric, Window, counter_key};
-use sluice_model::{ClientKey, LimitSet, Name, Price};
+use sluice_model::{ClientKey, LimitEntry, LimitSet, Name, Price};
 
 pub use counter::Counter;
 pub use estimate::Estimate;
@@ -26,40 +26,6 @@ pub use rate_headers::go_duration;
 pub use store::{LocalCounts, RedisCounts, SharedCounts};
 
 use crate::clock::UnixTime;
-
-/// Which limit a rule enforces: the `limit` label of metrics, and the wording of errors.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, EncodeLabelValue)]
-#[allow(non_camel_case_types)]
-pub enum LimitKind {
-    requests_per_minute,
-    tokens_per_minute,
-    token_quota,
-    budget,
-}
-
-impl LimitKind {
-    pub fn metric(self) -> Metric {
-        match self {
-            Self::requests_per_minute => Metric::Requests,
-            Self::tokens_per_minute | Self::token_quota => Metric::Tokens,
-            Self::budget => Metric::Cost,
-        }
-    }
-
-    /// Quotas and budgets run out for a period; rates recover within a minute.
-    pub fn is_quota(self) -> bool {
-        matches!(self, Self::token_quota | Self::budget)
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::requests_per_minute => "requests_per_minute",
-            Self::tokens_per_minute => "tokens_per_minute",
-            Self::token_quota => "token_quota",
-            Self::budget => "budget",
-        }
-    }
-}
 
 /// A counter's identity: the same limit keeps its count across config revisions.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -259,54 +225,38 @@ impl Quotas {
         }
         let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
         let mut rules = |pool: Option<&Name>, set: &LimitSet| -> Vec<Rule> {
-            let limits = [
-                (
-                    LimitKind::requests_per_minute,
-                    set.requests_per_minute.map(|n| (n.get(), Window::Minute)),
-                ),
-                (
-                    LimitKind::tokens_per_minute,
-                    set.tokens_per_minute.map(|n| (n.get(), Window::Minute)),
-                ),
-                (
-                    LimitKind::token_quota,
-                    set.token_quota
-                        .map(|q| (q.tokens.get(), Window::Period(q.period))),
-                ),
-                (
-                    LimitKind::budget,
-                    set.budget
-                        .map(|b| (b.usd.micros(), Window::Period(b.period))),
-                ),
-            ];
-            limits
-                .into_iter()
-                .filter_map(|(kind, limit)| {
-                    let (limit, window) = limit?;
-                    let id = CounterId {
-                        key: key.id.clone(),
-                        pool: pool.cloned(),
-                        kind,
-                        window,
-                    };
-                    let counter = match counters.get(&id).and_then(Weak::upgrade) {
-                        Some(counter) => {
-                            counter.set_limit(limit);
-                            counter
-                        }
-                        None => {
-                            let counter = Arc::new(Counter::new(
-                                window,
-                                limit,
-                                now.secs,
-                                self.first_allowance(limit),
-                            ));
-                            counters.insert(id, Arc::downgrade(&counter));
-                            counter
-                        }
-                    };
-                    Some(Rule { kind, counter })
-                })
+            set.entries()
+                .map(
+                    |LimitEntry {
+                         kind,
+                         window,
+                         limit,
+                     }| {
+                        let id = CounterId {
+                            key: key.id.clone(),
+                            pool: pool.cloned(),
+                            kind,
+                            window,
+                        };
+                        let counter = match counters.get(&id).and_then(Weak::upgrade) {
+                            Some(counter) => {
+                                counter.set_limit(limit);
+                                counter
+                            }
+                            None => {
+                                let counter = Arc::new(Counter::new(
+                                    window,
+                                    limit,
+                                    now.secs,
+                                    self.first_allowance(limit),
+                                ));
+                                counters.insert(id, Arc::downgrade(&counter));
+                                counter
+                            }
+                        };
+                        Rule { kind, counter }
+                    },
+                )
                 .collect()
         };
         let key_wide = rules(None, &key.limits.key_wide());
@@ -387,7 +337,7 @@ mod tests {
         let Err(refused) = rules.admit("gpt-4o", demand, None, NOW) else {
             panic!("over the pool's limit")
         };
-        assert_eq!(refused.kind, LimitKind::tokens_per_minute);
+        assert_eq!(refused.kind, LimitKind::TokensPerMinute);
         assert_eq!(refused.pool.as_ref().map(Name::as_str), Some("gpt-4o"));
         assert_eq!(refused.limit, 300);
         // Nothing of the refused call stays taken: the key-wide limits saw one call.
@@ -439,7 +389,7 @@ mod tests {
                 NOW,
             )
             .unwrap_err();
-        assert_eq!(refused.kind, LimitKind::budget);
+        assert_eq!(refused.kind, LimitKind::Budget);
         assert!(refused.kind.is_quota());
     }
 

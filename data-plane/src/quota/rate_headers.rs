@@ -28,7 +28,7 @@ pub fn insert<'a>(
     rules: impl Iterator<Item = &'a Rule> + Clone,
     now: UnixTime,
 ) {
-    for (kind, names) in [LimitKind::requests_per_minute, LimitKind::tokens_per_minute]
+    for (kind, names) in [LimitKind::RequestsPerMinute, LimitKind::TokensPerMinute]
         .into_iter()
         .zip(&NAMES)
     {
