@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod distribution;
 pub mod proxies;
+pub mod quota_usage;
 pub mod server;
 pub mod store;
 pub mod tokens;
