@@ -233,11 +233,28 @@ impl ClientError {
                 "insufficient_quota",
                 format!(
                     "You exceeded the budget of {scope}: Limit {}. It resets at {}.",
-                    MicroUsd::from_micros(refused.limit),
+                    amount(refused.kind, refused.limit),
                     reset_at(wait)
                 ),
             ),
         };
+        if refused.too_large() {
+            // As OpenAI says it: no wait makes such a call fit.
+            return Self {
+                should_retry: Some(false),
+                ..Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    kind,
+                    code,
+                    format!(
+                        "Request too large for {scope} on {}: Limit {}, Requested {}. The input or output tokens must be reduced in order to run successfully.",
+                        refused.kind.as_str(),
+                        amount(refused.kind, refused.limit),
+                        amount(refused.kind, refused.requested)
+                    ),
+                )
+            };
+        }
         Self {
             retry_after: Some(wait),
             should_retry: refused.kind.is_quota().then_some(false),
@@ -335,6 +352,14 @@ pub fn set_retry_after(headers: &mut HeaderMap, wait: Duration) {
 
 static RETRY_AFTER_MS: HeaderName = HeaderName::from_static("retry-after-ms");
 static X_SHOULD_RETRY: HeaderName = HeaderName::from_static("x-should-retry");
+
+/// An amount of a limit as people read it: money in dollars, the rest as counts.
+fn amount(kind: LimitKind, value: u64) -> String {
+    match kind {
+        LimitKind::Budget => MicroUsd::from_micros(value).to_string(),
+        _ => value.to_string(),
+    }
+}
 
 /// When a period that ends in `wait` starts again, in RFC 3339 (UTC).
 fn reset_at(wait: Duration) -> String {

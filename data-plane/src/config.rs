@@ -102,7 +102,7 @@ impl ConfigBuilder {
         Self {
             upstream: crate::upstream::Upstream::new(Duration::from_secs(1))
                 .expect("native roots load"),
-            quotas: Arc::new(Quotas::new(false)),
+            quotas: Arc::new(Quotas::new(false, Duration::from_millis(100))),
             resolver: Arc::new(crate::secrets::LocalSecrets),
             metrics,
             refresh: RefreshPolicy::default(),

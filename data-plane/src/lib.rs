@@ -135,7 +135,7 @@ pub enum StartError {
 /// A proxy with its listeners bound and, when one is available, its config loaded.
 pub struct DataPlane {
     proxy: Arc<Proxy>,
-    quota_sync: QuotaSync,
+    quota_sync: Arc<QuotaSync>,
     credential_refresh: RefreshPolicy,
     follower: Option<ControlPlaneClient>,
     /// One per core, all on the proxy address.
@@ -154,14 +154,14 @@ impl DataPlane {
         } else {
             Arc::new(RedisCounts::new(&config.quota.redis_urls).map_err(StartError::QuotaStore)?)
         };
-        let quotas = Arc::new(Quotas::new(store.is_shared()));
-        let quota_sync = QuotaSync::new(
+        let quotas = Arc::new(Quotas::new(store.is_shared(), config.quota.sync_interval));
+        let quota_sync = Arc::new(QuotaSync::new(
             quotas.clone(),
             store,
             config.quota.node_id.clone(),
             config.quota.sync_interval,
             metrics.clone(),
-        );
+        ));
         let builder = Arc::new(ConfigBuilder {
             upstream: upstream::Upstream::new(config.connect_timeout)?,
             quotas,
@@ -233,7 +233,7 @@ impl DataPlane {
         let (addr, ops_addr) = (self.addr()?, self.ops_addr()?);
         tracing::info!(proxy.addr = %addr, ops.addr = %ops_addr, threads = self.listeners.len(), "proxy serving");
         let follower = self.follower.map(|client| tokio::spawn(client.run()));
-        let quota_sync = tokio::spawn(self.quota_sync.run());
+        let quota_sync = tokio::spawn(self.quota_sync.clone().run());
         let refresher = tokio::spawn(credential_refresh::run(
             self.proxy.clone(),
             self.credential_refresh,
@@ -253,6 +253,9 @@ impl DataPlane {
         }
         refresher.abort();
         quota_sync.abort();
+        self.quota_sync
+            .release_all(crate::clock::UnixTime::now())
+            .await;
         let _ = stop_ops.send(());
         let _ = ops.await;
         served

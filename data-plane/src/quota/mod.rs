@@ -58,6 +58,9 @@ pub struct KeyRules {
     pub key: Name,
     key_wide: Vec<Rule>,
     pools: Vec<(Name, Vec<Rule>)>,
+    /// A refused call waits at least this long: room a proxy lacks may come with its next
+    /// lease, one sync away.
+    min_wait: Duration,
 }
 
 /// What a call is expected to consume, held back before it is sent.
@@ -82,7 +85,16 @@ pub struct Refused {
     pub kind: LimitKind,
     pub pool: Option<Name>,
     pub limit: u64,
+    /// What the call asked for of that limit.
+    pub requested: u64,
     pub wait: Duration,
+}
+
+impl Refused {
+    /// The call alone is over the limit: no wait makes it fit.
+    pub fn too_large(&self) -> bool {
+        self.requested > self.limit
+    }
 }
 
 impl KeyRules {
@@ -127,7 +139,11 @@ impl KeyRules {
                         .filter(|_| taken >= self.key_wide.len())
                         .map(|index| self.pools[index].0.clone()),
                     limit: rule.counter.limit(),
-                    wait: rule.counter.wait_for(amount, now.secs, now.fraction),
+                    requested: amount,
+                    wait: rule
+                        .counter
+                        .wait_for(amount, now.secs, now.fraction)
+                        .max(self.min_wait),
                 });
             }
         }
@@ -207,14 +223,16 @@ pub struct Quotas {
     shared: bool,
     /// Live proxies at the last sync: a new limit starts with its share under that many.
     proxies: std::sync::atomic::AtomicU32,
+    sync_interval: Duration,
 }
 
 impl Quotas {
-    pub fn new(shared: bool) -> Self {
+    pub fn new(shared: bool, sync_interval: Duration) -> Self {
         Self {
             counters: Mutex::new(HashMap::new()),
             shared,
             proxies: std::sync::atomic::AtomicU32::new(1),
+            sync_interval,
         }
     }
 
@@ -270,6 +288,7 @@ impl Quotas {
             key: key.id.clone(),
             key_wide,
             pools,
+            min_wait: self.sync_interval,
         }))
     }
 
@@ -318,7 +337,7 @@ mod tests {
 
     #[test]
     fn admits_all_or_nothing_and_names_the_limit_hit() {
-        let quotas = Quotas::new(false);
+        let quotas = Quotas::new(false, Duration::from_millis(100));
         let rules = quotas
             .key_rules(
                 &key(
@@ -339,7 +358,24 @@ mod tests {
         };
         assert_eq!(refused.kind, LimitKind::TokensPerMinute);
         assert_eq!(refused.pool.as_ref().map(Name::as_str), Some("gpt-4o"));
-        assert_eq!(refused.limit, 300);
+        assert_eq!((refused.limit, refused.requested), (300, 200));
+        assert!(!refused.too_large());
+        assert!(
+            refused.wait >= Duration::from_millis(100),
+            "at least until the next lease"
+        );
+        let Err(huge) = rules.admit(
+            "gpt-4o",
+            Demand {
+                tokens: 301,
+                cost: 0,
+            },
+            None,
+            NOW,
+        ) else {
+            panic!("over the pool's limit on its own")
+        };
+        assert!(huge.too_large());
         // Nothing of the refused call stays taken: the key-wide limits saw one call.
         assert_eq!(rules.key_wide[0].counter.used(NOW.secs), 1);
         assert_eq!(rules.key_wide[1].counter.used(NOW.secs), 200);
@@ -354,7 +390,7 @@ mod tests {
 
     #[test]
     fn budgets_count_money_from_the_pool_price() {
-        let quotas = Quotas::new(false);
+        let quotas = Quotas::new(false, Duration::from_millis(100));
         let rules = quotas
             .key_rules(
                 &key(json!({"budget": {"usd": 0.01, "period": "month"}})),
@@ -395,7 +431,7 @@ mod tests {
 
     #[test]
     fn counters_outlive_config_revisions_and_take_new_limits() {
-        let quotas = Quotas::new(false);
+        let quotas = Quotas::new(false, Duration::from_millis(100));
         let first = quotas
             .key_rules(&key(json!({"requests_per_minute": 5})), NOW)
             .unwrap();
@@ -418,12 +454,15 @@ mod tests {
 
     #[test]
     fn a_fleet_proxy_starts_with_a_fraction_of_its_share() {
-        let quotas = Quotas::new(true);
+        let quotas = Quotas::new(true, Duration::from_millis(100));
         quotas
             .proxies
             .store(3, std::sync::atomic::Ordering::Relaxed);
         assert_eq!(quotas.first_allowance(300), 10);
         assert_eq!(quotas.first_allowance(30), 1);
-        assert_eq!(Quotas::new(false).first_allowance(30), 30);
+        assert_eq!(
+            Quotas::new(false, Duration::from_millis(100)).first_allowance(30),
+            30
+        );
     }
 }

@@ -28,6 +28,9 @@ pub struct Push {
 #[derive(Clone, Debug)]
 pub struct LeaseRequest {
     pub limit: u64,
+    /// The largest lease worth taking: about what the proxy will spend before its next sync.
+    /// An unspent lease is room nobody else can use until it is given back.
+    pub cap: u64,
     /// Live proxies sharing the limit.
     pub proxies: u32,
     /// The previous minute of a rolling-minute limit, and its weight now in thousandths.
@@ -111,7 +114,7 @@ impl SharedCounts for LocalCounts {
                     let weight = lease.previous.as_ref().map_or(0, |(_, w)| *w as i64);
                     let weighted = previous.unwrap_or(0).max(0) * weight / 1000;
                     let room = i64::try_from(lease.limit).unwrap_or(i64::MAX) - entry.0 - weighted;
-                    reserve(room, lease.proxies)
+                    reserve(room, lease.proxies).min(i64::try_from(lease.cap).unwrap_or(i64::MAX))
                 });
                 entry.0 += lease;
                 Pulled {
@@ -157,10 +160,26 @@ enum Connection {
 impl RedisCounts {
     /// Checks the URLs; connects on the first sync (a Redis that is down at start is no
     /// reason not to serve).
+    /// One `redis://` or `rediss://` URL is a standalone server; several, or one written
+    /// `redis+cluster://` (`rediss+cluster://`), are seed nodes of a cluster.
     pub fn new(urls: &[String]) -> Result<Self, StoreError> {
+        let cluster_seed = |url: &String| {
+            url.strip_prefix("redis+cluster://")
+                .map(|rest| format!("redis://{rest}"))
+                .or_else(|| {
+                    url.strip_prefix("rediss+cluster://")
+                        .map(|rest| format!("rediss://{rest}"))
+                })
+        };
         let client = match urls {
-            [one] => RedisClient::Standalone(redis::Client::open(one.as_str())?),
-            many => RedisClient::Cluster(ClusterClient::new(many.to_vec())?),
+            [one] if cluster_seed(one).is_none() => {
+                RedisClient::Standalone(redis::Client::open(one.as_str())?)
+            }
+            many => RedisClient::Cluster(ClusterClient::new(
+                many.iter()
+                    .map(|url| cluster_seed(url).unwrap_or_else(|| url.clone()))
+                    .collect::<Vec<_>>(),
+            )?),
         };
         Ok(Self {
             client,
@@ -308,7 +327,7 @@ if ARGV[3] == '1' then
   end
   local room = tonumber(ARGV[4]) - total - weighted
   if room > 0 then
-    lease = math.max(1, math.floor(room / tonumber(ARGV[5])))
+    lease = math.min(tonumber(ARGV[7]), math.max(1, math.floor(room / tonumber(ARGV[5]))))
     total = redis.call('INCRBY', KEYS[1], lease)
   end
 end
@@ -334,7 +353,8 @@ fn lease_command(pipe: &mut redis::Pipeline, push: &Push) {
         .arg(u8::from(push.lease.is_some()))
         .arg(push.lease.as_ref().map_or(0, |lease| lease.limit))
         .arg(push.lease.as_ref().map_or(1, |lease| lease.proxies))
-        .arg(previous.map_or(0, |(_, weight)| *weight));
+        .arg(previous.map_or(0, |(_, weight)| *weight))
+        .arg(push.lease.as_ref().map_or(0, |lease| lease.cap));
 }
 
 /// The `{…}` part of a key: Redis Cluster hashes only that.
@@ -362,6 +382,7 @@ mod tests {
     fn lease(limit: u64, proxies: u32, previous: Option<(&str, u64)>) -> Option<LeaseRequest> {
         Some(LeaseRequest {
             limit,
+            cap: u64::MAX,
             proxies,
             previous: previous.map(|(key, weight)| (key.to_owned(), weight)),
         })

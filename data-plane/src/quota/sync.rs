@@ -61,7 +61,7 @@ impl QuotaSync {
         }
     }
 
-    pub async fn run(self) {
+    pub async fn run(self: Arc<Self>) {
         let mut ticker = tokio::time::interval(self.interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut backoff = Backoff::default();
@@ -84,6 +84,16 @@ impl QuotaSync {
 
     /// One sync at `now`; `try_store: false` does only the local part.
     pub async fn round(&self, now: UnixTime, try_store: bool) -> Round {
+        self.round_releasing(now, try_store, false).await
+    }
+
+    /// On shutdown, after the drain: every lease goes back with what was spent, so a proxy
+    /// replaced in a rolling update leaves no room stranded in the shared counts.
+    pub async fn release_all(&self, now: UnixTime) -> Round {
+        self.round_releasing(now, true, true).await
+    }
+
+    async fn round_releasing(&self, now: UnixTime, try_store: bool, release: bool) -> Round {
         let proxies = self.proxies();
         let sliver = |counter: &Counter| self.quotas.first_allowance(counter.limit());
         let mut pushes = Vec::new();
@@ -102,7 +112,10 @@ impl QuotaSync {
                     lease: None,
                 });
             }
-            let activity = counter.activity(now.secs, IDLE_AFTER_SECS);
+            let activity = match counter.activity(now.secs, IDLE_AFTER_SECS) {
+                Activity::Active if release => Activity::Release,
+                activity => activity,
+            };
             if activity == Activity::Idle {
                 if rolled.is_some() {
                     counter.rest(sliver(&counter), proxies, now.secs);
@@ -113,6 +126,16 @@ impl QuotaSync {
             let (spent, correction) = counter.begin_sync();
             let lease = (activity == Activity::Active).then(|| LeaseRequest {
                 limit: counter.limit(),
+                // Twice what was spent since the last sync, and never less than a sliver: a
+                // proxy ramps up within a few syncs without sitting on room it won't use.
+                cap: if self.store.is_shared() {
+                    u64::try_from(spent.max(0))
+                        .unwrap_or(0)
+                        .saturating_mul(2)
+                        .max(sliver(&counter))
+                } else {
+                    u64::MAX
+                },
                 proxies,
                 previous: (counter.window == Window::Minute).then(|| {
                     (
