@@ -227,6 +227,8 @@ CHART_VARIANTS: dict[str, dict] = {
             "databaseUrl": "postgres://sluice:pw@postgres:5432/sluice",
         },
     },
+    "redis": {"redis": {"url": "redis://sluice-redis-master.cache.svc:6379", "syncMs": 250}},
+    "redis-secret": {"redis": {"existingSecret": "sluice-redis", "secretKey": "url", "syncMs": 200}},
     "sleep-action": {"useSleepAction": True},
     "fixed-replicas": {"proxy": {"autoscaling": {"enabled": False}, "replicas": 4}},
     "proxies-only": {

@@ -10,7 +10,9 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
+import time
 import tomllib
 import uuid
 from collections import Counter
@@ -398,7 +400,8 @@ def test_chart_lints_clean():
                         "azure": {"credential": "workload-identity", "secretRefreshSecs": 60,
                                   "workloadIdentity": {"enabled": True, "clientId": "00000000-0000-0000-0000-000000000001"}},
                         "telemetry": {"otlpEndpoint": "http://otel-collector:4317", "sampler": "parentbased_traceidratio",
-                                      "samplerArg": "0.1"}}):
+                                      "samplerArg": "0.1"},
+                        "redis": {"existingSecret": "sluice-redis", "syncMs": 200}}):
         report = helm.lint(str(CHART), values, strict=True, namespace=NAMESPACE)
         assert not report["errors"], report
         serious = [m for m in report["messages"] if m["severity"] >= 2]  # warning or error
@@ -545,6 +548,50 @@ def test_chart_azure_settings_only_when_set(rendered, cli):
     assert proxy["spec"]["template"]["spec"]["serviceAccountName"] == account["metadata"]["name"]
 
 
+REDIS_SETTINGS = {"SLUICE_REDIS_URL", "SLUICE_LIMITS_SYNC_MS"}
+
+
+def test_chart_redis_settings_only_when_set(rendered, cli):
+    """redis.* reaches the proxies only, as SLUICE_REDIS_URL (a plain value, or a secretKeyRef to
+    the operator's Secret, so a password never sits in the manifest) and SLUICE_LIMITS_SYNC_MS;
+    without it the proxies count alone (the binary's default)."""
+    for variant, out in rendered.items():
+        if variant.startswith("redis"):
+            continue
+        for deployment in out.of_kind("Deployment"):
+            assert not set(env_names(deployment)) & REDIS_SETTINGS, (variant, deployment["metadata"]["name"])
+    for variant in ("redis", "redis-secret"):
+        out = rendered[variant]
+        assert not set(env_names(out.component("Deployment", "control-plane"))) & REDIS_SETTINGS, \
+            "only proxies talk to Redis"
+        for name in REDIS_SETTINGS:
+            assert name in cli["proxy"].envs, name
+
+    plain = {e["name"]: e for e in env_of(rendered["redis"].component("Deployment", "proxy"))}
+    assert plain["SLUICE_REDIS_URL"] == {"name": "SLUICE_REDIS_URL", "value": "redis://sluice-redis-master.cache.svc:6379"}
+    assert plain["SLUICE_LIMITS_SYNC_MS"]["value"] == "250"
+    # The binary takes these values, and a cluster's seed list too.
+    for url in (plain["SLUICE_REDIS_URL"]["value"], "rediss://node-1:6380,rediss://node-2:6380"):
+        check_argv(["proxy", "--control-plane", "http://cp:9091",
+                    *env_as_flags({"SLUICE_REDIS_URL": url, "SLUICE_LIMITS_SYNC_MS": "250"}, "proxy", cli)],
+                   cli, f"redis values ({url})")
+    cluster = render_chart({"redis": {"url": "rediss://node-1:6380,rediss://node-2:6380"}})
+    assert "rediss://node-1:6380,rediss://node-2:6380" in "".join(cluster.values())
+
+    out = rendered["redis-secret"]
+    entries = {e["name"]: e for e in env_of(out.component("Deployment", "proxy"))}
+    url = entries["SLUICE_REDIS_URL"]
+    assert "value" not in url, "the URL (and its password) comes from the Secret only"
+    assert url["valueFrom"] == {"secretKeyRef": {"name": "sluice-redis", "key": "url"}}
+    assert entries["SLUICE_LIMITS_SYNC_MS"]["value"] == "200"
+    assert not out.of_kind("Secret"), "the operator's Secret, not one the chart makes"
+    manifests = "".join(out.files.values())
+    assert "redis://" not in manifests and "rediss://" not in manifests
+    # The default key name is what values.yaml and the chart README document.
+    default_key = render_chart({"redis": {"existingSecret": "sluice-redis"}})
+    assert "key: \"redis-url\"" in "".join(default_key.values())
+
+
 def resolve_pod_env(entries: list[dict], pod_name: str) -> dict[str, str]:
     """A container's env as the kubelet computes it: literal values with $(VAR) references to
     earlier entries expanded, metadata.name from the downward API. Secret references are left
@@ -635,6 +682,22 @@ def test_required_values_are_enforced():
         render_chart({"azure": {"credential": "client-cert"}})
     with pytest.raises(helm.HelmError, match="azure.keyvaultUrlTemplate"):
         render_chart({"azure": {"keyvaultUrlTemplate": "http://{vault}.vault.azure.net"}})
+    # Redis: one source for the URL, never a password in a plain value, a sane sync interval.
+    with pytest.raises(helm.HelmError, match="redis.url or redis.existingSecret, not both"):
+        render_chart({"redis": {"url": "redis://r:6379", "existingSecret": "sluice-redis"}})
+    for with_password in ("rediss://:s3cret@my-cache.redis.cache.windows.net:6380",
+                          "redis://sluice:s3cret@r:6379",
+                          "redis://a:6379,redis://:s3cret@b:6379"):
+        with pytest.raises(helm.HelmError, match="redis.url holds a password") as refused:
+            render_chart({"redis": {"url": with_password}})
+        assert "s3cret" not in str(refused.value), "the refusal must not echo the password"
+    with pytest.raises(helm.HelmError, match="redis.url: each comma-separated URL") as refused:
+        render_chart({"redis": {"url": "my-cache:s3cret@host:6379"}})
+    assert "s3cret" not in str(refused.value), "the refusal must not echo what may be a password"
+    with pytest.raises(helm.HelmError, match="redis.syncMs must be between 10 and 10000"):
+        render_chart({"redis": {"url": "redis://r:6379", "syncMs": 5}})
+    with pytest.raises(helm.HelmError, match="redis.secretKey"):
+        render_chart({"redis": {"existingSecret": "sluice-redis", "secretKey": ""}})
 
 
 def test_every_value_a_template_reads_is_defined(chart_values):
@@ -666,7 +729,8 @@ def named_port(c: dict, name) -> int:
     return ports[name]
 
 
-@pytest.mark.parametrize("variant", ["default", "features", "azure", "telemetry", "secrets", "sleep-action", "proxies-only"])
+@pytest.mark.parametrize("variant", ["default", "features", "azure", "telemetry", "secrets", "redis", "redis-secret",
+                                     "sleep-action", "proxies-only"])
 def test_chart_container_args_and_env_are_real(rendered, cli, variant):
     for deployment in rendered[variant].of_kind("Deployment"):
         c = container(deployment)
@@ -909,6 +973,48 @@ def test_compose_proxies_follow_the_control_planes(compose, cli):
     assert shared, "no network alias shared by both control planes"
 
 
+def redis_port(service: dict) -> int:
+    """The port the compose Redis/Valkey service listens on (--port, else 6379)."""
+    return int(flag_values(compose_argv(service)).get("--port") or 6379)
+
+
+def test_compose_proxies_share_limits_through_redis(compose, cli):
+    """Every proxy counts client-key limits in the compose Redis (one URL for all, or each would
+    count alone), with values the binary takes; the Redis keeps nothing on disk and runs
+    hardened."""
+    redis = compose["services"]["redis"]
+    image, _, tag = redis["image"].rpartition(":")
+    assert image in ("valkey/valkey", "redis") and re.match(r"\d+\.\d+\.\d+", tag), f"pin the Redis image: {redis['image']}"
+    argv = compose_argv(redis)
+    assert argv[0] in ("valkey-server", "redis-server"), argv
+    flags = flag_values(argv)
+    assert argv[argv.index("--save") + 1] == "" and flags.get("--appendonly") == "no", "counts are short-lived: no persistence"
+    assert redis.get("read_only") is True
+    assert any(str(t).split(":")[0] == "/data" for t in redis.get("tmpfs", [])), "the working directory must be writable"
+    assert redis.get("cap_drop") == ["ALL"]
+    assert "no-new-privileges:true" in redis.get("security_opt", [])
+    assert not redis.get("ports"), "only the proxies talk to Redis"
+    assert redis["healthcheck"]["test"][:2] == ["CMD", argv[0].replace("-server", "-cli")]
+
+    urls = set()
+    for name, service in services_running(compose, "proxy").items():
+        env = environment_of(service)
+        url = env.get("SLUICE_REDIS_URL")
+        m = re.fullmatch(r"redis://([a-z0-9-]+):(\d+)", url or "")
+        assert m, f"{name}: SLUICE_REDIS_URL {url}"
+        host = compose["services"].get(m.group(1)) or next(
+            (s for s in compose["services"].values() if m.group(1) in aliases_of(s)), None)
+        assert host is redis, f"{name} counts in {m.group(1)}, which is not the redis service"
+        assert int(m.group(2)) == redis_port(redis)
+        assert service["depends_on"]["redis"]["condition"] == "service_started", \
+            "proxies serve without Redis: they need not wait for it to be healthy"
+        check_argv([*compose_argv(service), *env_as_flags(
+            {k: v for k, v in env.items() if k in ("SLUICE_REDIS_URL", "SLUICE_LIMITS_SYNC_MS")}, "proxy", cli)],
+            cli, f"compose service {name}")
+        urls.add(url)
+    assert len(urls) == 1, f"proxies count in different places: {urls}"
+
+
 def seed_backends() -> list[tuple[str, str, str]]:
     """(backend name, URL variable, env:// variable) of the pool deploy/seed.sh creates."""
     text = (DEPLOY / "seed.sh").read_text()
@@ -1106,14 +1212,33 @@ def start_dev(processes, tmp_path) -> Dev:
     )
 
 
+def create_key(admin: str, key_id: str, limits: dict, headers: dict | None = None) -> str:
+    """A client key for pool gpt-4o with `limits`, through the admin API; returns its secret."""
+    status, _, payload = http("POST", f"{admin}/api/v1/keys", {"id": key_id, "pools": ["gpt-4o"], "limits": limits},
+                              headers)
+    assert status == 201, payload
+    return json.loads(payload)["secret"]
+
+
+def wait_for_key(proxy: str, secret: str) -> None:
+    """Until the proxy knows the key (a model listing counts against no limit)."""
+    wait_until(lambda: http("GET", f"{proxy}/v1/models", headers={"api-key": secret})[0] == 200,
+               what=f"{proxy} to know a new client key")
+
+
 def exercise_dev(dev: Dev) -> None:
-    """Normal and streamed calls, then every backend answering 429, so retries, cooldowns
-    and "all unavailable" show up in the metrics too."""
+    """Normal and streamed calls, a client key taken past its limit, then every backend
+    answering 429, so retries, cooldowns, refusals and "all unavailable" show up in the metrics
+    too."""
     call = f"{dev.proxy}/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
     message = {"messages": [{"role": "user", "content": "Hello"}]}
     for stream in (False, False, True):
         status, _, _ = http("POST", call, {**message, "stream": stream}, {"api-key": dev.key})
         assert status == 200
+    limited = create_key(dev.admin, "limited", {"requests_per_minute": 1})
+    wait_for_key(dev.proxy, limited)
+    statuses = [http("POST", call, message, {"api-key": limited})[0] for _ in range(2)]
+    assert statuses == [200, 429], statuses
     for mock in dev.mocks:
         status, _, _ = http("POST", f"{mock}/_mock/faults", {"kind": "status", "status": 429, "retry_after_ms": 5000})
         assert status == 200
@@ -1269,6 +1394,84 @@ def test_metrics_pass_promtool_check(processes, tmp_path):
         assert body.endswith(b"# EOF\n"), url
 
 
+GO_DURATION = re.compile(r"\d+(?:\.\d+)?(?:ms|s)|\d+m\d+(?:\.\d+)?s")
+
+
+def test_client_key_limits_answer_as_docs_quotas_md_says(processes, tmp_path):
+    """What docs/quotas.md and the README promise a client over a limit, against the binary: a
+    429 made by the proxy in OpenAI's shape (type and code per limit, the pool named when its
+    own limit was hit), retry-after and retry-after-ms, x-should-retry: false for quotas and
+    budgets with the reset time in RFC 3339, OpenAI's x-ratelimit-* headers for per-minute
+    limits, and sluice_ratelimited_total by limit."""
+    dev = start_dev(processes, tmp_path)
+    status, _, payload = http("PUT", f"{dev.admin}/api/v1/pools/gpt-4o", {
+        "strategy": "round_robin", "price": {"input_per_1m_usd": 2.5, "output_per_1m_usd": 10}})
+    assert status == 200, payload
+    # Estimates: this body is 18 tokens (bytes / 4) + max_tokens 5 = 23; the mock reports 2 + 5 = 7.
+    # Limits of 25 admit one such call and refuse the next, whether or not the first settled yet.
+    keys = {
+        "rpm": {"requests_per_minute": 1},
+        "tpm": {"pools": {"gpt-4o": {"tokens_per_minute": 25}}},
+        "quota": {"token_quota": {"tokens": 25, "period": "day"}},
+        "budget": {"budget": {"usd": 0.000001, "period": "month"}},
+    }
+    secrets = {key_id: create_key(dev.admin, key_id, limits) for key_id, limits in keys.items()}
+    for secret in secrets.values():
+        wait_for_key(dev.proxy, secret)
+    call = f"{dev.proxy}/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
+    body = {"messages": [{"role": "user", "content": "Hello"}], "max_tokens": 5}
+    assert -(-len(json.dumps(body).encode()) // 4) + body["max_tokens"] == 23, "the estimate the limits above assume"
+
+    def refused(key_id: str) -> tuple[dict, dict]:
+        answers = [http("POST", call, body, {"api-key": secrets[key_id]}) for _ in range(2)]
+        statuses = [a[0] for a in answers]
+        expected = [429, 429] if key_id == "budget" else [200, 429]  # 95 micro-dollars held > $0.000001
+        assert statuses == expected, (key_id, statuses, answers[-1][2][:300])
+        status, headers, payload = answers[-1]
+        assert headers["content-type"] == "application/json"
+        assert "x-sluice-backend" not in headers, "no backend was called"
+        assert int(headers["retry-after"]) >= 1 and int(headers["retry-after-ms"]) >= 1
+        return json.loads(payload)["error"], headers
+
+    for key_id, kind in (("rpm", "requests"), ("tpm", "tokens")):
+        error, headers = refused(key_id)
+        assert (error["type"], error["code"]) == (kind, "rate_limit_exceeded"), error
+        assert f"key '{key_id}'" in error["message"] and "Please try again in" in error["message"], error
+        assert "x-should-retry" not in headers, "rates come back: the SDKs retry after retry-after-ms"
+        limit = str(keys[key_id].get("requests_per_minute") or keys[key_id]["pools"]["gpt-4o"]["tokens_per_minute"])
+        assert headers[f"x-ratelimit-limit-{kind}"] == limit, headers
+        assert int(headers[f"x-ratelimit-remaining-{kind}"]) < int(limit)
+        assert GO_DURATION.fullmatch(headers[f"x-ratelimit-reset-{kind}"]), headers[f"x-ratelimit-reset-{kind}"]
+    assert "on pool 'gpt-4o'" in refused_message(dev, call, body, secrets["tpm"])
+
+    for key_id in ("quota", "budget"):
+        error, headers = refused(key_id)
+        assert (error["type"], error["code"]) == ("insufficient_quota", "insufficient_quota"), error
+        assert headers["x-should-retry"] == "false", "the official SDKs must not retry an exhausted quota"
+        m = re.search(r"It resets at (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)\.", error["message"])
+        assert m, error["message"]
+        assert "x-ratelimit-limit-requests" not in headers, "no per-minute limit on this key"
+    assert "$0.000001" in refused_message(dev, call, body, secrets["budget"])
+
+    families = scrape_families(f"{dev.ops}/metrics")
+    assert families["sluice_ratelimited_total"] == ("counter", {"pool", "client_key", "limit"})
+    seen = set()
+    for line in http("GET", f"{dev.ops}/metrics")[2].decode().splitlines():
+        m = re.match(r'sluice_ratelimited_total\{(.*)\} (\d+)', line)
+        if m:
+            labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+            assert labels["pool"] == "gpt-4o"
+            seen.add((labels["client_key"], labels["limit"]))
+    assert seen >= {("rpm", "requests_per_minute"), ("tpm", "tokens_per_minute"),
+                    ("quota", "token_quota"), ("budget", "budget")}, seen
+
+
+def refused_message(dev: Dev, call: str, body: dict, secret: str) -> str:
+    status, _, payload = http("POST", call, body, {"api-key": secret})
+    assert status == 429, payload
+    return json.loads(payload)["error"]["message"]
+
+
 def rewrite_argv(argv: list[str], overrides: dict[str, str]) -> list[str]:
     out, i = [], 0
     while i < len(argv):
@@ -1312,14 +1515,68 @@ def fresh_database():
     psql(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
 
 
-# fresh_database comes before processes: the processes stop before the database is dropped.
-def test_compose_topology_on_local_processes(fresh_database, processes, compose, cli, tmp_path):
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def redis_answers(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def compose_redis(compose, tmp_path):
+    """The compose `redis` service as a local process: its own command (valkey-server, or
+    redis-server, whichever is installed: the same arguments), on a free loopback port. None
+    when neither is installed: the proxies then get an address where nothing listens, which is
+    what a Redis outage looks like to them."""
+    argv = compose_argv(compose["services"]["redis"])
+    server = next((shutil.which(b) for b in (argv[0], "valkey-server", "redis-server") if shutil.which(b)), None)
+    if server is None:
+        yield None
+        return
+    data = tmp_path / "redis"
+    data.mkdir()
+    proc = None
+    for _ in range(3):  # the free port may be taken in between: try another
+        port = free_port()
+        log = open(data / "redis.log", "wb")
+        proc = subprocess.Popen([server, *argv[1:], "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data)],
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and proc.poll() is None and not redis_answers(port):
+            time.sleep(0.05)
+        if redis_answers(port):
+            break
+        proc.kill()
+        proc.wait()
+        proc = None
+    assert proc, f"{server} did not start:\n" + (data / "redis.log").read_text(errors="replace")[-2000:]
+    yield f"redis://127.0.0.1:{port}"
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+# fresh_database and compose_redis come before processes: the processes stop first.
+def test_compose_topology_on_local_processes(fresh_database, compose_redis, processes, compose, cli, tmp_path):
     """deploy/compose.yaml, service by service, as local processes with the same commands and
     environment: two control planes on one (fresh) Postgres database, three proxies (spread over
-    both replicas), two mocks, the compose healthchecks, deploy/seed.sh, calls through every
-    proxy, and proxies serving on after both control planes stop, a restarted one from its
-    cache."""
-    _run_topology(processes, compose, cli, tmp_path, fresh_database)
+    both replicas) sharing client-key limits through the compose Redis, two mocks, the compose
+    healthchecks, deploy/seed.sh, calls through every proxy, and proxies serving on after both
+    control planes stop, a restarted one from its cache. Without redis-server or valkey-server
+    installed, the proxies run with Redis down instead (and the shared-limit check is skipped)."""
+    _run_topology(processes, compose, cli, tmp_path, fresh_database, compose_redis)
 
 
 def image_env() -> dict[str, str]:
@@ -1335,7 +1592,15 @@ def container_env(service: dict) -> dict[str, str]:
     return {**image_env(), **environment_of(service)}
 
 
-def _run_topology(processes, compose, cli, tmp_path, database_url):
+def metric_value(url: str, name: str) -> str | None:
+    """The value of an unlabelled sample on /metrics."""
+    for line in http("GET", url)[2].decode().splitlines():
+        if line.startswith(name + " "):
+            return line.split()[1]
+    return None
+
+
+def _run_topology(processes, compose, cli, tmp_path, database_url, redis_url):
     local: dict[tuple[str, int], str] = {}  # (service, container port) -> local host:port
     started = {}
     assert image_env().get("SLUICE_LOG_FORMAT") == "json"  # the addresses are read from JSON logs
@@ -1364,6 +1629,9 @@ def _run_topology(processes, compose, cli, tmp_path, database_url):
     for i, (name, service) in enumerate(sorted(services_running(compose, "proxy").items())):
         env = container_env(service)
         env["SLUICE_CACHE_DIR"] = str(tmp_path / f"{name}-cache")
+        # The compose Redis, run locally; or, without one, an address where nothing listens.
+        assert env["SLUICE_REDIS_URL"].startswith("redis://redis:")
+        env["SLUICE_REDIS_URL"] = redis_url or f"redis://127.0.0.1:{free_port()}"
         # Each proxy follows one replica (the compose alias resolves to either).
         cp = cp_names[i % len(cp_names)]
         grpc = local[(cp, listen_port(cps[cp], "control-plane", "grpc", cli))]
@@ -1424,6 +1692,38 @@ def _run_topology(processes, compose, cli, tmp_path, database_url):
         assert status == 200
         connected |= {p["node_id"] for p in json.loads(payload)["proxies"]}
     assert connected == {environment_of(p)["SLUICE_NODE_ID"] for p in proxies.values()}
+
+    # Client-key limits. With the compose Redis, the three proxies count one limit together: a
+    # key's calls spread over them get at most the limit plus the documented lease slack
+    # (docs/quotas.md, "Accuracy"), where proxies counting alone would each admit the limit.
+    # Without Redis, every proxy says so and keeps serving (checked above).
+    for name in sorted(proxies):
+        ops = local[(name, listen_port(proxies[name], "proxy", "ops", cli))]
+        want = "1" if redis_url else "0"
+        wait_until(lambda: metric_value(f"http://{ops}/metrics", "sluice_ratelimit_shared_up") == want,
+                   what=f"{name}: sluice_ratelimit_shared_up {want}")
+        if not redis_url:
+            assert any("quota store unreachable" in (line.get("message") or "") for line in started[name][0].log_lines()), name
+    if redis_url:
+        admin = local[(cp_names[0], listen_port(cps[cp_names[0]], "control-plane", "admin", cli))]
+        limit = 6
+        limited = create_key(f"http://{admin}", "shared-limit", {"requests_per_minute": limit},
+                             {"authorization": f"Bearer {token}"})
+        addrs = [local[(name, listen_port(proxies[name], "proxy", "http", cli))] for name in sorted(proxies)]
+        for addr in addrs:
+            wait_for_key(f"http://{addr}", limited)
+        time.sleep(0.5)  # a few syncs: each proxy now spends from a lease, not its first allowance
+        outcomes = Counter()
+        for i in range(5 * limit):
+            status, _, payload = http("POST", f"http://{addrs[i % len(addrs)]}{path}", body, {"api-key": limited})
+            if status == 429:
+                error = json.loads(payload)["error"]
+                assert (error["type"], error["code"]) == ("requests", "rate_limit_exceeded"), error
+            else:
+                assert status == 200, (status, payload[:300])
+            outcomes[status] += 1
+        bound = limit + max(limit // 10, len(addrs))
+        assert 1 <= outcomes[200] <= bound, f"{dict(outcomes)}: one limit of {limit} over {len(addrs)} proxies"
 
     # What Prometheus scrapes is there, and every control plane and proxy took the compose
     # OTEL_* settings: it exports traces and metrics to the collector's address (which does not

@@ -126,3 +126,41 @@ proxy container, each only when set. */}}
   value: {{ . | int | quote }}
 {{- end }}
 {{- end -}}
+
+{{/* SLUICE_REDIS_URL (a plain value, or from redis.existingSecret) and SLUICE_LIMITS_SYNC_MS of
+the proxy container, each only when set. A password never goes into a plain value. */}}
+{{- define "sluice.redisEnv" -}}
+{{- $redis := .Values.redis -}}
+{{- if and $redis.url $redis.existingSecret }}
+{{- fail "set redis.url or redis.existingSecret, not both" }}
+{{- end }}
+{{- with $redis.url }}
+{{- range $seed := splitList "," . }}
+{{- if not (regexMatch `^rediss?://[^\s/?#]+` (trim $seed)) }}
+{{- fail "redis.url: each comma-separated URL must be redis://HOST:PORT or rediss://HOST:PORT" }}
+{{- end }}
+{{- if regexMatch `^rediss?://[^/@]*:[^/@]*@` (trim $seed) }}
+{{- fail "redis.url holds a password: put the whole URL in a Secret and set redis.existingSecret (and redis.secretKey) instead" }}
+{{- end }}
+{{- end }}
+- name: SLUICE_REDIS_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- with $redis.existingSecret }}
+{{- if not $redis.secretKey }}
+{{- fail "redis.secretKey: the key of redis.existingSecret that holds the URL" }}
+{{- end }}
+- name: SLUICE_REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ . | quote }}
+      key: {{ $redis.secretKey | quote }}
+{{- end }}
+{{- with $redis.syncMs }}
+{{- if or (lt (int .) 10) (gt (int .) 10000) }}
+{{- fail (printf "redis.syncMs must be between 10 and 10000 milliseconds (got %v)" .) }}
+{{- end }}
+- name: SLUICE_LIMITS_SYNC_MS
+  value: {{ . | int | quote }}
+{{- end }}
+{{- end -}}
