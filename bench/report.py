@@ -4,18 +4,21 @@
 usage: report.py RAW.tsv TTFB.json META.json
 RAW.tsv has one row per measured wrk window (see bench/run). Figures per target and workload
 are medians over the rounds; ratios are medians of the per-round ratios, so each ratio only
-compares windows measured minutes apart at most, in the same run.
+compares windows measured minutes apart at most, in the same run. The "limits" target is the
+same Sluice process as "sluice", called with a key that has limits: a second table compares the
+two (CPU per request difference and ratio, req/s ratio, shared-store commands).
 """
 import csv
 import json
 import statistics
 import sys
 
-ORDER = ["direct", "nginx", "sluice"]
+ORDER = ["direct", "nginx", "sluice", "limits"]
 LABEL = {
     "direct": "mock, called directly",
     "nginx": "nginx, round-robin reverse proxy",
     "sluice": "Sluice",
+    "limits": "Sluice, key with limits (Redis)",
 }
 
 
@@ -29,6 +32,10 @@ def ratio(value):
     return "–" if value is None else f"{value:.2f}×"
 
 
+def signed(value, digits=1):
+    return "–" if value is None else f"{value:+,.{digits}f}"
+
+
 def main():
     raw_path, ttfb_path, meta_path = sys.argv[1:4]
     with open(raw_path) as f:
@@ -37,6 +44,8 @@ def main():
         ttfb = json.load(f)
     with open(meta_path) as f:
         meta = json.load(f)
+    store = meta.get("limits_store", "Redis")
+    LABEL["limits"] = f"Sluice, key with limits ({'Redis' if store == 'Redis' else 'no Redis'})"
 
     # window[(target, workload, round)] = figures of that window
     window = {}
@@ -54,7 +63,13 @@ def main():
             "upstream": int(r["upstream_requests"]),
             "non2xx": int(r["err_status"]),
             "socket": sum(int(r[k]) for k in ("err_connect", "err_read", "err_write", "err_timeout")),
+            # Commands Redis ran in the window (None without Redis, or in an older raw file).
+            "store": int(r["store_commands"]) if r.get("store_commands") not in (None, "") else None,
+            "duration": dur,
         }
+        w = window[(r["target"], r["workload"], int(r["round"]))]
+        w["store_per_req"] = w["store"] / req if w["store"] is not None and req else None
+        w["store_per_s"] = w["store"] / dur if w["store"] is not None and dur else None
     targets = [t for t in ORDER if any(k[0] == t for k in window)]
     workloads = [w for w in ("json", "sse") if any(k[1] == w for k in window)]
     rounds = sorted({k[2] for k in window})
@@ -71,6 +86,18 @@ def main():
             if a and b and a[key] and b[key]:
                 vals.append(a[key] / b[key])
         return statistics.median(vals) if vals else None
+
+    def med_diff(target, base, workload, key):
+        vals = per_round_diffs(target, base, workload, key)
+        return statistics.median(vals) if vals else None
+
+    def per_round_diffs(target, base, workload, key):
+        vals = []
+        for r in rounds:
+            a, b = window.get((target, workload, r)), window.get((base, workload, r))
+            if a and b and a[key] is not None and b[key] is not None:
+                vals.append(a[key] - b[key])
+        return vals
 
     def total(target, workload, key):
         return sum(window[(target, workload, r)][key] for r in rounds if (target, workload, r) in window)
@@ -106,6 +133,43 @@ def main():
                 f"{total(t, w, 'non2xx')} / {total(t, w, 'socket')}",
             ]) + " |")
     out.append("")
+    if "limits" in targets and "sluice" in targets:
+        with_store = any(window[k]["store"] is not None for k in window if k[0] in ("sluice", "limits"))
+        out.append(
+            "Client-key limits, on against off: the same Sluice process and port, *Sluice* called with a "
+            "key without limits, *key with limits* with one that has every kind (requests and tokens per "
+            "minute, a monthly token quota, a monthly budget on a priced pool), all far above what the run "
+            "reaches. The SSE body already asks for usage (`stream_options.include_usage`), so the proxy "
+            "does not rewrite it for the budget. Δ and ratios: medians of per-round values (the range is "
+            "the lowest and highest round). "
+            + (f"Store commands: Redis `INFO commandstats` (calls, Lua scripts' inner commands included) "
+               f"before and after each window; the proxy syncs on a timer, not per request (a counter is synced until "
+               f"it has been idle 10 s, so a no-limits window right after a limits window still sees some). "
+               f"{meta.get('redis_note', '')}"
+               if with_store else meta.get("redis_note", "No Redis: the proxy counted limits alone."))
+        )
+        out.append("")
+        out.append("| workload | req/s no limits | req/s limits | req/s × no limits | CPU µs/req no limits "
+                   "| CPU µs/req limits | Δ CPU µs/req (range) | CPU × no limits | store commands/req "
+                   "| store commands/s, limits / no limits windows |")
+        out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for w in workloads:
+            diffs = per_round_diffs("limits", "sluice", w, "cpu")
+            spread = f" ({min(diffs):+.1f} … {max(diffs):+.1f})" if len(diffs) > 1 else ""
+            per_req = med("limits", w, "store_per_req")
+            out.append("| " + " | ".join([
+                "JSON chat" if w == "json" else "SSE stream",
+                fmt(med("sluice", w, "rps")),
+                fmt(med("limits", w, "rps")),
+                ratio(med_ratio("limits", "sluice", w, "rps")),
+                fmt(med("sluice", w, "cpu"), 1),
+                fmt(med("limits", w, "cpu"), 1),
+                signed(med_diff("limits", "sluice", w, "cpu")) + spread,
+                ratio(med_ratio("limits", "sluice", w, "cpu")),
+                "–" if per_req is None else f"{per_req:.5f}",
+                f"{fmt(med('limits', w, 'store_per_s'), 1)} / {fmt(med('sluice', w, 'store_per_s'), 1)}",
+            ]) + " |")
+        out.append("")
     if ttfb:
         base = (ttfb.get("direct") or {}).get("first_p50_us")
         n = max(v["n"] for v in ttfb.values())
