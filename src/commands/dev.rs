@@ -9,7 +9,9 @@ use sluice_control_plane::store::{
 };
 use sluice_control_plane::{ControlPlane, ControlPlaneConfig};
 use sluice_data_plane::proxy::ProxyOptions;
-use sluice_data_plane::{ConfigSource, ControlPlaneSource, DataPlane, DataPlaneConfig};
+use sluice_data_plane::{
+    ConfigSource, ControlPlaneSource, DataPlane, DataPlaneConfig, QuotaOptions,
+};
 use sluice_model::{Backend, Name, Pool, generate_client_secret};
 use sluice_testkit::mock_upstream::{MockConfig, MockHandle, MockUpstream};
 use tokio::sync::watch;
@@ -105,6 +107,12 @@ impl DevArgs {
             drain_timeout: Duration::from_secs(5),
             azure: self.azure.options(),
             credential_refresh: self.azure.refresh(),
+            // One proxy: limits are counted in it.
+            quota: QuotaOptions {
+                redis_urls: Vec::new(),
+                sync_interval: Duration::from_millis(100),
+                node_id: "dev-proxy".into(),
+            },
         })
         .await
         .context("dev proxy failed to start")?;
@@ -186,10 +194,17 @@ async fn seed(store: &Store, mocks: &[MockHandle], secrets: &Path) -> anyhow::Re
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let pool: Name = POOL.parse()?;
+    // A price the operator gave the pool stays: a key's budget may depend on it.
+    let price = match store.get_pool(&pool).await {
+        Ok(stored) => stored.value.price,
+        Err(StoreError::NotFound(_)) => None,
+        Err(error) => return Err(error.into()),
+    };
     let replacement = PoolReplacement {
         strategy: Default::default(),
         retry: Default::default(),
         backends: Some(backends.clone()),
+        price,
     };
     match store.replace_pool(&actor, &pool, replacement, None).await {
         Err(StoreError::NotFound(_)) => {
@@ -207,7 +222,7 @@ async fn seed(store: &Store, mocks: &[MockHandle], secrets: &Path) -> anyhow::Re
         }
     }
     let demo: Name = DEMO_KEY.parse()?;
-    match store.delete_key(&actor, &demo).await {
+    match store.delete_key(&actor, &demo, None).await {
         Ok(()) | Err(StoreError::NotFound(_)) => {}
         Err(error) => return Err(error.into()),
     }
@@ -217,6 +232,7 @@ async fn seed(store: &Store, mocks: &[MockHandle], secrets: &Path) -> anyhow::Re
             NewClientKey {
                 id: demo,
                 pools: Vec::new(),
+                limits: Default::default(),
             },
         )
         .await?;

@@ -131,6 +131,7 @@ impl From<StoreError> for ApiError {
                 format!("{error}; read it again and retry with its new ETag"),
             ),
             StoreError::InvalidReference { field, message } => Self::invalid(field, message),
+            StoreError::Invalid(error) => error.into(),
             StoreError::Timeout(_) | StoreError::Unavailable(_) => {
                 tracing::warn!(error = %error_chain(&error), "config database unavailable");
                 Self::new(

@@ -5,13 +5,13 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use sluice_model::Name;
+use sluice_model::{Limits, Name};
 
 use super::AdminState;
 use super::error::{ApiError, ReadErrors, WriteErrors};
-use super::extract::{ApiJson, path_name};
-use super::respond::{created, rfc3339};
-use crate::store::{Actor, ClientKeyRecord, NewClientKey};
+use super::extract::{ApiJson, IfMatch, path_name};
+use super::respond::{created, rfc3339, tagged};
+use crate::store::{Actor, ClientKeyRecord, KeyUpdate, NewClientKey};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -22,6 +22,23 @@ pub struct NewKeyRequest {
     #[serde(default)]
     #[schema(value_type = Vec<String>)]
     pools: Vec<Name>,
+    /// What the key may consume; empty or omitted means no limits.
+    #[serde(default)]
+    limits: Limits,
+}
+
+/// A key's new pools and limits; both are required, as omitting either would widen what the
+/// key may do (`[]` is every pool, `{}` no limits). `id`, when given, must match the URL.
+/// The key itself never changes.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KeyUpdateRequest {
+    #[schema(value_type = Option<String>, example = "team-a")]
+    id: Option<Name>,
+    /// Pools the key may use; empty means every pool.
+    #[schema(value_type = Vec<String>)]
+    pools: Vec<Name>,
+    limits: Limits,
 }
 
 /// A client key as the API shows it: never the key, never its hash.
@@ -31,6 +48,8 @@ pub struct KeyView {
     id: Name,
     #[schema(value_type = Vec<String>)]
     pools: Vec<Name>,
+    /// What the key may consume; `{}` when it has no limits.
+    limits: Limits,
     /// Last four characters of the key.
     hint: String,
     created_at: String,
@@ -41,6 +60,7 @@ impl From<ClientKeyRecord> for KeyView {
         Self {
             id: record.key.id,
             pools: record.key.pools,
+            limits: record.key.limits,
             hint: record.hint,
             created_at: rfc3339(record.created_at_unix_ms),
         }
@@ -82,6 +102,7 @@ pub async fn create(
     let new = NewClientKey {
         id: request.id,
         pools: request.pools,
+        limits: request.limits,
     };
     let created_key = state.store.create_key(&actor, new).await?;
     let location = format!("/api/v1/keys/{}", created_key.record.key.id);
@@ -95,28 +116,72 @@ pub async fn create(
     ))
 }
 
-/// Read one client key (without the key).
+/// Read one client key (without the key); its `ETag` is the revision of its last change.
 #[utoipa::path(get, path = "/api/v1/keys/{id}", tag = "keys",
     params(("id" = String, Path, description = "Client key id")),
-    responses((status = 200, body = KeyView), ReadErrors))]
+    responses((status = 200, body = KeyView, headers(("ETag" = String))), ReadErrors))]
 pub async fn get(
     State(state): State<AdminState>,
     Path(id): Path<String>,
-) -> Result<Json<KeyView>, ApiError> {
+) -> Result<Response, ApiError> {
     let id = path_name(&id, "client key")?;
-    Ok(Json(state.store.get_key(&id).await?.into()))
+    let record = state.store.get_key(&id).await?;
+    Ok(tagged(
+        StatusCode::OK,
+        record.revision,
+        &KeyView::from(record),
+    ))
+}
+
+/// Replace a client key's pools and limits; the key itself stays the same.
+#[utoipa::path(put, path = "/api/v1/keys/{id}", tag = "keys", request_body = KeyUpdateRequest,
+    params(("id" = String, Path, description = "Client key id"),
+           ("If-Match" = Option<String>, Header, description = "ETag from a previous read; 412 if the key changed since")),
+    responses((status = 200, body = KeyView, headers(("ETag" = String))), WriteErrors))]
+pub async fn replace(
+    State(state): State<AdminState>,
+    Extension(actor): Extension<Actor>,
+    Path(id): Path<String>,
+    IfMatch(precondition): IfMatch,
+    ApiJson(request): ApiJson<KeyUpdateRequest>,
+) -> Result<Response, ApiError> {
+    let id = path_name(&id, "client key")?;
+    if request.id.as_ref().is_some_and(|given| *given != id) {
+        return Err(ApiError::invalid(
+            "id",
+            "id must match the key in the URL; keys cannot be renamed",
+        ));
+    }
+    let update = KeyUpdate {
+        pools: request.pools,
+        limits: request.limits,
+    };
+    let record = state
+        .store
+        .update_key(&actor, &id, update, precondition.as_ref())
+        .await?;
+    Ok(tagged(
+        StatusCode::OK,
+        record.revision,
+        &KeyView::from(record),
+    ))
 }
 
 /// Revoke a client key.
 #[utoipa::path(delete, path = "/api/v1/keys/{id}", tag = "keys",
-    params(("id" = String, Path, description = "Client key id")),
+    params(("id" = String, Path, description = "Client key id"),
+           ("If-Match" = Option<String>, Header, description = "ETag from a previous read")),
     responses((status = 204, description = "Deleted"), WriteErrors))]
 pub async fn delete(
     State(state): State<AdminState>,
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
+    IfMatch(precondition): IfMatch,
 ) -> Result<StatusCode, ApiError> {
     let id = path_name(&id, "client key")?;
-    state.store.delete_key(&actor, &id).await?;
+    state
+        .store
+        .delete_key(&actor, &id, precondition.as_ref())
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

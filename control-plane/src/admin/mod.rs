@@ -63,7 +63,7 @@ pub fn router(state: AdminState, auth: AdminAuth) -> Router {
         .routes(routes!(backends::list, backends::create))
         .routes(routes!(backends::get, backends::replace, backends::delete))
         .routes(routes!(keys::list, keys::create))
-        .routes(routes!(keys::get, keys::delete))
+        .routes(routes!(keys::get, keys::replace, keys::delete))
         .routes(routes!(config::config))
         .routes(routes!(config::proxies))
         .routes(routes!(config::audit))

@@ -5,7 +5,7 @@ use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use sluice_model::{Backend, Name, Pool, RetryPolicy, Strategy};
+use sluice_model::{Backend, Name, Pool, Price, RetryPolicy, Strategy};
 
 use super::AdminState;
 use super::error::{ApiError, ReadErrors, WriteErrors};
@@ -19,7 +19,8 @@ pub struct PoolList {
 }
 
 /// A pool's new settings. `backends`, when given, replaces the whole backend list; when
-/// omitted the backends stay as they are. `name`, when given, must match the URL.
+/// omitted the backends stay as they are. `strategy`, `retry` and `price` are always set:
+/// omitted, they are the defaults (no price). `name`, when given, must match the URL.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PoolUpdate {
@@ -30,6 +31,8 @@ pub struct PoolUpdate {
     #[serde(default)]
     retry: RetryPolicy,
     backends: Option<Vec<Backend>>,
+    /// What the pool's tokens cost; required while a key's budget covers the pool.
+    price: Option<Price>,
 }
 
 /// List pools with their backends.
@@ -42,7 +45,8 @@ pub async fn list(State(state): State<AdminState>) -> Result<Json<PoolList>, Api
     }))
 }
 
-/// Create a pool, optionally with its backends.
+/// Create a pool, optionally with its backends and price. A pool without a price is refused
+/// while a key's budget would cover it (a key with a budget and no pool restriction).
 #[utoipa::path(post, path = "/api/v1/pools", tag = "pools", request_body = Pool,
     responses((status = 201, body = Pool, headers(("ETag" = String), ("Location" = String))), WriteErrors))]
 pub async fn create(
@@ -72,7 +76,8 @@ pub async fn get(
     Ok(tagged(StatusCode::OK, stored.revision, &stored.value))
 }
 
-/// Replace a pool's strategy and retry policy (and its backends, when given).
+/// Replace a pool's strategy, retry policy and price (and its backends, when given). Leaving
+/// the pool without a price is refused while a key's budget covers it.
 #[utoipa::path(put, path = "/api/v1/pools/{pool}", tag = "pools", request_body = PoolUpdate,
     params(("pool" = String, Path, description = "Pool name"),
            ("If-Match" = Option<String>, Header, description = "ETag from a previous read; 412 if the pool changed since")),
@@ -95,6 +100,7 @@ pub async fn replace(
         strategy: update.strategy,
         retry: update.retry,
         backends: update.backends,
+        price: update.price,
     };
     if let Some(backends) = &replacement.backends {
         // Validate the backends the way a whole pool is validated.
@@ -103,7 +109,7 @@ pub async fn replace(
             strategy: replacement.strategy,
             retry: replacement.retry.clone(),
             backends: backends.clone(),
-            price: None,
+            price: replacement.price,
         }
         .validate()?;
     }

@@ -40,6 +40,10 @@ pub enum StoreError {
     PreconditionFailed { resource: Resource, current: u64 },
     #[error("{message}")]
     InvalidReference { field: String, message: String },
+    /// The change would break a rule that spans resources, e.g. a key's budget covering a
+    /// pool without a price; `field` is in the request's terms.
+    #[error("{0}")]
+    Invalid(sluice_model::FieldError),
     #[error("the config database did not answer within {0:?}")]
     Timeout(Duration),
     #[error("the config database is unreachable")]

@@ -24,7 +24,7 @@ use tokio::sync::watch;
 
 pub use audit::AuditEntry;
 pub use error::{Resource, StoreError};
-pub use keys::{ClientKeyRecord, CreatedClientKey, NewClientKey};
+pub use keys::{ClientKeyRecord, CreatedClientKey, KeyUpdate, NewClientKey};
 pub use pools::{PoolReplacement, Stored};
 pub use write::NOTIFY_CHANNEL;
 

@@ -1,7 +1,8 @@
-use sluice_model::{Backend, Name, Pool, RetryPolicy, Strategy};
+use sluice_model::{Backend, FieldError, Name, Pool, Price, RetryPolicy, Strategy};
 use sqlx::AnyConnection;
 use sqlx::Row;
 
+use super::keys::fetch_keys;
 use super::write::WriteTx;
 use super::{Actor, Precondition, Resource, Store, StoreError, require, to_revision};
 
@@ -13,11 +14,13 @@ pub struct Stored<T> {
 }
 
 /// New settings for an existing pool; `backends: None` leaves its backends as they are.
+/// `price: None` leaves the pool without a price, like a pool created without one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolReplacement {
     pub strategy: Strategy,
     pub retry: RetryPolicy,
     pub backends: Option<Vec<Backend>>,
+    pub price: Option<Price>,
 }
 
 impl Store {
@@ -49,15 +52,18 @@ impl Store {
                 return Err(StoreError::AlreadyExists(resource));
             }
             sqlx::query(
-                "INSERT INTO pools (name, strategy, retry, updated_revision) VALUES ($1, $2, $3, $4)",
+                "INSERT INTO pools (name, strategy, retry, price, updated_revision) \
+                 VALUES ($1, $2, $3, $4, $5)",
             )
             .bind(pool.name.as_str())
             .bind(strategy_to_db(pool.strategy))
             .bind(to_json(&pool.retry))
+            .bind(pool.price.as_ref().map(to_json))
             .bind(tx.revision())
             .execute(tx.conn())
             .await?;
             insert_backends(&mut tx, &pool.name, &pool.backends).await?;
+            require_priced_for_budgets(tx.conn(), pool).await?;
             let revision = tx.commit(self, actor, "pool.create", &resource).await?;
             Ok(Stored {
                 value: pool.clone(),
@@ -80,10 +86,12 @@ impl Store {
             let current = pool_revision(tx.conn(), name).await?;
             require(precondition, &resource, current)?;
             sqlx::query(
-                "UPDATE pools SET strategy = $1, retry = $2, updated_revision = $3 WHERE name = $4",
+                "UPDATE pools SET strategy = $1, retry = $2, price = $3, updated_revision = $4 \
+                 WHERE name = $5",
             )
             .bind(strategy_to_db(replacement.strategy))
             .bind(to_json(&replacement.retry))
+            .bind(replacement.price.as_ref().map(to_json))
             .bind(tx.revision())
             .bind(name.as_str())
             .execute(tx.conn())
@@ -96,6 +104,7 @@ impl Store {
                 insert_backends(&mut tx, name, backends).await?;
             }
             let stored = fetch_pool(tx.conn(), name).await?;
+            require_priced_for_budgets(tx.conn(), &stored.value).await?;
             tx.commit(self, actor, "pool.update", &resource).await?;
             Ok(stored)
         })
@@ -142,6 +151,27 @@ pub(crate) async fn pool_revision(
     Ok(revision.map(to_revision))
 }
 
+/// Refuses a pool without a price while some key's budget covers it: the proxies could not
+/// count that key's spending there. Runs inside the write, which holds the writer lock, so
+/// no key can change in between.
+async fn require_priced_for_budgets(
+    conn: &mut AnyConnection,
+    pool: &Pool,
+) -> Result<(), StoreError> {
+    if pool.price.is_some() {
+        return Ok(());
+    }
+    for record in fetch_keys(conn).await? {
+        if !record.key.limits.has_budget() {
+            continue;
+        }
+        if let Err(error) = record.key.validate_limits(std::slice::from_ref(pool)) {
+            return Err(StoreError::Invalid(FieldError::new("price", error.message)));
+        }
+    }
+    Ok(())
+}
+
 /// Marks a pool as changed at the transaction's revision (a backend of it changed).
 pub(crate) async fn touch_pool(tx: &mut WriteTx, name: &Name) -> Result<(), StoreError> {
     let revision = tx.revision();
@@ -179,7 +209,7 @@ pub(crate) async fn fetch_pools(
     macro_rules! select_pools {
         ($filter:literal) => {
             concat!(
-                "SELECT p.name, p.strategy, p.retry, p.updated_revision, b.spec \
+                "SELECT p.name, p.strategy, p.retry, p.price, p.updated_revision, b.spec \
                  FROM pools p LEFT JOIN backends b ON b.pool = p.name ",
                 $filter,
                 " ORDER BY p.name, b.position"
@@ -201,6 +231,7 @@ pub(crate) async fn fetch_pools(
         if pools.last().is_none_or(|p| p.value.name.as_str() != name) {
             let strategy: String = row.try_get("strategy")?;
             let retry: String = row.try_get("retry")?;
+            let price: Option<String> = row.try_get("price")?;
             pools.push(Stored {
                 value: Pool {
                     name: Name::try_from(name.as_str())
@@ -208,7 +239,7 @@ pub(crate) async fn fetch_pools(
                     strategy: strategy_from_db(&strategy)?,
                     retry: from_json(&retry, "pool retry policy")?,
                     backends: Vec::new(),
-                    price: None,
+                    price: price.map(|raw| from_json(&raw, "pool price")).transpose()?,
                 },
                 revision: to_revision(row.try_get("updated_revision")?),
             });
@@ -224,7 +255,8 @@ pub(crate) async fn fetch_pools(
 }
 
 pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> String {
-    // The model's types serialise infallibly (no maps with non-string keys, no floats).
+    // The model's types serialise infallibly: maps have string keys, and the only floats
+    // (US dollars from integer micro-dollars) are finite.
     serde_json::to_string(value).unwrap_or_default()
 }
 
