@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use prometheus_client::encoding::prometheus_protobuf::{self, prometheus_data_model::MetricFamily};
 
 use crate::admin::{self, AdminAuth, AdminAuthError, AdminMetrics, AdminState};
+use crate::quota_usage::UsageReader;
 use crate::distribution::{self, GrpcServer, Snapshots};
 use crate::proxies::ProxyRegistry;
 use crate::store::{Store, StoreError, StoreOptions};
@@ -34,6 +35,9 @@ pub struct ControlPlaneConfig {
     /// Serve the admin API without authentication (loopback addresses only).
     pub insecure_no_admin_auth: bool,
     pub store: StoreOptions,
+    /// The Redis the proxies share client-key limits through, for fleet-wide usage reports;
+    /// without one each proxy counts alone and reports give windows only.
+    pub redis_url: Option<String>,
 }
 
 /// PEM material for the gRPC server.
@@ -71,6 +75,8 @@ pub enum StartError {
          configure SLUICE_ADMIN_TOKEN instead"
     )]
     InsecureOffLoopback(SocketAddr),
+    #[error("invalid Redis URL for usage reports")]
+    Redis(#[source] crate::quota_usage::UsageError),
     #[error("cannot open the config store")]
     Store(#[from] StoreError),
     #[error("cannot listen on {addr}")]
@@ -121,10 +127,18 @@ impl ControlPlane {
         let grpc_listener = bind(config.grpc_addr).await?;
         let proxies = ProxyRegistry::default();
         let admin_metrics = Arc::new(AdminMetrics::new());
+        let usage = config
+            .redis_url
+            .as_deref()
+            .map(UsageReader::new)
+            .transpose()
+            .map_err(StartError::Redis)?
+            .map(Arc::new);
         let state = AdminState {
             store: store.clone(),
             proxies: proxies.clone(),
             metrics: admin_metrics.clone(),
+            usage,
         };
         Ok(Self {
             snapshots: distribution::follow(&store),

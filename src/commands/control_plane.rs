@@ -70,6 +70,10 @@ pub struct ControlPlaneArgs {
     #[arg(long, env = "SLUICE_DATABASE_MAX_CONNECTIONS", default_value_t = 8,
           value_parser = clap::value_parser!(u32).range(1..=256))]
     database_max_connections: u32,
+    /// The Redis the proxies share client-key limits through (their --redis-url), read for
+    /// fleet-wide GET /api/v1/keys/{id}/usage; without it usage reports give windows only.
+    #[arg(long, env = "SLUICE_REDIS_URL")]
+    redis_url: Option<String>,
 }
 
 impl ControlPlaneArgs {
@@ -99,6 +103,7 @@ impl ControlPlaneArgs {
                 timeout: Duration::from_millis(self.database_timeout_ms),
                 max_connections: self.database_max_connections,
             },
+            redis_url: self.redis_url,
         };
         let control_plane = ControlPlane::bind(config)
             .await

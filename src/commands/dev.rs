@@ -81,6 +81,8 @@ impl DevArgs {
             grpc_tls: None,
             proxy_send_timeout: Duration::from_secs(10),
             store: StoreOptions::default(),
+            // One proxy, counting alone.
+            redis_url: None,
         })
         .await
         .context("dev control plane failed to start")?;

@@ -4,7 +4,9 @@
 
 pub mod database;
 pub mod logs;
+pub mod process;
 pub mod proxy;
+pub mod redis;
 pub mod relay;
 pub mod server;
 
@@ -56,6 +58,7 @@ pub fn test_config(database_url: String) -> ControlPlaneConfig {
         grpc_tls: None,
         proxy_send_timeout: Duration::from_secs(10),
         store: StoreOptions::default(),
+        redis_url: None,
     }
 }
 

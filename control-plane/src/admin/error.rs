@@ -71,6 +71,15 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
+    /// The Redis that holds the fleet's counts did not answer.
+    pub fn quota_store_unavailable(error: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "quota_store_unavailable",
+            format!("cannot read the fleet's usage: {error}"),
+        )
+    }
+
     pub fn method_not_allowed() -> Self {
         Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -202,6 +211,19 @@ pub struct ReadErrors;
 impl IntoResponses for ReadErrors {
     fn responses() -> BTreeMap<String, RefOr<ApiResponse>> {
         error_responses(&[UNAUTHORIZED, (404, "No such resource"), UNAVAILABLE])
+    }
+}
+
+/// Errors of a read that also asks the quota store.
+pub struct UsageErrors;
+
+impl IntoResponses for UsageErrors {
+    fn responses() -> BTreeMap<String, RefOr<ApiResponse>> {
+        error_responses(&[
+            UNAUTHORIZED,
+            (404, "No such resource"),
+            (503, "The config database or the quota store (Redis) is unavailable"),
+        ])
     }
 }
 

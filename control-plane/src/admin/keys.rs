@@ -8,9 +8,10 @@ use utoipa::ToSchema;
 use sluice_model::{Limits, Name};
 
 use super::AdminState;
-use super::error::{ApiError, ReadErrors, WriteErrors};
+use super::error::{ApiError, ReadErrors, UsageErrors, WriteErrors};
 use super::extract::{ApiJson, IfMatch, path_name};
 use super::respond::{created, rfc3339, tagged};
+use crate::quota_usage::{KeyUsage, per_proxy_usage};
 use crate::store::{Actor, ClientKeyRecord, KeyUpdate, NewClientKey};
 
 #[derive(Deserialize, ToSchema)]
@@ -131,6 +132,31 @@ pub async fn get(
         record.revision,
         &KeyView::from(record),
     ))
+}
+
+/// What a client key consumes now: for each of its limits, the window, what the fleet used,
+/// what is left and when it resets. Fleet-wide when the proxies share counts through Redis
+/// (`scope: fleet`; `used` includes room leased to proxies and not spent yet, at most one
+/// sync's worth); otherwise each proxy counts alone and only the windows are given
+/// (`scope: per_proxy`).
+#[utoipa::path(get, path = "/api/v1/keys/{id}/usage", tag = "keys",
+    params(("id" = String, Path, description = "Client key id")),
+    responses((status = 200, body = KeyUsage), UsageErrors))]
+pub async fn usage(
+    State(state): State<AdminState>,
+    Path(id): Path<String>,
+) -> Result<Json<KeyUsage>, ApiError> {
+    let id = path_name(&id, "client key")?;
+    let record = state.store.get_key(&id).await?;
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let report = match &state.usage {
+        Some(reader) => reader
+            .fleet_usage(&record.key, now)
+            .await
+            .map_err(ApiError::quota_store_unavailable)?,
+        None => per_proxy_usage(&record.key, now),
+    };
+    Ok(Json(report))
 }
 
 /// Replace a client key's pools and limits; the key itself stays the same.

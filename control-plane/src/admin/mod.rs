@@ -30,6 +30,7 @@ pub use metrics::AdminMetrics;
 pub use respond::rfc3339_now;
 
 use crate::proxies::ProxyRegistry;
+use crate::quota_usage::UsageReader;
 use crate::store::Store;
 
 #[derive(Clone)]
@@ -37,6 +38,8 @@ pub struct AdminState {
     pub store: Store,
     pub proxies: ProxyRegistry,
     pub metrics: Arc<AdminMetrics>,
+    /// Fleet-wide usage from the proxies' Redis; `None`: each proxy counts alone.
+    pub usage: Option<Arc<UsageReader>>,
 }
 
 #[derive(OpenApi)]
@@ -64,6 +67,7 @@ pub fn router(state: AdminState, auth: AdminAuth) -> Router {
         .routes(routes!(backends::get, backends::replace, backends::delete))
         .routes(routes!(keys::list, keys::create))
         .routes(routes!(keys::get, keys::replace, keys::delete))
+        .routes(routes!(keys::usage))
         .routes(routes!(config::config))
         .routes(routes!(config::proxies))
         .routes(routes!(config::audit))
