@@ -12,12 +12,14 @@ import pytest
 from harness import (
     BACKEND_KEYS,
     CLIENT_KEY,
+    LIMITED_KEYS,
     OTHER_CLIENT_KEY,
     SLUICE_BIN,
     Mock,
     Process,
     Sluice,
     config_yaml,
+    limited_key_env,
     spawn,
     wait_ready,
 )
@@ -47,6 +49,7 @@ def sluice() -> Any:
         env = {f"SLUICE_TEST_{name.upper()}_KEY": key for name, key in BACKEND_KEYS.items()}
         env["SLUICE_TEST_TEAM_A_KEY"] = CLIENT_KEY
         env["SLUICE_TEST_TEAM_B_KEY"] = OTHER_CLIENT_KEY
+        env.update({limited_key_env(key_id): key for key_id, (key, _) in LIMITED_KEYS.items()})
         proxy = spawn(
             "proxy",
             ["proxy", "--config", str(config_path), "--addr", "127.0.0.1:0",

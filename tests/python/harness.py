@@ -224,6 +224,22 @@ POOLS: dict[str, tuple[str, list[tuple[str, str, str, str]]]] = {
 }
 OTHER_KEY_POOLS = ["gpt-4o-mini"]
 
+# Client keys with limits, on gpt-4o: id → (key, `limits` as YAML). Each test that uses one has
+# it to itself, so the counts it meets are its own (counts live in the proxy: no Redis here).
+LIMITED_KEYS: dict[str, tuple[str, str]] = {
+    "team-rpm": ("sk-sluice-team-rpm-client-key-11111111111", "{ requests_per_minute: 1 }"),
+    "team-retry": ("sk-sluice-team-retry-client-key-2222222222", "{ requests_per_minute: 1 }"),
+    "team-quota": (
+        "sk-sluice-team-quota-client-key-3333333333",
+        "{ token_quota: { tokens: 60, period: month } }",
+    ),
+}
+
+
+def limited_key_env(key_id: str) -> str:
+    """The environment variable the proxy reads a limited key from."""
+    return f"SLUICE_TEST_{key_id.upper().replace('-', '_')}_KEY"
+
 
 def config_yaml(mocks: dict[str, Mock]) -> str:
     """The proxy's static config; backend keys are `env://SLUICE_TEST_<MOCK>_KEY` references."""
@@ -241,6 +257,10 @@ def config_yaml(mocks: dict[str, Mock]) -> str:
         "client_keys:",
         f'  - {{ id: team-a, secret: "env://SLUICE_TEST_TEAM_A_KEY", pools: [{", ".join(POOLS)}] }}',
         f'  - {{ id: team-b, secret: "env://SLUICE_TEST_TEAM_B_KEY", pools: [{", ".join(OTHER_KEY_POOLS)}] }}',
+    ]
+    lines += [
+        f'  - {{ id: {key_id}, secret: "env://{limited_key_env(key_id)}", pools: [gpt-4o], limits: {limits} }}'
+        for key_id, (_, limits) in LIMITED_KEYS.items()
     ]
     return "\n".join(lines) + "\n"
 

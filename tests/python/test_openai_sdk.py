@@ -10,7 +10,16 @@ import openai
 import pytest
 from openai import AsyncAzureOpenAI, AsyncOpenAI, AzureOpenAI, OpenAI
 
-from harness import BACKEND_KEYS, CLIENT_KEY, OTHER_CLIENT_KEY, OTHER_KEY_POOLS, POOLS, WRONG_KEY
+from harness import (
+    BACKEND_KEYS,
+    CLIENT_KEY,
+    LIMITED_KEYS,
+    OTHER_CLIENT_KEY,
+    OTHER_KEY_POOLS,
+    POOLS,
+    WRONG_KEY,
+    http_json,
+)
 
 API_VERSION = "2024-10-21"
 MESSAGES = [{"role": "user", "content": "Say hello to the sluice."}]
@@ -475,3 +484,119 @@ def test_client_key_never_reaches_backends(sluice):
             else:
                 assert headers.get("api-key") == mock.key, headers
                 assert "authorization" not in headers, headers
+
+
+# --- client-key limits -----------------------------------------------------------------------
+
+
+class RecordedSleeps:
+    """Stands in for the `time` module of the SDK's retry loop: records the waits it asks for
+    instead of sleeping them (a rate limit's wait runs into the next minute)."""
+
+    def __init__(self) -> None:
+        import time as real_time
+
+        self._time = real_time
+        self.sleeps: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._time, name)
+
+
+@pytest.fixture
+def recorded_sleeps(monkeypatch: pytest.MonkeyPatch) -> RecordedSleeps:
+    sleeps = RecordedSleeps()
+    monkeypatch.setattr(openai._base_client, "time", sleeps)
+    return sleeps
+
+
+def limited_client(sluice: Any, key_id: str, max_retries: int) -> tuple[OpenAI, list[Any]]:
+    """An OpenAI client with a limited key, and every response its HTTP client received."""
+    responses: list[Any] = []
+    http_client = openai.DefaultHttpxClient(event_hooks={"response": [responses.append]})
+    client = openai_client(
+        sluice, key=LIMITED_KEYS[key_id][0], max_retries=max_retries, http_client=http_client
+    )
+    return client, responses
+
+
+def use_up(client: OpenAI) -> openai.RateLimitError:
+    """Calls until the key's limit refuses one; the first call goes through."""
+    for attempt in range(5):
+        try:
+            client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=5)
+        except openai.RateLimitError as error:
+            assert attempt > 0, "the first call is within the limit"
+            return error
+    raise AssertionError("the limit never refused a call")
+
+
+def ratelimited_count(sluice: Any, key_id: str, limit: str) -> float:
+    status, text = http_json("GET", f"{sluice.ops_url}/metrics")
+    assert status == 200, text
+    series = f'sluice_ratelimited_total{{pool="gpt-4o",client_key="{key_id}",limit="{limit}"}}'
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name == series:
+            return float(value)
+    return 0.0
+
+
+def test_key_over_its_request_rate_raises_rate_limit_error(sluice):
+    """A key over requests_per_minute: RateLimitError, code rate_limit_exceeded, OpenAI's headers."""
+    client, responses = limited_client(sluice, "team-rpm", max_retries=0)
+    error = use_up(client)
+    assert error.status_code == 429
+    assert error.code == "rate_limit_exceeded"
+    body = assert_openai_error_shape(error)
+    assert body["type"] == "requests"
+    assert "requests per minute" in body["message"], body
+    headers = error.response.headers
+    assert int(headers["retry-after-ms"]) > 0, dict(headers)
+    assert int(headers["retry-after"]) == -(-int(headers["retry-after-ms"]) // 1000), dict(headers)
+    assert headers["x-ratelimit-limit-requests"] == "1", dict(headers)
+    assert headers["x-ratelimit-remaining-requests"] == "0", dict(headers)
+    assert "x-should-retry" not in headers, "a rate comes back"
+    # The call that went through carried the key's own rate-limit headers.
+    assert responses[0].status_code == 200
+    assert responses[0].headers["x-ratelimit-limit-requests"] == "1"
+
+
+def test_rate_limited_call_is_retried_after_retry_after_ms(sluice, recorded_sleeps):
+    """With max_retries=2 the SDK retries a rate-limited call twice, each time after exactly the
+    retry-after-ms the proxy sent (recorded rather than slept: it runs into the next minute)."""
+    client, _ = limited_client(sluice, "team-retry", max_retries=0)
+    use_up(client)
+    client, responses = limited_client(sluice, "team-retry", max_retries=2)
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=5)
+    assert caught.value.code == "rate_limit_exceeded"
+    assert [r.status_code for r in responses] == [429, 429, 429], "one call and two retries"
+    waits = [int(r.headers["retry-after-ms"]) / 1000 for r in responses[:2]]
+    assert all(0 < wait <= 120 for wait in waits), waits
+    assert recorded_sleeps.sleeps == pytest.approx(waits), (recorded_sleeps.sleeps, waits)
+
+
+def test_exhausted_token_quota_is_not_retried(sluice, recorded_sleeps):
+    """insufficient_quota carries x-should-retry: false: with max_retries=2 the SDK raises at
+    once, after one request to the proxy."""
+    client, _ = limited_client(sluice, "team-quota", max_retries=0)
+    exhausted = use_up(client)
+    assert exhausted.code == "insufficient_quota"
+
+    before = ratelimited_count(sluice, "team-quota", "token_quota")
+    client, responses = limited_client(sluice, "team-quota", max_retries=2)
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.chat.completions.create(model="gpt-4o", messages=MESSAGES, max_tokens=5)
+    error = caught.value
+    assert error.code == "insufficient_quota"
+    body = assert_openai_error_shape(error)
+    assert body["type"] == "insufficient_quota"
+    assert "token quota" in body["message"], body
+    assert error.response.headers["x-should-retry"] == "false"
+    assert len(responses) == 1, "not retried"
+    assert recorded_sleeps.sleeps == []
+    assert ratelimited_count(sluice, "team-quota", "token_quota") == before + 1

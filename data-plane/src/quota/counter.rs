@@ -21,13 +21,19 @@ pub struct Span {
 }
 
 /// The lease a proxy takes from what is left (`room`) of a limit shared by `proxies`: its
-/// share, and at least one unit while any is left (the store serialises reservations, so the
-/// last units go to whoever asks first instead of to nobody).
-pub fn reserve(room: i64, proxies: u32) -> i64 {
+/// fair share, but no more than `cap` (about what it will spend before its next sync), and at
+/// least one unit, or the largest call it had to refuse (`want`) when that fits in the room;
+/// never more than the room. The store serialises leases, so the last units go to whoever
+/// asks first instead of to nobody, and a call bigger than a share still gets through.
+pub fn lease_size(room: i64, proxies: u32, cap: i64, want: i64) -> i64 {
     if room <= 0 {
         return 0;
     }
-    (room / i64::from(proxies.max(1))).max(1)
+    let mut lease = (room / i64::from(proxies.max(1))).min(cap).max(1);
+    if want <= room {
+        lease = lease.max(want);
+    }
+    lease.min(room)
 }
 
 pub struct Counter {
@@ -40,6 +46,10 @@ pub struct Counter {
     allowance: AtomicI64,
     /// Spent here since the last successful sync.
     spent: AtomicI64,
+    /// Refused here since the last sync, in total and the largest single call: demand the
+    /// next lease should cover.
+    refused: AtomicI64,
+    largest_refused: AtomicI64,
     /// The lease the shared total counts for this proxy (sync task only).
     reserved: AtomicI64,
     /// The window's shared total after the last sync: every proxy's spending and leases.
@@ -84,6 +94,8 @@ impl Counter {
             window_end: AtomicI64::new(end),
             allowance: AtomicI64::new(saturating_i64(first_allowance)),
             spent: AtomicI64::new(0),
+            refused: AtomicI64::new(0),
+            largest_refused: AtomicI64::new(0),
             reserved: AtomicI64::new(0),
             shared: AtomicU64::new(0),
             previous: AtomicU64::new(0),
@@ -105,14 +117,23 @@ impl Counter {
         }
     }
 
-    /// Takes `amount` from the allowance; false (and nothing taken) when it is not there.
+    /// Takes `amount` from the allowance; false (and nothing taken) when it is not there. A
+    /// refusal still counts as use: the next sync leases for it.
     pub fn try_take(&self, amount: u64, now_secs: i64) -> bool {
         let amount = saturating_i64(amount);
         if self.allowance.fetch_sub(amount, Ordering::Relaxed) < amount {
             self.allowance.fetch_add(amount, Ordering::Relaxed);
+            self.refused.fetch_add(amount, Ordering::Relaxed);
+            self.largest_refused.fetch_max(amount, Ordering::Relaxed);
+            self.touch(now_secs);
             return false;
         }
         self.spent.fetch_add(amount, Ordering::Relaxed);
+        self.touch(now_secs);
+        true
+    }
+
+    fn touch(&self, now_secs: i64) {
         // One write per second at most: the cache line is shared by every core.
         if self.last_used.load(Ordering::Relaxed) != now_secs {
             self.last_used.store(now_secs, Ordering::Relaxed);
@@ -120,7 +141,6 @@ impl Counter {
         if self.released.load(Ordering::Relaxed) {
             self.released.store(false, Ordering::Relaxed);
         }
-        true
     }
 
     /// Corrects an earlier take by `delta` (a settled estimate, or a refund when negative).
@@ -232,6 +252,14 @@ impl Counter {
         (spent, spent - self.reserved.load(Ordering::Relaxed))
     }
 
+    /// What was refused since the last sync: in total, and the largest single call.
+    pub fn take_refused(&self) -> (i64, i64) {
+        (
+            self.refused.swap(0, Ordering::Relaxed),
+            self.largest_refused.swap(0, Ordering::Relaxed),
+        )
+    }
+
     /// The sync failed: what was spent is kept for the next one.
     pub fn sync_failed(&self, spent: i64) {
         self.spent.fetch_add(spent, Ordering::Relaxed);
@@ -339,9 +367,34 @@ mod tests {
         assert_eq!(admitted, 7, "the lease less the call admitted meanwhile");
         // Next sync: the 8 spent replace the lease of 8.
         assert_eq!(counter.begin_sync(), (8, 0));
-        assert_eq!(reserve(30 - 14, 3), 5);
-        assert_eq!(reserve(2, 3), 1, "the last units go to whoever asks");
-        assert_eq!(reserve(0, 3), 0);
+        assert_eq!(lease_size(30 - 14, 3, i64::MAX, 0), 5);
+        assert_eq!(
+            lease_size(2, 3, i64::MAX, 0),
+            1,
+            "the last units go to whoever asks"
+        );
+        assert_eq!(lease_size(0, 3, i64::MAX, 1), 0);
+        assert_eq!(
+            lease_size(90, 3, 4, 0),
+            4,
+            "no more than the proxy will spend"
+        );
+        assert_eq!(
+            lease_size(90, 3, 4, 26),
+            26,
+            "a refused call bigger than a share fits"
+        );
+        assert_eq!(lease_size(20, 3, 4, 26), 4, "…when the room holds it");
+    }
+
+    #[test]
+    fn a_refused_call_is_remembered_as_demand() {
+        let counter = Counter::new(Window::Minute, 100, T0, 1);
+        assert!(!counter.try_take(26, T0 + 20));
+        assert!(!counter.try_take(5, T0 + 20));
+        assert_eq!(counter.take_refused(), (31, 26));
+        assert_eq!(counter.take_refused(), (0, 0));
+        assert_eq!(counter.activity(T0 + 25, 10), Activity::Active);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 
-use super::counter::reserve;
+use super::counter::lease_size;
 
 /// One counter's part of a sync.
 #[derive(Clone, Debug)]
@@ -31,6 +31,9 @@ pub struct LeaseRequest {
     /// The largest lease worth taking: about what the proxy will spend before its next sync.
     /// An unspent lease is room nobody else can use until it is given back.
     pub cap: u64,
+    /// The largest call the proxy had to refuse since its last sync: leased when it fits,
+    /// even above a fair share, or no proxy could ever admit it.
+    pub want: u64,
     /// Live proxies sharing the limit.
     pub proxies: u32,
     /// The previous minute of a rolling-minute limit, and its weight now in thousandths.
@@ -114,7 +117,12 @@ impl SharedCounts for LocalCounts {
                     let weight = lease.previous.as_ref().map_or(0, |(_, w)| *w as i64);
                     let weighted = previous.unwrap_or(0).max(0) * weight / 1000;
                     let room = i64::try_from(lease.limit).unwrap_or(i64::MAX) - entry.0 - weighted;
-                    reserve(room, lease.proxies).min(i64::try_from(lease.cap).unwrap_or(i64::MAX))
+                    lease_size(
+                        room,
+                        lease.proxies,
+                        i64::try_from(lease.cap).unwrap_or(i64::MAX),
+                        i64::try_from(lease.want).unwrap_or(i64::MAX),
+                    )
                 });
                 entry.0 += lease;
                 Pulled {
@@ -327,7 +335,11 @@ if ARGV[3] == '1' then
   end
   local room = tonumber(ARGV[4]) - total - weighted
   if room > 0 then
-    lease = math.min(tonumber(ARGV[7]), math.max(1, math.floor(room / tonumber(ARGV[5]))))
+    -- As lease_size in counter.rs.
+    lease = math.max(1, math.min(math.floor(room / tonumber(ARGV[5])), tonumber(ARGV[7])))
+    local want = tonumber(ARGV[8])
+    if want <= room and want > lease then lease = want end
+    if lease > room then lease = room end
     total = redis.call('INCRBY', KEYS[1], lease)
   end
 end
@@ -354,7 +366,8 @@ fn lease_command(pipe: &mut redis::Pipeline, push: &Push) {
         .arg(push.lease.as_ref().map_or(0, |lease| lease.limit))
         .arg(push.lease.as_ref().map_or(1, |lease| lease.proxies))
         .arg(previous.map_or(0, |(_, weight)| *weight))
-        .arg(push.lease.as_ref().map_or(0, |lease| lease.cap));
+        .arg(push.lease.as_ref().map_or(0, |lease| lease.cap))
+        .arg(push.lease.as_ref().map_or(0, |lease| lease.want));
 }
 
 /// The `{…}` part of a key: Redis Cluster hashes only that.
@@ -383,6 +396,7 @@ mod tests {
         Some(LeaseRequest {
             limit,
             cap: u64::MAX,
+            want: 0,
             proxies,
             previous: previous.map(|(key, weight)| (key.to_owned(), weight)),
         })

@@ -117,25 +117,29 @@ impl QuotaSync {
                 activity => activity,
             };
             if activity == Activity::Idle {
-                if rolled.is_some() {
+                // Room comes back as the previous minute slides out, or at a new period:
+                // the sliver follows it, from what is known here.
+                if rolled.is_some() || counter.window == Window::Minute {
                     counter.rest(sliver(&counter), proxies, now.secs);
                 }
                 continue;
             }
             let span = counter.span();
             let (spent, correction) = counter.begin_sync();
+            let (refused, largest_refused) = counter.take_refused();
             let lease = (activity == Activity::Active).then(|| LeaseRequest {
                 limit: counter.limit(),
                 // Twice what was spent since the last sync, and never less than a sliver: a
                 // proxy ramps up within a few syncs without sitting on room it won't use.
                 cap: if self.store.is_shared() {
-                    u64::try_from(spent.max(0))
+                    u64::try_from(spent.max(0) + refused)
                         .unwrap_or(0)
                         .saturating_mul(2)
                         .max(sliver(&counter))
                 } else {
                     u64::MAX
                 },
+                want: u64::try_from(largest_refused).unwrap_or(0),
                 proxies,
                 previous: (counter.window == Window::Minute).then(|| {
                     (
