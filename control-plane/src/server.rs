@@ -11,9 +11,9 @@ use tokio::net::TcpListener;
 use prometheus_client::encoding::prometheus_protobuf::{self, prometheus_data_model::MetricFamily};
 
 use crate::admin::{self, AdminAuth, AdminAuthError, AdminMetrics, AdminState};
-use crate::quota_usage::UsageReader;
 use crate::distribution::{self, GrpcServer, Snapshots};
 use crate::proxies::ProxyRegistry;
+use crate::quota_usage::UsageReader;
 use crate::store::{Store, StoreError, StoreOptions};
 use crate::tokens::{TokenSet, TokenTooShort};
 

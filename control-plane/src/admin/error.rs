@@ -222,7 +222,10 @@ impl IntoResponses for UsageErrors {
         error_responses(&[
             UNAUTHORIZED,
             (404, "No such resource"),
-            (503, "The config database or the quota store (Redis) is unavailable"),
+            (
+                503,
+                "The config database or the quota store (Redis) is unavailable",
+            ),
         ])
     }
 }
