@@ -1108,3 +1108,120 @@ async fn streams_are_counted_without_showing_usage_the_client_did_not_ask_for() 
     assert!(upstream.get("stream_options").is_none(), "{upstream}");
     assert!(!sse_events(&plain.text).iter().any(is_usage_event));
 }
+
+/// `GET /api/v1/keys/{id}/usage` on a control plane that reads the proxies' Redis reports the
+/// fleet's use of each limit; one without Redis gives the windows and says counts are per
+/// proxy; one whose Redis is gone answers 503.
+#[tokio::test]
+async fn the_usage_report_reads_what_the_fleet_used() {
+    let mut redis = RedisServer::start();
+    let database = TestDatabase::sqlite();
+    let config = sluice_control_plane::ControlPlaneConfig {
+        redis_url: Some(redis.url()),
+        ..support::test_config(database.url().to_owned())
+    };
+    let cp = TestControlPlane::start_config(database, config).await;
+    let mock = mock_upstream("usage").await;
+    let env = HashMap::from([("SLUICE_PROXY_TOKEN".to_owned(), PROXY_TOKEN.to_owned())]);
+    let mut proxies = Vec::new();
+    for i in 0..2 {
+        let args = vec![
+            "--control-plane".to_owned(),
+            format!("http://{}", cp.grpc_addr),
+            "--redis-url".to_owned(),
+            redis.url(),
+        ];
+        proxies.push(ProxyProcess::start(&format!("usage-{i}"), &args, &env).await);
+    }
+    let pool = json!({"name": POOL, "backends": [{"name": "m", "url": mock.url(),
+        "kind": "azure_openai", "auth": {"type": "none"}}]});
+    expect_status(cp.post("/api/v1/pools", &pool).await, 201).await;
+    let limits =
+        json!({"requests_per_minute": 1000, "token_quota": {"tokens": 1000000, "period": "day"}});
+    let created = expect_status(
+        cp.post("/api/v1/keys", &json!({"id": "usage-a", "limits": limits}))
+            .await,
+        201,
+    )
+    .await;
+    let key = created["secret"].as_str().unwrap().to_owned();
+    clear_of_minute_end(Duration::from_secs(20)).await;
+    let client = client();
+    let mut served = 0;
+    for proxy in &proxies {
+        eventually(
+            Duration::from_secs(10),
+            "the proxy serves the key",
+            || async {
+                call_url(&client, &proxy.url(""), &key, POOL, &small_call())
+                    .await
+                    .status
+                    == 200
+            },
+        )
+        .await;
+        served += 1;
+        for _ in 0..4 {
+            let answer = call_url(&client, &proxy.url(""), &key, POOL, &small_call()).await;
+            assert_eq!(answer.status, 200);
+            served += 1;
+        }
+    }
+    let report = || async { expect_status(cp.get("/api/v1/keys/usage-a/usage").await, 200).await };
+    // Synced within a moment; what is leased and not spent yet counts as used too.
+    eventually(
+        Duration::from_secs(5),
+        "the fleet's calls in the report",
+        || async {
+            let report = report().await;
+            report["limits"][0]["used"]
+                .as_f64()
+                .is_some_and(|used| used >= served as f64)
+        },
+    )
+    .await;
+    let report = report().await;
+    assert_eq!(report["scope"], "fleet");
+    let rpm = &report["limits"][0];
+    assert_eq!(rpm["limit"], "requests_per_minute");
+    assert_eq!(
+        (rpm["unit"].clone(), rpm["window"].clone()),
+        (json!("requests"), json!("minute"))
+    );
+    assert_eq!(rpm["allowed"], 1000.0);
+    let used = rpm["used"].as_f64().unwrap();
+    assert!(
+        used < 1000.0 / 2.0,
+        "leases stay small at this pace: {used}"
+    );
+    assert_eq!(rpm["remaining"].as_f64().unwrap(), 1000.0 - used);
+    let quota = &report["limits"][1];
+    assert_eq!(
+        (quota["limit"].clone(), quota["window"].clone()),
+        (json!("token_quota"), json!("day"))
+    );
+    assert!(quota["used"].as_f64().unwrap() > 0.0, "{quota}");
+    assert!(
+        quota["resets_at"].as_str().unwrap().ends_with("T00:00:00Z"),
+        "{quota}"
+    );
+
+    expect_status(cp.get("/api/v1/keys/nobody/usage").await, 404).await;
+    redis.kill();
+    let down = cp.get("/api/v1/keys/usage-a/usage").await;
+    let body = expect_status(down, 503).await;
+    assert_eq!(body["error"]["code"], "quota_store_unavailable");
+
+    let alone = TestControlPlane::start(TestDatabase::sqlite()).await;
+    expect_status(
+        alone
+            .post("/api/v1/keys", &json!({"id": "usage-b", "limits": limits}))
+            .await,
+        201,
+    )
+    .await;
+    let report = expect_status(alone.get("/api/v1/keys/usage-b/usage").await, 200).await;
+    assert_eq!(report["scope"], "per_proxy");
+    assert!(report["limits"][0].get("used").is_none(), "{report}");
+    assert_eq!(report["limits"][1]["allowed"], 1000000.0);
+}
