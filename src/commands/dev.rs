@@ -12,7 +12,7 @@ use sluice_data_plane::proxy::ProxyOptions;
 use sluice_data_plane::{
     ConfigSource, ControlPlaneSource, DataPlane, DataPlaneConfig, QuotaOptions,
 };
-use sluice_model::{Backend, Name, Pool, generate_client_secret};
+use sluice_model::{Backend, Limits, Name, Pool, generate_client_secret};
 use sluice_testkit::mock_upstream::{MockConfig, MockHandle, MockUpstream};
 use tokio::sync::watch;
 
@@ -23,6 +23,9 @@ use crate::telemetry::metrics_export::MetricsSource;
 
 const POOL: &str = "gpt-4o";
 const DEMO_KEY: &str = "demo";
+/// The demo key's limits: far above a person trying things, there to be seen in the headers.
+const DEMO_RPM: u64 = 600;
+const DEMO_TPM: u64 = 200_000;
 
 #[derive(Args, Debug)]
 pub struct DevArgs {
@@ -124,7 +127,9 @@ impl DevArgs {
              proxy        http://{proxy}   (ops http://{ops}/metrics)\n  \
              admin API    http://{admin}   (try /api/v1/pools, /api/v1/proxies, /openapi.json)\n  \
              backends     {backends}\n\n\
-             Call the seeded pool '{POOL}' with the demo key:\n\n  \
+             Call the seeded pool '{POOL}' with the demo key (limited to {DEMO_RPM} requests and \
+             {DEMO_TPM} tokens a minute: its x-ratelimit-* headers count down; see \
+             /api/v1/keys/{DEMO_KEY}/usage):\n\n  \
              curl -s 'http://{proxy}/openai/deployments/{POOL}/chat/completions?api-version=2024-10-21' \\\n    \
              -H 'api-key: {demo_key}' -H 'content-type: application/json' \\\n    \
              -d '{{\"messages\": [{{\"role\": \"user\", \"content\": \"Hello\"}}]}}'\n",
@@ -234,7 +239,11 @@ async fn seed(store: &Store, mocks: &[MockHandle], secrets: &Path) -> anyhow::Re
             NewClientKey {
                 id: demo,
                 pools: Vec::new(),
-                limits: Default::default(),
+                limits: Limits {
+                    requests_per_minute: Some(DEMO_RPM.try_into()?),
+                    tokens_per_minute: Some(DEMO_TPM.try_into()?),
+                    ..Limits::default()
+                },
             },
         )
         .await?;
