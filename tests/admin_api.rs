@@ -400,6 +400,7 @@ async fn openapi_documents_every_route() {
         "POST /api/v1/keys",
         "GET /api/v1/keys/{id}",
         "PUT /api/v1/keys/{id}",
+        "GET /api/v1/keys/{id}/usage",
         "DELETE /api/v1/keys/{id}",
         "GET /api/v1/config",
         "GET /api/v1/proxies",
