@@ -592,17 +592,7 @@ async fn limits_changed_through_the_admin_api_apply_on_every_proxy() {
         .await;
     }
 
-    let path = format!("/api/v1/keys/{id}");
-    let update = |rpm: u64| json!({"pools": [], "limits": {"requests_per_minute": rpm}});
-    let tag = etag(&cp.get(&path).await);
-    let changed = cp
-        .request(Method::PUT, &path)
-        .header("if-match", tag)
-        .json(&update(2))
-        .send()
-        .await
-        .unwrap();
-    expect_status(changed, 200).await;
+    set_requests_per_minute(&cp, &id, 2).await;
     for proxy in &proxies {
         eventually(
             Duration::from_secs(10),
@@ -618,15 +608,7 @@ async fn limits_changed_through_the_admin_api_apply_on_every_proxy() {
         .await;
     }
 
-    let tag = etag(&cp.get(&path).await);
-    let changed = cp
-        .request(Method::PUT, &path)
-        .header("if-match", tag)
-        .json(&update(1000))
-        .send()
-        .await
-        .unwrap();
-    expect_status(changed, 200).await;
+    set_requests_per_minute(&cp, &id, 1000).await;
     for proxy in &proxies {
         eventually(
             Duration::from_secs(10),
@@ -638,6 +620,20 @@ async fn limits_changed_through_the_admin_api_apply_on_every_proxy() {
         )
         .await;
     }
+}
+
+/// Changes a key's limit to `rpm` requests a minute through the admin API (under If-Match).
+async fn set_requests_per_minute(cp: &TestControlPlane, id: &str, rpm: u64) {
+    let path = format!("/api/v1/keys/{id}");
+    let tag = etag(&cp.get(&path).await);
+    let changed = cp
+        .request(Method::PUT, &path)
+        .header("if-match", tag)
+        .json(&json!({"pools": [], "limits": {"requests_per_minute": rpm}}))
+        .send()
+        .await
+        .unwrap();
+    expect_status(changed, 200).await;
 }
 
 /// Redis killed with SIGKILL under steady load and restarted a second later on the same
