@@ -554,20 +554,7 @@ async fn limits_changed_through_the_admin_api_apply_on_every_proxy() {
     let cp = TestControlPlane::start(TestDatabase::sqlite()).await;
     let mock = mock_upstream("admin").await;
     let redis = shared_redis_url();
-    let env = HashMap::from([("SLUICE_PROXY_TOKEN".to_owned(), PROXY_TOKEN.to_owned())]);
-    let mut proxies = Vec::new();
-    for i in 0..3 {
-        let args = vec![
-            "--control-plane".to_owned(),
-            format!("http://{}", cp.grpc_addr),
-            "--redis-url".to_owned(),
-            redis.clone(),
-        ];
-        proxies.push(ProxyProcess::start(&format!("proxy-{i}"), &args, &env).await);
-    }
-    let pool = json!({"name": POOL, "backends": [{"name": "m", "url": mock.url(),
-        "kind": "azure_openai", "auth": {"type": "none"}}]});
-    expect_status(cp.post("/api/v1/pools", &pool).await, 201).await;
+    let proxies = following_fleet(&cp, &redis, &mock, "proxy", 3).await;
     let id = unique("admin-rpm");
     let created = expect_status(
         cp.post(
@@ -620,6 +607,32 @@ async fn limits_changed_through_the_admin_api_apply_on_every_proxy() {
         )
         .await;
     }
+}
+
+/// `count` proxy processes following `cp` and sharing limits through `redis`, once `cp` has
+/// pool `gpt-4o` on `mock`.
+async fn following_fleet(
+    cp: &TestControlPlane,
+    redis: &str,
+    mock: &MockHandle,
+    name: &str,
+    count: usize,
+) -> Vec<ProxyProcess> {
+    let env = HashMap::from([("SLUICE_PROXY_TOKEN".to_owned(), PROXY_TOKEN.to_owned())]);
+    let mut proxies = Vec::with_capacity(count);
+    for i in 0..count {
+        let args = vec![
+            "--control-plane".to_owned(),
+            format!("http://{}", cp.grpc_addr),
+            "--redis-url".to_owned(),
+            redis.to_owned(),
+        ];
+        proxies.push(ProxyProcess::start(&format!("{name}-{i}"), &args, &env).await);
+    }
+    let pool = json!({"name": POOL, "backends": [{"name": "m", "url": mock.url(),
+        "kind": "azure_openai", "auth": {"type": "none"}}]});
+    expect_status(cp.post("/api/v1/pools", &pool).await, 201).await;
+    proxies
 }
 
 /// Changes a key's limit to `rpm` requests a minute through the admin API (under If-Match).
@@ -1118,20 +1131,7 @@ async fn the_usage_report_reads_what_the_fleet_used() {
     };
     let cp = TestControlPlane::start_config(database, config).await;
     let mock = mock_upstream("usage").await;
-    let env = HashMap::from([("SLUICE_PROXY_TOKEN".to_owned(), PROXY_TOKEN.to_owned())]);
-    let mut proxies = Vec::new();
-    for i in 0..2 {
-        let args = vec![
-            "--control-plane".to_owned(),
-            format!("http://{}", cp.grpc_addr),
-            "--redis-url".to_owned(),
-            redis.url(),
-        ];
-        proxies.push(ProxyProcess::start(&format!("usage-{i}"), &args, &env).await);
-    }
-    let pool = json!({"name": POOL, "backends": [{"name": "m", "url": mock.url(),
-        "kind": "azure_openai", "auth": {"type": "none"}}]});
-    expect_status(cp.post("/api/v1/pools", &pool).await, 201).await;
+    let proxies = following_fleet(&cp, &redis.url(), &mock, "usage", 2).await;
     let limits =
         json!({"requests_per_minute": 1000, "token_quota": {"tokens": 1000000, "period": "day"}});
     let created = expect_status(

@@ -159,9 +159,12 @@ impl Proxy {
         let limits = caller.and_then(|c| c.rules.as_ref());
         let (quota, ask_for_usage) = match limits {
             None => (None, false),
-            Some(rules) => self
-                .admit(rules, pool, &body)
-                .map_err(|refused| self.refuse(rules, pool, &refused))?,
+            Some(rules) => {
+                let (admitted, ask_for_usage) = self
+                    .admit(rules, pool, &body)
+                    .map_err(|refused| self.refuse(rules, pool, &refused))?;
+                (Some(admitted), ask_for_usage)
+            }
         };
         let call = Arc::new(ClientCall {
             method: parts.method,
@@ -216,7 +219,7 @@ impl Proxy {
         rules: &Arc<KeyRules>,
         pool: &PoolRuntime,
         body: &[u8],
-    ) -> Result<(Option<Admitted>, bool), Refused> {
+    ) -> Result<(Admitted, bool), Refused> {
         let now = UnixTime::now();
         let pool_name = pool.name.as_str();
         let estimate = if rules.counts_tokens(pool_name) {
@@ -233,7 +236,7 @@ impl Proxy {
             }),
         };
         let admitted = rules.admit(pool_name, demand, pool.price, now)?;
-        Ok((Some(admitted), estimate.stream_without_usage))
+        Ok((admitted, estimate.stream_without_usage))
     }
 
     /// The 429 for a call over one of its key's limits.

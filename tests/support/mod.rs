@@ -47,6 +47,16 @@ macro_rules! on_both_databases {
 }
 
 /// The control-plane config tests use: ephemeral loopback ports, the test tokens.
+/// The Prometheus text a proxy's ops port serves.
+pub async fn ops_metrics(ops_addr: SocketAddr) -> String {
+    reqwest::get(format!("http://{ops_addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 pub fn test_config(database_url: String) -> ControlPlaneConfig {
     ControlPlaneConfig {
         database_url,

@@ -204,12 +204,7 @@ impl ProxyProcess {
 
     /// The ops port's Prometheus text.
     pub async fn metrics(&self) -> String {
-        reqwest::get(format!("http://{}/metrics", self.ops_addr))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        super::ops_metrics(self.ops_addr).await
     }
 
     /// The value of the sample whose line starts with `series` (name and labels exactly as

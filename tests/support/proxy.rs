@@ -247,12 +247,7 @@ impl TestProxy {
     }
 
     pub async fn metrics(&self) -> String {
-        reqwest::get(format!("http://{}/metrics", self.ops_addr))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        super::ops_metrics(self.ops_addr).await
     }
 
     /// SIGTERM-style shutdown: stop accepting, let in-flight requests finish.

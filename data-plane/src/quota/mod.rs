@@ -400,31 +400,18 @@ mod tests {
         let price: Price =
             serde_json::from_value(json!({"input_per_1m_usd": 2.5, "output_per_1m_usd": 10}))
                 .unwrap();
-        let admitted = rules
-            .admit(
-                "gpt-4o",
-                Demand {
-                    tokens: 1000,
-                    cost: 5_000,
-                },
-                Some(price),
-                NOW,
-            )
-            .unwrap();
+        let call = || {
+            let demand = Demand {
+                tokens: 1000,
+                cost: 5_000,
+            };
+            rules.admit("gpt-4o", demand, Some(price), NOW)
+        };
+        let admitted = call().unwrap();
         // 1,000 in and 500 out: $0.0025 + $0.005.
         admitted.settle(1000, 0, 500);
         assert_eq!(rules.key_wide[0].counter.used(NOW.secs), 7_500);
-        let refused = rules
-            .admit(
-                "gpt-4o",
-                Demand {
-                    tokens: 1000,
-                    cost: 5_000,
-                },
-                Some(price),
-                NOW,
-            )
-            .unwrap_err();
+        let refused = call().unwrap_err();
         assert_eq!(refused.kind, LimitKind::Budget);
         assert!(refused.kind.is_quota());
     }
