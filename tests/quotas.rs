@@ -1159,7 +1159,7 @@ async fn the_usage_report_reads_what_the_fleet_used() {
         served += 1;
         for _ in 0..4 {
             let answer = call_url(&client, &proxy.url(""), &key, POOL, &small_call()).await;
-            assert_eq!(answer.status, 200);
+            assert_eq!(answer.status, 200, "{}", answer.text);
             served += 1;
         }
     }

@@ -226,8 +226,9 @@ impl Counter {
             .store(if adjacent { final_total } else { 0 }, Ordering::Relaxed);
         self.window_start.store(start, Ordering::Relaxed);
         self.window_end.store(end, Ordering::Relaxed);
-        // Until the new window's first lease (the sync right after) or, idle, its sliver.
-        self.allowance.store(0, Ordering::Relaxed);
+        // The old lease's rest is no room in the new window; the caller gives it the first
+        // allowance of a fresh window at once (`rest`), so calls at a minute's start are not
+        // refused while the new lease is on its way.
         Some((ended, spent - lease))
     }
 

@@ -101,6 +101,9 @@ impl QuotaSync {
         let mut synced = Vec::new();
         for (id, counter) in self.quotas.live() {
             let rolled = counter.roll(now.secs);
+            if rolled.is_some() {
+                counter.rest(sliver(&counter), proxies, now.secs);
+            }
             if let Some((ended, correction)) = rolled
                 && correction != 0
             {
@@ -117,9 +120,9 @@ impl QuotaSync {
                 activity => activity,
             };
             if activity == Activity::Idle {
-                // Room comes back as the previous minute slides out, or at a new period:
-                // the sliver follows it, from what is known here.
-                if rolled.is_some() || counter.window == Window::Minute {
+                // Room comes back as the previous minute slides out: the sliver follows it,
+                // from what is known here.
+                if counter.window == Window::Minute {
                     counter.rest(sliver(&counter), proxies, now.secs);
                 }
                 continue;
