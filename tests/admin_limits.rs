@@ -337,16 +337,17 @@ on_both_databases! {
         assert!(snapshot.client_keys[1].limits.is_empty());
         assert_eq!(config["snapshot"]["client_keys"][0]["limits"]["budget"]["usd"], 500.0);
 
-        let streamed = first_streamed_snapshot(&cp).await;
+        let streamed = streamed_snapshot(&cp, snapshot.revision).await;
         assert_eq!(streamed, snapshot, "the stream carries the same limits and prices");
     }
 }
 
-/// The first snapshot a proxy saying hello at revision 0 receives.
-async fn first_streamed_snapshot(cp: &TestControlPlane) -> Snapshot {
+/// The snapshot of `revision` as a proxy saying hello at revision 0 receives it (the control
+/// plane may first send an older one it has not caught up from yet; those are acknowledged).
+async fn streamed_snapshot(cp: &TestControlPlane, revision: u64) -> Snapshot {
     use sluice_model::proto::config_discovery_client::ConfigDiscoveryClient;
     use sluice_model::proto::proxy_message::Kind;
-    use sluice_model::proto::{Hello, ProxyMessage};
+    use sluice_model::proto::{Ack, Hello, ProxyMessage};
 
     let mut client = ConfigDiscoveryClient::connect(format!("http://{}", cp.grpc_addr))
         .await
@@ -368,9 +369,27 @@ async fn first_streamed_snapshot(cp: &TestControlPlane) -> Snapshot {
         format!("Bearer {PROXY_TOKEN}").parse().unwrap(),
     );
     let mut updates = client.stream_config(request).await.unwrap().into_inner();
-    let update = updates.message().await.unwrap().unwrap();
-    drop(tx);
-    Snapshot::try_from(update.snapshot.unwrap()).unwrap()
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let update = tokio::time::timeout_at(deadline, updates.message())
+            .await
+            .unwrap_or_else(|_| panic!("no snapshot of revision {revision} within 10 s"))
+            .unwrap()
+            .unwrap();
+        let snapshot = Snapshot::try_from(update.snapshot.unwrap()).unwrap();
+        if snapshot.revision >= revision {
+            return snapshot;
+        }
+        let ack = Ack {
+            revision: snapshot.revision,
+            nonce: update.nonce,
+        };
+        tx.send(ProxyMessage {
+            kind: Some(Kind::Ack(ack)),
+        })
+        .await
+        .unwrap();
+    }
 }
 
 struct Channel(tokio::sync::mpsc::Receiver<sluice_model::proto::ProxyMessage>);
