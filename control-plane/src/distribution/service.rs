@@ -221,6 +221,9 @@ impl Session {
                 tracing::warn!(node.id = %self.node_id(), revision = nack.revision, error = %nack.error, "proxy rejected config");
                 self.registration.nacked(nack.revision, nack.error);
             }
+            Some(Kind::Report(report)) => {
+                tracing::trace!(node.id = %self.node_id(), sequence = report.sequence, "proxy report");
+            }
             Some(Kind::Hello(_)) | None => {
                 tracing::debug!(node.id = %self.node_id(), "ignoring an unexpected message");
             }
