@@ -1,9 +1,9 @@
 //! Sluice's control plane: the config store (Postgres or SQLite), the admin REST API and the
-//! registry of connected proxies.
+//! fleet of proxies as they report.
 
 pub mod admin;
 pub mod distribution;
-pub mod proxies;
+pub mod fleet;
 pub mod quota_usage;
 pub mod server;
 pub mod store;

@@ -12,7 +12,7 @@ use prometheus_client::encoding::prometheus_protobuf::{self, prometheus_data_mod
 
 use crate::admin::{self, AdminAuth, AdminAuthError, AdminMetrics, AdminState};
 use crate::distribution::{self, GrpcServer, Snapshots};
-use crate::proxies::ProxyRegistry;
+use crate::fleet::{FleetSettings, Flusher, ProxyRegistry};
 use crate::quota_usage::UsageReader;
 use crate::store::{Store, StoreError, StoreOptions};
 use crate::tokens::{TokenSet, TokenTooShort};
@@ -38,6 +38,8 @@ pub struct ControlPlaneConfig {
     /// The Redis the proxies share client-key limits through, for fleet-wide usage reports;
     /// without one each proxy counts alone and reports give windows only.
     pub redis_url: Option<String>,
+    /// Proxy reports: this replica's name, liveness timeouts and usage retention.
+    pub fleet: FleetSettings,
 }
 
 /// PEM material for the gRPC server.
@@ -99,6 +101,7 @@ pub struct ControlPlane {
     snapshots: Snapshots,
     proxy_send_timeout: std::time::Duration,
     admin_metrics: Arc<AdminMetrics>,
+    fleet: FleetSettings,
 }
 
 impl ControlPlane {
@@ -125,7 +128,7 @@ impl ControlPlane {
         };
         let admin_listener = bind(config.admin_addr).await?;
         let grpc_listener = bind(config.grpc_addr).await?;
-        let proxies = ProxyRegistry::default();
+        let proxies = ProxyRegistry::new(&config.fleet.replica);
         let admin_metrics = Arc::new(AdminMetrics::new());
         let usage = config
             .redis_url
@@ -139,6 +142,7 @@ impl ControlPlane {
             proxies: proxies.clone(),
             metrics: admin_metrics.clone(),
             usage,
+            fleet: config.fleet.clone(),
         };
         Ok(Self {
             snapshots: distribution::follow(&store),
@@ -151,6 +155,7 @@ impl ControlPlane {
             proxies,
             proxy_send_timeout: config.proxy_send_timeout,
             admin_metrics,
+            fleet: config.fleet,
         })
     }
 
@@ -197,6 +202,7 @@ impl ControlPlane {
             "control plane serving"
         );
         let (stop, stopped) = tokio::sync::watch::channel(false);
+        let flusher = Flusher::spawn(self.store.clone(), self.proxies.clone(), self.fleet);
         let grpc_server = GrpcServer {
             snapshots: self.snapshots,
             registry: self.proxies,
@@ -216,6 +222,8 @@ impl ControlPlane {
             Ok(Err(error)) => tracing::error!(%error, "config distribution server failed"),
             Err(error) => tracing::error!(%error, "config distribution server panicked"),
         }
+        // After the streams closed, so the fleet table shows their proxies as gone at once.
+        flusher.finish().await;
         served
     }
 }

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
+use sluice_control_plane::fleet::{FleetSettings, default_replica_name};
 use sluice_control_plane::store::StoreOptions;
 use sluice_control_plane::{ControlPlane, ControlPlaneConfig, GrpcTls};
 
@@ -74,6 +75,23 @@ pub struct ControlPlaneArgs {
     /// fleet-wide GET /api/v1/keys/{id}/usage; without it usage reports give windows only.
     #[arg(long, env = "SLUICE_REDIS_URL")]
     redis_url: Option<String>,
+    /// This replica's name in GET /api/v1/proxies (default: the host name, which on
+    /// Kubernetes is the pod's).
+    #[arg(long, env = "SLUICE_REPLICA_NAME")]
+    replica_name: Option<String>,
+    /// A proxy whose stream closed, or that nothing was heard of for this long, is shown as
+    /// gone.
+    #[arg(long, env = "SLUICE_PROXY_GONE_AFTER_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    proxy_gone_after_secs: u64,
+    /// A proxy gone for this long is dropped from GET /api/v1/proxies.
+    #[arg(long, env = "SLUICE_PROXY_FORGET_AFTER_SECS", default_value_t = 86_400,
+          value_parser = clap::value_parser!(u64).range(60..=31_536_000))]
+    proxy_forget_after_secs: u64,
+    /// Hourly usage history older than this many days is deleted.
+    #[arg(long, env = "SLUICE_USAGE_RETENTION_DAYS", default_value_t = 90,
+          value_parser = clap::value_parser!(u64).range(1..=3650))]
+    usage_retention_days: u64,
 }
 
 impl ControlPlaneArgs {
@@ -104,6 +122,12 @@ impl ControlPlaneArgs {
                 max_connections: self.database_max_connections,
             },
             redis_url: self.redis_url,
+            fleet: FleetSettings {
+                replica: self.replica_name.unwrap_or_else(default_replica_name),
+                gone_after: Duration::from_secs(self.proxy_gone_after_secs),
+                forget_after: Duration::from_secs(self.proxy_forget_after_secs),
+                usage_retention: Duration::from_secs(self.usage_retention_days * 86_400),
+            },
         };
         let control_plane = ControlPlane::bind(config)
             .await

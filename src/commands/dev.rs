@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
+use sluice_control_plane::fleet::FleetSettings;
 use sluice_control_plane::store::{
     Actor, NewClientKey, PoolReplacement, Store, StoreError, StoreOptions,
 };
@@ -86,6 +87,10 @@ impl DevArgs {
             store: StoreOptions::default(),
             // One proxy, counting alone.
             redis_url: None,
+            fleet: FleetSettings {
+                replica: "dev".to_owned(),
+                ..FleetSettings::default()
+            },
         })
         .await
         .context("dev control plane failed to start")?;

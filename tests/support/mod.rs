@@ -11,10 +11,12 @@ pub mod relay;
 pub mod server;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use reqwest::{Method, RequestBuilder, Response};
 use serde_json::Value;
+use sluice_control_plane::fleet::FleetSettings;
 use sluice_control_plane::store::StoreOptions;
 use sluice_control_plane::{ControlPlane, ControlPlaneConfig, GrpcTls};
 
@@ -69,8 +71,15 @@ pub fn test_config(database_url: String) -> ControlPlaneConfig {
         proxy_send_timeout: Duration::from_secs(10),
         store: StoreOptions::default(),
         redis_url: None,
+        fleet: FleetSettings {
+            replica: format!("replica-{}", REPLICAS.fetch_add(1, Ordering::Relaxed)),
+            ..FleetSettings::default()
+        },
     }
 }
+
+/// Numbers the replicas of one test binary, so two in one test are told apart.
+static REPLICAS: AtomicU32 = AtomicU32::new(1);
 
 /// A control plane serving on 127.0.0.1 with an ephemeral port; stopped on drop.
 pub struct TestControlPlane {

@@ -1,4 +1,4 @@
-//! Read-only views: the current snapshot, connected proxies and the audit log.
+//! Read-only views: the current snapshot and the audit log.
 
 use axum::Json;
 use axum::extract::rejection::QueryRejection;
@@ -13,7 +13,6 @@ use sluice_model::Snapshot;
 use super::AdminState;
 use super::error::{ApiError, ReadErrors};
 use super::respond::{rfc3339, tagged};
-use crate::proxies::ProxyStatus;
 
 #[derive(Serialize, ToSchema)]
 pub struct ConfigView {
@@ -32,20 +31,6 @@ pub async fn config(State(state): State<AdminState>) -> Result<Response, ApiErro
         revision,
         &ConfigView { revision, snapshot },
     ))
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ProxyList {
-    proxies: Vec<ProxyStatus>,
-}
-
-/// Proxies connected to this control plane replica.
-#[utoipa::path(get, path = "/api/v1/proxies", tag = "config",
-    responses((status = 200, body = ProxyList), ReadErrors))]
-pub async fn proxies(State(state): State<AdminState>) -> Json<ProxyList> {
-    Json(ProxyList {
-        proxies: state.proxies.list(),
-    })
 }
 
 #[derive(Deserialize, IntoParams)]

@@ -6,6 +6,7 @@ mod backends;
 mod config;
 mod error;
 mod extract;
+mod fleet;
 mod health;
 mod keys;
 mod metrics;
@@ -27,9 +28,9 @@ pub use auth::{AdminAuth, AdminAuthError};
 pub use error::{ApiError, ErrorBody};
 pub use extract::BODY_LIMIT;
 pub use metrics::AdminMetrics;
-pub use respond::rfc3339_now;
+pub use respond::{rfc3339, rfc3339_now};
 
-use crate::proxies::ProxyRegistry;
+use crate::fleet::{FleetSettings, ProxyRegistry};
 use crate::quota_usage::UsageReader;
 use crate::store::Store;
 
@@ -37,6 +38,7 @@ use crate::store::Store;
 pub struct AdminState {
     pub store: Store,
     pub proxies: ProxyRegistry,
+    pub fleet: FleetSettings,
     pub metrics: Arc<AdminMetrics>,
     /// Fleet-wide usage from the proxies' Redis; `None`: each proxy counts alone.
     pub usage: Option<Arc<UsageReader>>,
@@ -50,7 +52,8 @@ pub struct AdminState {
         (name = "pools", description = "Pools: what clients address as a deployment or model"),
         (name = "backends", description = "Upstream deployments inside a pool"),
         (name = "keys", description = "Client keys for the proxies"),
-        (name = "config", description = "Snapshot, connected proxies and audit log"),
+        (name = "config", description = "Snapshot and audit log"),
+        (name = "fleet", description = "Proxies, backend states and usage history, as the proxies report them"),
         (name = "operations", description = "Health, readiness and metrics (no authentication)"),
     )
 )]
@@ -69,7 +72,9 @@ pub fn router(state: AdminState, auth: AdminAuth) -> Router {
         .routes(routes!(keys::get, keys::replace, keys::delete))
         .routes(routes!(keys::usage))
         .routes(routes!(config::config))
-        .routes(routes!(config::proxies))
+        .routes(routes!(fleet::proxies))
+        .routes(routes!(fleet::pool))
+        .routes(routes!(fleet::usage))
         .routes(routes!(config::audit))
         .split_for_parts();
     require_admin_token_in_doc(&mut doc);

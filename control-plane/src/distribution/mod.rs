@@ -18,7 +18,7 @@ use tonic::transport::server::TcpIncoming;
 pub use publisher::{Published, Snapshots};
 pub use service::ConfigDiscoveryService;
 
-use crate::proxies::ProxyRegistry;
+use crate::fleet::ProxyRegistry;
 use crate::store::{DatabaseKind, Store};
 use crate::tokens::TokenSet;
 

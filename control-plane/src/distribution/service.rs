@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tonic::{Request, Response, Status, Streaming};
 
 use super::publisher::Snapshots;
-use crate::proxies::{ProxyRegistry, Registration};
+use crate::fleet::{ProxyRegistry, Registration};
 use crate::tokens::TokenSet;
 
 /// How long a proxy may take to send its `Hello`.
@@ -223,6 +223,7 @@ impl Session {
             }
             Some(Kind::Report(report)) => {
                 tracing::trace!(node.id = %self.node_id(), sequence = report.sequence, "proxy report");
+                self.registration.reported(&report);
             }
             Some(Kind::Hello(_)) | None => {
                 tracing::debug!(node.id = %self.node_id(), "ignoring an unexpected message");

@@ -8,6 +8,7 @@
 mod audit;
 mod backends;
 mod error;
+mod fleet;
 mod keys;
 mod pools;
 mod snapshot;
@@ -24,6 +25,10 @@ use tokio::sync::watch;
 
 pub use audit::AuditEntry;
 pub use error::{Resource, StoreError};
+pub use fleet::{
+    BackendSeen, BackendState, Disconnect, FleetBatch, NackRecord, ProxyRecord, Pruned, TrafficRow,
+    UsageCounts, UsageFilter, UsageRow,
+};
 pub use keys::{ClientKeyRecord, CreatedClientKey, KeyUpdate, NewClientKey};
 pub use pools::{PoolReplacement, Stored};
 pub use write::NOTIFY_CHANNEL;
