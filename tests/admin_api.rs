@@ -404,6 +404,8 @@ async fn openapi_documents_every_route() {
         "DELETE /api/v1/keys/{id}",
         "GET /api/v1/config",
         "GET /api/v1/proxies",
+        "GET /api/v1/pools/{pool}/status",
+        "GET /api/v1/usage",
         "GET /api/v1/audit",
         "GET /healthz",
         "GET /readyz",
