@@ -153,6 +153,95 @@ async fn a_change_reaches_ten_proxies_within_milliseconds() {
     assert!(p99 < Duration::from_secs(2), "p99 {p99:?}");
 }
 
+/// A write on one replica reaches ten proxies spread over two replicas on one Postgres, and
+/// the other replica's `/api/v1/proxies` shows every proxy's ACK of it. Prints p50/p99 of
+/// each over 20 writes (the figures in docs/architecture.md); asserts only that it happens.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_reaches_proxies_on_both_replicas_and_both_list_the_acks() {
+    let db = TestDatabase::postgres().await;
+    let url = db.url().to_owned();
+    let writer = TestControlPlane::start(db).await;
+    let other = TestControlPlane::start_via(TestDatabase::sqlite(), url, Default::default()).await;
+    let a = mock("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut proxies = Vec::new();
+    for i in 0..10 {
+        let replica = if i % 2 == 0 { &writer } else { &other };
+        let cache = dir.path().join(format!("cache-{i}"));
+        proxies.push(Arc::new(
+            TestProxy::follow(replica.grpc_addr, &format!("proxy-{i}"), &cache).await,
+        ));
+    }
+    create_pool(&writer, &pool("p", &[&a], dir.path())).await;
+    let key = client_key(&writer).await;
+    for proxy in &proxies {
+        eventually(Duration::from_secs(10), "initial sync", || {
+            serves(proxy, &key, "p")
+        })
+        .await;
+    }
+    let (mut applied, mut listed) = (Vec::new(), Vec::new());
+    for round in 0..20 {
+        let name = format!("w{round}");
+        let body = pool(&name, &[&a], dir.path());
+        let started = Instant::now();
+        create_pool(&writer, &body).await;
+        let revision = writer.revision().await;
+        let watchers: Vec<_> = proxies
+            .iter()
+            .map(|proxy| {
+                let (proxy, key, name) = (proxy.clone(), key.clone(), name.clone());
+                tokio::spawn(async move {
+                    while !serves(&proxy, &key, &name).await {
+                        assert!(
+                            started.elapsed() < Duration::from_secs(10),
+                            "propagation timed out"
+                        );
+                    }
+                    started.elapsed()
+                })
+            })
+            .collect();
+        let mut slowest = Duration::ZERO;
+        for watcher in watchers {
+            slowest = slowest.max(watcher.await.unwrap());
+        }
+        applied.push(slowest);
+        loop {
+            let fleet = expect_status(other.get("/api/v1/proxies").await, 200).await;
+            let acked = fleet["proxies"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|p| p["acked_revision"].as_u64() >= Some(revision))
+                .count();
+            if acked == proxies.len() {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "acks never listed: {fleet}"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        listed.push(started.elapsed());
+    }
+    let percentiles = |samples: &mut Vec<Duration>| {
+        samples.sort();
+        (
+            samples[samples.len() / 2],
+            samples[samples.len() * 99 / 100],
+        )
+    };
+    let (applied_p50, applied_p99) = percentiles(&mut applied);
+    let (listed_p50, listed_p99) = percentiles(&mut listed);
+    println!(
+        "write on one replica, 10 proxies on two replicas (Postgres), 20 writes: \
+         every proxy applied p50 {applied_p50:?} p99 {applied_p99:?}; \
+         the other replica lists every ACK p50 {listed_p50:?} p99 {listed_p99:?}"
+    );
+}
+
 /// Steady load keeps succeeding while the control plane goes away; a proxy restarted during
 /// the outage serves from its cache.
 #[tokio::test]

@@ -7,10 +7,40 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use sluice_model::Snapshot;
+use tokio::sync::watch;
 
 #[derive(Clone, Debug)]
 pub struct SnapshotCache {
     path: PathBuf,
+}
+
+/// Writes snapshots to the cache in the background, newest first: the fsync (which can take
+/// a hundred milliseconds when the disk is busy, and every proxy on a host waits for the same
+/// journal commit) never delays applying a snapshot. Snapshots that arrive while a write is
+/// under way are skipped but for the newest.
+pub struct CacheWriter {
+    latest: watch::Sender<Option<Snapshot>>,
+}
+
+impl CacheWriter {
+    pub fn spawn(cache: SnapshotCache) -> Self {
+        let (latest, mut pending) = watch::channel(None::<Snapshot>);
+        tokio::spawn(async move {
+            while pending.changed().await.is_ok() {
+                let Some(snapshot) = pending.borrow_and_update().clone() else {
+                    continue;
+                };
+                if let Err(error) = cache.store(&snapshot).await {
+                    tracing::warn!(%error, "cannot persist the config snapshot; a restart during an outage would not have it");
+                }
+            }
+        });
+        Self { latest }
+    }
+
+    pub fn write(&self, snapshot: Snapshot) {
+        self.latest.send_replace(Some(snapshot));
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::cache::SnapshotCache;
+use crate::cache::{CacheWriter, SnapshotCache};
 use crate::config::ConfigBuilder;
 use crate::proxy::Proxy;
 
@@ -65,8 +65,9 @@ impl ControlPlaneClient {
     /// Follows the control plane until the process ends.
     pub async fn run(self) {
         let mut backoff = RECONNECT_MIN;
+        let cache = self.cache.clone().map(CacheWriter::spawn);
         loop {
-            let Err(error) = self.session(&mut backoff).await;
+            let Err(error) = self.session(&mut backoff, cache.as_ref()).await;
             self.proxy.metrics.control_plane_connected.set(0);
             let delay = jittered(backoff);
             tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "config stream ended; serving the last config");
@@ -75,7 +76,11 @@ impl ControlPlaneClient {
         }
     }
 
-    async fn session(&self, backoff: &mut Duration) -> Result<Infallible, SessionError> {
+    async fn session(
+        &self,
+        backoff: &mut Duration,
+        cache: Option<&CacheWriter>,
+    ) -> Result<Infallible, SessionError> {
         let channel: Channel = self.endpoint.connect().await?;
         let mut client = ConfigDiscoveryClient::new(channel);
         let (outbound, rx) = mpsc::channel(8);
@@ -95,7 +100,7 @@ impl ControlPlaneClient {
         self.proxy.metrics.control_plane_connected.set(1);
         *backoff = RECONNECT_MIN;
         while let Some(update) = updates.message().await? {
-            let reply = self.apply(update).await;
+            let reply = self.apply(update, cache).await;
             if outbound.send(message(reply)).await.is_err() {
                 break;
             }
@@ -104,7 +109,8 @@ impl ControlPlaneClient {
     }
 
     /// Applies one update; the answer is an ACK, or a NACK that leaves the old config serving.
-    async fn apply(&self, update: ConfigUpdate) -> Kind {
+    /// The applied snapshot is persisted afterwards, off the path to serving it.
+    async fn apply(&self, update: ConfigUpdate, cache: Option<&CacheWriter>) -> Kind {
         let nonce = update.nonce;
         let Some(wire) = update.snapshot else {
             return Kind::Nack(Nack {
@@ -125,14 +131,13 @@ impl ControlPlaneClient {
                 });
             }
         };
-        if let Some(cache) = &self.cache
-            && let Err(error) = cache.store(&snapshot).await
-        {
-            tracing::warn!(%error, "cannot persist the config snapshot; a restart during an outage would not have it");
-        }
+        let persisted = cache.map(|_| snapshot.clone());
         let previous = self.proxy.current();
         let runtime = self.builder.build(snapshot, previous.as_deref()).await;
         self.proxy.apply(runtime);
+        if let (Some(cache), Some(snapshot)) = (cache, persisted) {
+            cache.write(snapshot);
+        }
         Kind::Ack(Ack { revision, nonce })
     }
 }
@@ -198,22 +203,34 @@ mod tests {
         proto::Snapshot::from(&snapshot)
     }
 
+    /// The cached revision once the background write has landed.
     async fn cached_revision(client: &ControlPlaneClient) -> u64 {
         let cache = client.cache.as_ref().unwrap();
-        cache.load().await.unwrap().unwrap().revision
+        for _ in 0..500 {
+            if let Some(snapshot) = cache.load().await.unwrap() {
+                return snapshot.revision;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the snapshot was never persisted");
     }
 
-    /// A valid snapshot is applied, cached and ACKed; an invalid one is NACKed with the
+    /// A valid snapshot is applied, ACKed and cached; an invalid one is NACKed with the
     /// offending field while the previous config keeps serving.
     #[tokio::test]
     async fn acks_valid_snapshots_and_nacks_invalid_ones() {
         let dir = tempfile::tempdir().unwrap();
         let client = client(dir.path());
+        let writer = CacheWriter::spawn(client.cache.clone().unwrap());
+        let cache = Some(&writer);
         let ack = client
-            .apply(ConfigUpdate {
-                nonce: "n1".into(),
-                snapshot: Some(snapshot(3)),
-            })
+            .apply(
+                ConfigUpdate {
+                    nonce: "n1".into(),
+                    snapshot: Some(snapshot(3)),
+                },
+                cache,
+            )
             .await;
         assert_eq!(
             ack,
@@ -228,10 +245,13 @@ mod tests {
         let mut bad = snapshot(4);
         bad.pools[0].backends[0].url = "ftp://nope".into();
         let Kind::Nack(nack) = client
-            .apply(ConfigUpdate {
-                nonce: "n2".into(),
-                snapshot: Some(bad),
-            })
+            .apply(
+                ConfigUpdate {
+                    nonce: "n2".into(),
+                    snapshot: Some(bad),
+                },
+                cache,
+            )
             .await
         else {
             panic!("an invalid snapshot must be NACKed");
@@ -250,10 +270,13 @@ mod tests {
         assert_eq!(cached_revision(&client).await, 3);
 
         let empty = client
-            .apply(ConfigUpdate {
-                nonce: "n3".into(),
-                snapshot: None,
-            })
+            .apply(
+                ConfigUpdate {
+                    nonce: "n3".into(),
+                    snapshot: None,
+                },
+                cache,
+            )
             .await;
         assert!(matches!(empty, Kind::Nack(_)));
     }
