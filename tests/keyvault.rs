@@ -110,6 +110,7 @@ impl Azure {
                 interval: refresh_interval,
             },
             redis_urls: Vec::new(),
+            report_interval: None,
         }
     }
 

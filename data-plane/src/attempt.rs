@@ -10,7 +10,7 @@ use http::Response;
 use tower::Service;
 use tower::retry::budget::Budget as _;
 
-use sluice_model::Strategy;
+use sluice_model::{RetryOn, Strategy};
 
 use crate::backend::{DeploymentMissing, NoResponse};
 use crate::balance::{NoBackend, PoolRuntime};
@@ -84,7 +84,7 @@ impl Service<Attempt> for PoolService {
                 endpoint.spec.url.base(),
                 number,
             );
-            match endpoint
+            let result = match endpoint
                 .send(&attempt.call, timeout, measure_latency, &span)
                 .instrument(span.clone())
                 .await
@@ -108,7 +108,19 @@ impl Service<Attempt> for PoolService {
                         attempt: number,
                     })
                 }
+            };
+            // A call whose URI could not be built never reached the backend.
+            if !matches!(
+                result,
+                Err(AttemptError::Transport {
+                    failure: NoResponse::BadUri,
+                    ..
+                })
+            ) {
+                let failed = failover_reason(&result, &pool.retry.retry_on).is_some();
+                endpoint.attempts.record(failed);
             }
+            result
         })
     }
 }
@@ -142,34 +154,10 @@ impl tower::retry::Policy<Attempt, Response<UpstreamBody>, AttemptError> for Ret
         attempt: &mut Attempt,
         result: &mut Result<Response<UpstreamBody>, AttemptError>,
     ) -> Option<Self::Future> {
-        let (backend, reason) = match result {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                // A refused key or a missing deployment is that backend's problem, not the
-                // request's: always fail over.
-                let reason = match status {
-                    401 => RetryReason::key_rejected,
-                    404 if response.extensions().get::<DeploymentMissing>().is_some() => {
-                        RetryReason::deployment_not_found
-                    }
-                    _ if !self.pool.retry.retry_on.contains(status) => return None,
-                    429 => RetryReason::status_429,
-                    500..=599 => RetryReason::status_5xx,
-                    _ => RetryReason::status_other,
-                };
-                (response.extensions().get::<ServedBy>()?.backend, reason)
-            }
-            Err(AttemptError::Transport {
-                backend, failure, ..
-            }) => (
-                *backend,
-                match failure {
-                    NoResponse::Connect => RetryReason::connect_error,
-                    NoResponse::Timeout => RetryReason::timeout,
-                    // Nothing was sent: another backend would get the same call.
-                    NoResponse::BadUri => return None,
-                },
-            ),
+        let reason = failover_reason(result, &self.pool.retry.retry_on)?;
+        let backend = match result {
+            Ok(response) => response.extensions().get::<ServedBy>()?.backend,
+            Err(AttemptError::Transport { backend, .. }) => *backend,
             Err(AttemptError::NoBackend(_)) => return None,
         };
         if self.attempts_left == 0 {
@@ -188,5 +176,37 @@ impl tower::retry::Policy<Attempt, Response<UpstreamBody>, AttemptError> for Ret
 
     fn clone_request(&mut self, attempt: &Attempt) -> Option<Attempt> {
         Some(attempt.clone())
+    }
+}
+
+/// Why an attempt's outcome calls for another backend, which also makes it a failed attempt
+/// in the report; `None` when the outcome stands.
+fn failover_reason(
+    result: &Result<Response<UpstreamBody>, AttemptError>,
+    retry_on: &RetryOn,
+) -> Option<RetryReason> {
+    match result {
+        Ok(response) => {
+            let status = response.status().as_u16();
+            // A refused key or a missing deployment is that backend's problem, not the
+            // request's: always fail over.
+            Some(match status {
+                401 => RetryReason::key_rejected,
+                404 if response.extensions().get::<DeploymentMissing>().is_some() => {
+                    RetryReason::deployment_not_found
+                }
+                _ if !retry_on.contains(status) => return None,
+                429 => RetryReason::status_429,
+                500..=599 => RetryReason::status_5xx,
+                _ => RetryReason::status_other,
+            })
+        }
+        Err(AttemptError::Transport { failure, .. }) => match failure {
+            NoResponse::Connect => Some(RetryReason::connect_error),
+            NoResponse::Timeout => Some(RetryReason::timeout),
+            // Nothing was sent: another backend would get the same call.
+            NoResponse::BadUri => None,
+        },
+        Err(AttemptError::NoBackend(_)) => None,
     }
 }

@@ -20,6 +20,7 @@ use crate::clock::Nanos;
 use crate::idle_timer::IdleTimer;
 use crate::metrics::{EjectionReason, TokenCounters};
 use crate::quota::Admitted;
+use crate::report::CallUsage;
 use crate::trace;
 use crate::upstream::UpstreamBody;
 use crate::usage::UsageScanner;
@@ -77,6 +78,8 @@ pub struct Accounting {
     response_model: Option<String>,
     /// The client key's limits hold an estimate for this call until its usage is known.
     quota: Option<Admitted>,
+    /// The report's count of the key's tokens and cost on this pool.
+    report: Option<CallUsage>,
     /// The backend answered with a success (a refusal consumed nothing).
     succeeded: bool,
     reported: bool,
@@ -105,6 +108,7 @@ impl Accounting {
         tokens: TokenCounters,
         spans: Option<Box<[Span; 2]>>,
         quota: Option<Admitted>,
+        report: Option<CallUsage>,
         succeeded: bool,
     ) -> Self {
         Self {
@@ -116,6 +120,7 @@ impl Accounting {
             spans,
             response_model: None,
             quota,
+            report,
             succeeded,
             reported: false,
         }
@@ -154,6 +159,9 @@ impl Accounting {
         if let Some(usage) = self.usage.found {
             self.tokens.input.inc_by(usage.prompt_tokens);
             self.tokens.output.inc_by(usage.completion_tokens);
+            if let Some(report) = &self.report {
+                report.consumed(&usage);
+            }
         }
         if let Some(quota) = self.quota.take() {
             match self.usage.found {

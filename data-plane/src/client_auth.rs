@@ -38,6 +38,9 @@ pub struct ClientKeys {
 /// A client key of the config, with its limits resolved to their counters.
 pub struct Caller {
     pub key: ClientKey,
+    /// The key's position in the config, which indexes its usage cells in each pool; the
+    /// slot after the last key is the anonymous clients'.
+    pub slot: usize,
     /// `None` for a key without limits.
     pub rules: Option<Arc<KeyRules>>,
 }
@@ -47,13 +50,20 @@ impl ClientKeys {
         Self {
             keys: keys
                 .into_iter()
-                .map(|key| Caller {
+                .enumerate()
+                .map(|(slot, key)| Caller {
                     rules: rules(&key),
+                    slot,
                     key,
                 })
                 .collect(),
             verified: ArcSwap::default(),
         }
+    }
+
+    /// The usage slot of clients without a key (`--allow-anonymous`).
+    pub fn anonymous_slot(&self) -> usize {
+        self.keys.len()
     }
 
     pub fn authenticate(&self, presented: &str) -> Option<&Caller> {

@@ -16,6 +16,7 @@ use crate::client_auth::ClientKeys;
 use crate::clock::{Nanos, UnixTime};
 use crate::metrics::ProxyMetrics;
 use crate::quota::Quotas;
+use crate::report::ReportLedger;
 use crate::secrets::{SecretError, SecretResolver};
 use crate::upstream::Upstream;
 
@@ -32,6 +33,8 @@ pub struct ConfigBuilder {
     pub quotas: Arc<Quotas>,
     pub resolver: Arc<dyn SecretResolver>,
     pub metrics: Arc<ProxyMetrics>,
+    /// The report's counters: backends and (key, pool) pairs keep theirs across revisions.
+    pub ledger: Arc<ReportLedger>,
     pub refresh: RefreshPolicy,
     /// How long a new config waits for its new backends' credentials. Slower ones keep
     /// resolving in the background; their backends join as soon as they have one.
@@ -59,12 +62,14 @@ impl ConfigBuilder {
                     Some(endpoint) => endpoint,
                     None => {
                         let metrics = self.metrics.backend(pool.name.as_str(), spec.name.as_str());
+                        let attempts = self.ledger.attempt_counts(&pool.name, &spec.name);
                         let endpoint = Arc::new(BackendEndpoint::new(
                             spec,
                             self.upstream.clone(),
                             self.resolver.clone(),
                             self.refresh,
                             metrics,
+                            attempts,
                         ));
                         unresolved.push(endpoint.clone());
                         endpoint
@@ -72,12 +77,21 @@ impl ConfigBuilder {
                 };
                 backends.push(endpoint);
             }
+            // One cell per key in the keys' order (their slots), then the anonymous one.
+            let usage = snapshot
+                .client_keys
+                .iter()
+                .map(|key| Some(&key.id))
+                .chain([None])
+                .map(|key| self.ledger.usage_cell(key, &pool.name))
+                .collect();
             let runtime = PoolRuntime::new(
                 pool.name.clone(),
                 pool.strategy,
                 pool.retry,
                 pool.price,
                 backends,
+                usage,
             );
             pools.insert(pool.name.to_string(), Arc::new(runtime));
         }
@@ -105,6 +119,7 @@ impl ConfigBuilder {
             quotas: Arc::new(Quotas::new(false, Duration::from_millis(100))),
             resolver: Arc::new(crate::secrets::LocalSecrets),
             metrics,
+            ledger: Arc::new(ReportLedger::tracking()),
             refresh: RefreshPolicy::default(),
             resolve_budget: Duration::from_secs(1),
         }

@@ -21,6 +21,7 @@ use tonic::transport::{Channel, Endpoint};
 use crate::cache::{CacheWriter, SnapshotCache};
 use crate::config::ConfigBuilder;
 use crate::proxy::Proxy;
+use crate::report::Reporter;
 
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(10);
@@ -33,6 +34,8 @@ pub struct ControlPlaneClient {
     pub proxy: Arc<Proxy>,
     pub builder: Arc<ConfigBuilder>,
     pub cache: Option<SnapshotCache>,
+    /// Reports on each stream; `None` when they are off.
+    pub reporter: Option<Arc<Reporter>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +102,13 @@ impl ControlPlaneClient {
         tracing::info!(node.id = %self.node_id, revision, "connected to the control plane");
         self.proxy.metrics.control_plane_connected.set(1);
         *backoff = RECONNECT_MIN;
+        // Ends with the session, so the next stream's reports start again from sequence 1.
+        let _reporting = self.reporter.clone().map(|reporter| {
+            let (proxy, outbound) = (self.proxy.clone(), outbound.clone());
+            AbortOnDrop(tokio::spawn(
+                async move { reporter.run(proxy, outbound).await },
+            ))
+        });
         while let Some(update) = updates.message().await? {
             let reply = self.apply(update, cache).await;
             if outbound.send(message(reply)).await.is_err() {
@@ -154,6 +164,15 @@ fn jittered(backoff: Duration) -> Duration {
     Duration::from_millis(rand::random_range(millis / 2..=millis))
 }
 
+/// Stops a session's task when the session ends, however it ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// The proxy's half of the stream.
 struct Outbound(mpsc::Receiver<ProxyMessage>);
 
@@ -191,6 +210,7 @@ mod tests {
             )),
             builder: Arc::new(ConfigBuilder::for_tests(metrics)),
             cache: Some(SnapshotCache::in_dir(cache_dir)),
+            reporter: None,
         }
     }
 

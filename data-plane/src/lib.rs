@@ -22,6 +22,7 @@ pub mod metrics;
 mod models;
 pub mod proxy;
 pub mod quota;
+pub mod report;
 mod routing;
 pub mod secrets;
 mod server;
@@ -49,6 +50,7 @@ use crate::metrics::ProxyMetrics;
 use crate::proxy::{Proxy, ProxyOptions};
 use crate::quota::sync::QuotaSync;
 use crate::quota::{LocalCounts, Quotas, RedisCounts, SharedCounts};
+use crate::report::{ReportLedger, Reporter};
 use crate::secrets::{SecretResolver, Secrets};
 
 /// Where the proxy's config comes from.
@@ -69,7 +71,13 @@ pub struct ControlPlaneSource {
     /// Where the last applied snapshot is kept for restarts during an outage.
     pub cache_dir: Option<PathBuf>,
     pub tls: Option<ClientTls>,
+    /// How often backend states and per-key usage are reported on the stream (also soon
+    /// after a backend changes state); zero turns reports off.
+    pub report_interval: Duration,
 }
+
+/// `--report-interval-ms`'s default.
+pub const DEFAULT_REPORT_INTERVAL: Duration = Duration::from_secs(5);
 
 /// PEM material for the config stream over TLS.
 #[derive(Clone, Debug)]
@@ -162,11 +170,19 @@ impl DataPlane {
             config.quota.sync_interval,
             metrics.clone(),
         ));
+        // Counters are kept for reports only when a control plane will get them.
+        let ledger = Arc::new(match &config.source {
+            ConfigSource::ControlPlane(source) if !source.report_interval.is_zero() => {
+                ReportLedger::tracking()
+            }
+            _ => ReportLedger::untracked(),
+        });
         let builder = Arc::new(ConfigBuilder {
             upstream: upstream::Upstream::new(config.connect_timeout)?,
             quotas,
             resolver: resolver.clone(),
             metrics: metrics.clone(),
+            ledger,
             refresh: config.credential_refresh,
             resolve_budget: RESOLVE_BUDGET,
         });
@@ -298,6 +314,11 @@ async fn follow(
             Err(error) => tracing::warn!(%error, "ignoring the config cache"),
         }
     }
+    let reporter = Reporter::new(
+        source.report_interval,
+        builder.ledger.clone(),
+        proxy.metrics.clone(),
+    );
     Ok(ControlPlaneClient {
         endpoint,
         authorization,
@@ -305,5 +326,6 @@ async fn follow(
         proxy: proxy.clone(),
         builder,
         cache,
+        reporter: reporter.map(Arc::new),
     })
 }

@@ -28,6 +28,7 @@ use crate::headers::{strip_for_client, strip_for_upstream};
 use crate::metrics::ProxyMetrics;
 use crate::models;
 use crate::quota::{self, Admitted, Demand, Estimate, KeyRules, Refused};
+use crate::report::CallUsage;
 use crate::routing::{NoRoute, route};
 use crate::trace;
 use crate::upstream::UpstreamBody;
@@ -156,16 +157,24 @@ impl Proxy {
         if key.is_some_and(|k| !k.allows(&requested)) {
             return Err(ClientError::key_not_allowed(&requested).into_response());
         }
+        let usage = pool.usage(caller.map_or(config.keys.anonymous_slot(), |c| c.slot));
         let limits = caller.and_then(|c| c.rules.as_ref());
         let (quota, ask_for_usage) = match limits {
             None => (None, false),
             Some(rules) => {
-                let (admitted, ask_for_usage) = self
-                    .admit(rules, pool, &body)
-                    .map_err(|refused| self.refuse(rules, pool, &refused))?;
+                let (admitted, ask_for_usage) =
+                    self.admit(rules, pool, &body).map_err(|refused| {
+                        if let Some(usage) = usage {
+                            usage.rate_limited();
+                        }
+                        self.refuse(rules, pool, &refused)
+                    })?;
                 (Some(admitted), ask_for_usage)
             }
         };
+        if let Some(usage) = usage {
+            usage.admitted();
+        }
         let call = Arc::new(ClientCall {
             method: parts.method,
             style: route.style,
@@ -198,6 +207,10 @@ impl Proxy {
                     client_key,
                     span,
                     quota,
+                    usage: usage.map(|cell| CallUsage {
+                        cell: cell.clone(),
+                        price: pool.price,
+                    }),
                 },
             )),
             Err(error) => {
@@ -322,6 +335,8 @@ struct Observed<'a> {
     span: &'a tracing::Span,
     /// The client key's limits, holding this call's estimate until its usage is known.
     quota: Option<Admitted>,
+    /// Where the call's tokens are counted for the control plane's report.
+    usage: Option<CallUsage>,
 }
 
 /// The backend's response as it sent it (status, headers, body), tagged with who answered;
@@ -376,6 +391,7 @@ fn client_response(
             tokens,
             spans,
             observed.quota,
+            observed.usage,
             parts.status.is_success(),
         ),
     )));

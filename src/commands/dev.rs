@@ -11,7 +11,8 @@ use sluice_control_plane::store::{
 use sluice_control_plane::{ControlPlane, ControlPlaneConfig};
 use sluice_data_plane::proxy::ProxyOptions;
 use sluice_data_plane::{
-    ConfigSource, ControlPlaneSource, DataPlane, DataPlaneConfig, QuotaOptions,
+    ConfigSource, ControlPlaneSource, DEFAULT_REPORT_INTERVAL, DataPlane, DataPlaneConfig,
+    QuotaOptions,
 };
 use sluice_model::{Backend, Limits, Name, Pool, generate_client_secret};
 use sluice_testkit::mock_upstream::{MockConfig, MockHandle, MockUpstream};
@@ -108,6 +109,7 @@ impl DevArgs {
                 node_id: "dev-proxy".into(),
                 cache_dir: Some(self.data_dir.join("proxy-cache")),
                 tls: None,
+                report_interval: DEFAULT_REPORT_INTERVAL,
             }),
             options: ProxyOptions {
                 allow_anonymous: false,

@@ -39,6 +39,10 @@ pub struct ProxyArgs {
         default_value = "./.sluice/proxy-cache"
     )]
     cache_dir: PathBuf,
+    /// How often the proxy reports its backends' states and per-key usage to the control
+    /// plane (also soon after a backend changes state); 0 turns reports off.
+    #[arg(long, env = "SLUICE_REPORT_INTERVAL_MS", default_value_t = 5000)]
+    report_interval_ms: u64,
     /// PEM CA for a control plane served over https:// (system roots otherwise).
     #[arg(long, env = "SLUICE_CONTROL_PLANE_CA")]
     control_plane_ca: Option<PathBuf>,
@@ -216,6 +220,7 @@ impl ProxyArgs {
             node_id: self.node_id.clone().unwrap_or_else(default_node_id),
             cache_dir: Some(self.cache_dir.clone()),
             tls,
+            report_interval: Duration::from_millis(self.report_interval_ms),
         }))
     }
 }

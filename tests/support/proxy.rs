@@ -11,7 +11,8 @@ use sluice_data_plane::azure::AzureOptions;
 use sluice_data_plane::backend::RefreshPolicy;
 use sluice_data_plane::proxy::ProxyOptions;
 use sluice_data_plane::{
-    ClientTls, ConfigSource, ControlPlaneSource, DataPlane, DataPlaneConfig, QuotaOptions,
+    ClientTls, ConfigSource, ControlPlaneSource, DEFAULT_REPORT_INTERVAL, DataPlane,
+    DataPlaneConfig, QuotaOptions,
 };
 use sluice_testkit::mock_upstream::{MockConfig, MockHandle, MockUpstream};
 use tempfile::TempDir;
@@ -26,6 +27,8 @@ pub struct ProxySettings {
     pub refresh: RefreshPolicy,
     /// Redis for client-key limits; empty: counted in the proxy.
     pub redis_urls: Vec<String>,
+    /// How often a proxy following a control plane reports; the default when `None`.
+    pub report_interval: Option<Duration>,
 }
 
 pub struct TestProxy {
@@ -173,6 +176,7 @@ impl TestProxy {
             node_id: node_id.to_owned(),
             cache_dir: Some(cache_dir.to_owned()),
             tls,
+            report_interval: settings.report_interval.unwrap_or(DEFAULT_REPORT_INTERVAL),
         });
         Self::start_source(source, tempfile::tempdir().unwrap(), settings).await
     }

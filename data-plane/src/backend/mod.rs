@@ -20,6 +20,7 @@ use tower::load::{CompleteOnResponse, Load as _, PeakEwma};
 use crate::call::{CallStyle, ClientCall};
 use crate::clock::Nanos;
 use crate::metrics::{BackendMetrics, EjectionReason};
+use crate::report::AttemptCounts;
 use crate::secrets::SecretResolver;
 use crate::trace;
 use crate::upstream::{Upstream, UpstreamBody, UpstreamService};
@@ -60,6 +61,9 @@ pub struct BackendEndpoint {
     pub name_header: HeaderValue,
     pub health: Health,
     pub metrics: BackendMetrics,
+    /// Attempts and failures since the last report; the same counters as the previous
+    /// config's backend of that name, so a config change loses none.
+    pub attempts: Arc<AttemptCounts>,
     pub credential: CredentialSlot,
     resolver: Arc<dyn SecretResolver>,
     refresh: RefreshPolicy,
@@ -112,6 +116,7 @@ impl BackendEndpoint {
         resolver: Arc<dyn SecretResolver>,
         refresh: RefreshPolicy,
         metrics: BackendMetrics,
+        attempts: Arc<AttemptCounts>,
     ) -> Self {
         let decay_ns = EWMA_DECAY.as_nanos() as f64;
         Self {
@@ -120,6 +125,7 @@ impl BackendEndpoint {
             spec,
             health: Health::default(),
             metrics,
+            attempts,
             credential: CredentialSlot::unresolved(),
             resolver,
             refresh,
@@ -437,6 +443,7 @@ mod tests {
             Arc::new(LocalSecrets),
             RefreshPolicy::default(),
             ProxyMetrics::new().backend("p", "a"),
+            Arc::default(),
         );
         endpoint.refresh_credential().await;
         let call = ClientCall {

@@ -13,6 +13,7 @@ use tower::retry::budget::TpsBudget;
 
 use crate::backend::{BackendEndpoint, State};
 use crate::clock::Nanos;
+use crate::report::UsageCell;
 
 /// Why no backend could be picked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,6 +39,8 @@ pub struct PoolRuntime {
     /// What the pool's tokens cost, for client keys with a budget.
     pub price: Option<Price>,
     pub backends: Vec<Arc<BackendEndpoint>>,
+    /// Each client key's traffic on this pool, by [`crate::client_auth::Caller::slot`].
+    usage: Box<[Arc<UsageCell>]>,
     /// Bounds retries to a share of recent traffic so an outage doesn't multiply load.
     pub budget: TpsBudget,
     tiers: Vec<Tier>,
@@ -50,6 +53,7 @@ impl PoolRuntime {
         retry: RetryPolicy,
         price: Option<Price>,
         backends: Vec<Arc<BackendEndpoint>>,
+        usage: Box<[Arc<UsageCell>]>,
     ) -> Self {
         let mut priorities: Vec<u32> = backends.iter().map(|b| b.spec.priority).collect();
         priorities.sort_unstable();
@@ -84,10 +88,16 @@ impl PoolRuntime {
             retry,
             price,
             backends,
+            usage,
             // 10 s window, 10 retries per second always allowed, then 20% of requests.
             budget: TpsBudget::new(Duration::from_secs(10), 10, 0.2),
             tiers,
         }
+    }
+
+    /// The usage cell of the caller in `slot` (see [`crate::client_auth::ClientKeys`]).
+    pub fn usage(&self, slot: usize) -> Option<&Arc<UsageCell>> {
+        self.usage.get(slot)
     }
 
     /// Picks a backend for the next attempt: the best tier with an available backend not

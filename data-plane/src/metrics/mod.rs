@@ -164,6 +164,9 @@ pub struct ProxyMetrics {
     pub revision: Gauge,
     pub control_plane_connected: Gauge,
     pub seconds_since_update: Gauge<f64, std::sync::atomic::AtomicU64>,
+    pub reports_sent: Counter,
+    pub report_bytes: Counter,
+    pub reports_deferred: Counter,
 }
 
 /// Metric handles of one backend, ready for the hot path.
@@ -266,6 +269,9 @@ impl ProxyMetrics {
             revision: Gauge::default(),
             control_plane_connected: Gauge::default(),
             seconds_since_update: Gauge::default(),
+            reports_sent: Counter::default(),
+            report_bytes: Counter::default(),
+            reports_deferred: Counter::default(),
             registry: Registry::default(),
         };
         // (name, help, metric): one table, so each metric is declared once.
@@ -349,6 +355,21 @@ impl ProxyMetrics {
                 "sluice_config_age_seconds",
                 "Seconds since the proxy last applied a config",
                 metrics.seconds_since_update
+            ),
+            (
+                "sluice_reports_sent",
+                "Reports (backend states, per-key usage) handed to the config stream",
+                metrics.reports_sent
+            ),
+            (
+                "sluice_report_bytes",
+                "Encoded bytes of the reports handed to the config stream",
+                metrics.report_bytes
+            ),
+            (
+                "sluice_reports_deferred",
+                "Reports put off because the config stream's queue was full (their counts go in the next one)",
+                metrics.reports_deferred
             ),
         ];
         Self {
