@@ -1,7 +1,7 @@
-//! Proxies' reports on the config stream, against the real control plane in-process. The
-//! control plane does not keep reports yet, so what is checked here is the proxy's side:
-//! reports go out (its `sluice_reports_sent_total`), the stream they share with config
-//! updates keeps working, and a proxy with reports off sends none.
+//! Proxies' reports on the config stream, against the real control plane in-process: reports
+//! go out (the proxy's `sluice_reports_sent_total`), the stream they share with config updates
+//! keeps working, a proxy with reports off sends none, and what a proxy on one replica reports
+//! is what another replica shows as usage history and pool status.
 
 mod support;
 
@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use sluice_testkit::mock_upstream::Fault;
 use sluice_testkit::mock_upstream::MockHandle;
 use support::process::metric_value;
 use support::proxy::{ProxySettings, TestProxy, mock};
@@ -118,4 +119,97 @@ async fn reports_share_the_config_stream_and_stay_off_at_interval_zero() {
     // Connected as long as the other one, through the same traffic and changes.
     assert_eq!(metric(&silent, "sluice_reports_sent_total").await, 0.0);
     assert_eq!(metric(&silent, "sluice_report_bytes_total").await, 0.0);
+}
+
+/// A proxy on replica B carries traffic for a key; replica A (same Postgres) shows it in the
+/// usage history, and shows the backend the mock throttled as cooling in the pool's status.
+#[tokio::test]
+async fn traffic_through_a_proxy_on_one_replica_shows_on_the_other() {
+    let db = TestDatabase::postgres().await;
+    let url = db.url().to_owned();
+    let a = TestControlPlane::start(db).await;
+    let b = TestControlPlane::start_via(TestDatabase::sqlite(), url, Default::default()).await;
+    let (east, west) = (mock("east").await, mock("west").await);
+    let dir = tempfile::tempdir().unwrap();
+    let mut body = pool("gpt-4o", &east, dir.path());
+    let west_backend = pool("unused", &west, dir.path())["backends"][0].clone();
+    body["backends"].as_array_mut().unwrap().push(west_backend);
+    expect_status(a.post("/api/v1/pools", &body).await, 201).await;
+    let created = expect_status(a.post("/api/v1/keys", &json!({"id": "team-a"})).await, 201).await;
+    let key = created["secret"].as_str().unwrap().to_owned();
+    let proxy = follower(&b, "on-b", dir.path(), Duration::from_millis(100)).await;
+    eventually(Duration::from_secs(10), "the pool to be served", || {
+        serves(&proxy, &key, "gpt-4o")
+    })
+    .await;
+    for _ in 0..3 {
+        assert!(serves(&proxy, &key, "gpt-4o").await);
+    }
+
+    eventually(
+        Duration::from_secs(10),
+        "four calls in the usage history",
+        || async {
+            let usage =
+                expect_status(a.get("/api/v1/usage?key=team-a&group_by=hour").await, 200).await;
+            usage["totals"]["requests"] == 4
+        },
+    )
+    .await;
+    let usage = expect_status(a.get("/api/v1/usage?key=team-a").await, 200).await;
+    assert!(
+        usage["totals"]["input_tokens"].as_u64().unwrap() > 0,
+        "{usage}"
+    );
+    assert!(
+        usage["totals"]["output_tokens"].as_u64().unwrap() > 0,
+        "{usage}"
+    );
+    assert_eq!(usage["buckets"][0]["pool"], "gpt-4o");
+
+    let status = expect_status(a.get("/api/v1/pools/gpt-4o/status").await, 200).await;
+    assert_eq!(status["reporting_proxies"], 1, "{status}");
+    for backend in status["backends"].as_array().unwrap() {
+        assert_eq!(backend["proxies"]["available"], 1, "{status}");
+    }
+
+    east.inject(Fault::rate_limited(Duration::from_secs(60)))
+        .unwrap();
+    west.inject(Fault::rate_limited(Duration::from_secs(60)))
+        .unwrap();
+    // Round robin: within two calls each backend answers 429 once and cools down.
+    for _ in 0..2 {
+        let _ = serves(&proxy, &key, "gpt-4o").await;
+    }
+    eventually(
+        Duration::from_secs(10),
+        "both backends cooling in the fleet view",
+        || async {
+            let status = expect_status(a.get("/api/v1/pools/gpt-4o/status").await, 200).await;
+            status["backends"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|b| b["proxies"]["cooling"] == 1 && b["unavailable_until_soonest"].is_string())
+        },
+    )
+    .await;
+    // Traffic is written once a second, after the states.
+    eventually(
+        Duration::from_secs(10),
+        "the attempts and the 429s counted",
+        || async {
+            let status = expect_status(a.get("/api/v1/pools/gpt-4o/status").await, 200).await;
+            let sum = |field: &str| -> u64 {
+                status["backends"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|b| b["traffic"][field].as_u64().unwrap())
+                    .sum()
+            };
+            sum("requests") >= 6 && sum("errors") >= 2
+        },
+    )
+    .await;
 }

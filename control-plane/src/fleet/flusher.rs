@@ -1,7 +1,9 @@
-//! Writes what this replica's proxies reported into the fleet tables: soon after a change
-//! (a few milliseconds, to gather what arrives together), on a heartbeat that keeps
-//! connected proxies' `last_seen` fresh, and once more when the control plane stops. Also
-//! sweeps what retention no longer keeps.
+//! Writes what this replica's proxies reported into the fleet tables: a proxy's new state
+//! soon after it changed (a few milliseconds, to gather what arrives together), usage and
+//! traffic once a second (so the rows of many proxies' reports are added up in memory and
+//! written once), every connected proxy on a heartbeat that keeps its `last_seen` fresh, and
+//! everything once more when the control plane stops. Also sweeps what retention no longer
+//! keeps.
 
 use std::time::Duration;
 
@@ -18,6 +20,7 @@ const GATHER: Duration = Duration::from_millis(5);
 /// After a failed write, changes wait this long (heartbeats still retry).
 const AFTER_FAILURE: Duration = Duration::from_secs(1);
 const SWEEP_EVERY: Duration = Duration::from_secs(600);
+const COUNTS_EVERY: Duration = Duration::from_secs(1);
 /// Per-minute backend traffic is kept this long: pool status looks at the last minutes.
 const TRAFFIC_RETENTION_MS: i64 = 2 * 3_600_000;
 
@@ -50,6 +53,8 @@ async fn run(
 ) {
     let mut heartbeat = tokio::time::interval(settings.heartbeat());
     heartbeat.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut counts = tokio::time::interval(COUNTS_EVERY);
+    counts.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut hold_until = Instant::now();
@@ -57,16 +62,19 @@ async fn run(
         tokio::select! {
             () = registry.changed() => {
                 tokio::time::sleep_until(hold_until.max(Instant::now() + GATHER)).await;
-                if !flush(&store, &registry, false).await {
+                if !flush(&store, &registry, false, false).await {
                     hold_until = Instant::now() + AFTER_FAILURE;
                 }
             }
+            _ = counts.tick() => {
+                flush(&store, &registry, false, true).await;
+            }
             _ = heartbeat.tick() => {
-                flush(&store, &registry, true).await;
+                flush(&store, &registry, true, true).await;
             }
             _ = sweep.tick() => prune(&store, &settings).await,
             _ = &mut stopped => {
-                flush(&store, &registry, false).await;
+                flush(&store, &registry, false, true).await;
                 return;
             }
         }
@@ -74,8 +82,8 @@ async fn run(
 }
 
 /// `false` when the write failed; the batch is kept for the next one.
-async fn flush(store: &Store, registry: &ProxyRegistry, heartbeat: bool) -> bool {
-    let batch = registry.take_batch(heartbeat);
+async fn flush(store: &Store, registry: &ProxyRegistry, heartbeat: bool, counts: bool) -> bool {
+    let batch = registry.take_batch(heartbeat, counts);
     if batch.is_empty() {
         return true;
     }

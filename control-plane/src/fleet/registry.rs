@@ -201,8 +201,9 @@ impl ProxyRegistry {
     }
 
     /// What to write now: changed proxies (every connected one when `heartbeat`, which
-    /// refreshes their `last_seen`), ended streams, and the usage and traffic added up.
-    pub fn take_batch(&self, heartbeat: bool) -> FleetBatch {
+    /// refreshes their `last_seen`), ended streams, and, with `counts`, the usage and
+    /// traffic added up.
+    pub fn take_batch(&self, heartbeat: bool, counts: bool) -> FleetBatch {
         let now = unix_millis();
         let mut tracked = self.tracked();
         let mut proxies = Vec::new();
@@ -216,7 +217,11 @@ impl ProxyRegistry {
             }
         }
         let disconnects = std::mem::take(&mut tracked.disconnects);
-        let (usage, traffic) = tracked.pending.drain();
+        let (usage, traffic) = if counts {
+            tracked.pending.drain()
+        } else {
+            Default::default()
+        };
         FleetBatch {
             proxies,
             disconnects,
@@ -337,10 +342,10 @@ mod tests {
             "127.0.0.1:2",
             "the old stream does not remove the new"
         );
-        assert!(registry.take_batch(false).disconnects.is_empty());
+        assert!(registry.take_batch(false, true).disconnects.is_empty());
         drop(second);
         assert!(registry.list().is_empty());
-        assert_eq!(registry.take_batch(false).disconnects.len(), 1);
+        assert_eq!(registry.take_batch(false, true).disconnects.len(), 1);
     }
 
     #[test]
@@ -348,8 +353,8 @@ mod tests {
         let registry = ProxyRegistry::new("cp-a");
         let p1 = registry.register("p1", "a".into(), "v".into(), 0);
         let _p2 = registry.register("p2", "b".into(), "v".into(), 0);
-        assert_eq!(registry.take_batch(false).proxies.len(), 2);
-        assert!(registry.take_batch(false).is_empty());
+        assert_eq!(registry.take_batch(false, true).proxies.len(), 2);
+        assert!(registry.take_batch(false, true).is_empty());
         p1.reported(&proto::Report {
             revision: 7,
             backends: vec![
@@ -368,7 +373,9 @@ mod tests {
             ],
             ..Default::default()
         });
-        let batch = registry.take_batch(false);
+        let batch = registry.take_batch(false, false);
+        assert!(batch.traffic.is_empty(), "counts wait for their own flush");
+        assert_eq!(registry.take_batch(false, true).traffic.len(), 1);
         assert_eq!(batch.proxies.len(), 1);
         let reported = &batch.proxies[0];
         assert_eq!(reported.replica, "cp-a");
@@ -383,15 +390,14 @@ mod tests {
             }],
             "a state this control plane does not know is left out"
         );
-        assert_eq!(batch.traffic.len(), 1);
-        assert_eq!(registry.take_batch(true).proxies.len(), 2);
+        assert_eq!(registry.take_batch(true, true).proxies.len(), 2);
     }
 
     #[test]
     fn a_failed_batch_goes_out_again() {
         let registry = ProxyRegistry::new("cp-a");
         let p1 = registry.register("p1", "a".into(), "v".into(), 0);
-        drop(registry.take_batch(false));
+        drop(registry.take_batch(false, true));
         p1.reported(&proto::Report {
             usage: vec![proto::UsageReport {
                 client_key: "k".into(),
@@ -401,11 +407,11 @@ mod tests {
             }],
             ..Default::default()
         });
-        let failed = registry.take_batch(false);
+        let failed = registry.take_batch(false, true);
         assert_eq!(failed.usage.len(), 1);
         registry.restore(failed);
         drop(p1);
-        let retried = registry.take_batch(false);
+        let retried = registry.take_batch(false, true);
         assert_eq!(retried.usage[0].counts.requests, 2);
         assert_eq!(retried.disconnects.len(), 1);
         assert!(
