@@ -94,6 +94,26 @@ mod tests {
     use super::fixture;
     use crate::clock::Nanos;
 
+    /// One call of every key on every pool, each with `value` prompt and completion tokens,
+    /// and one failed attempt on every backend.
+    fn make_busy(config: &crate::config::RuntimeConfig, keys: usize, value: u64) {
+        let usage: crate::usage::Usage = serde_json::from_value(
+            serde_json::json!({"prompt_tokens": value, "completion_tokens": value}),
+        )
+        .unwrap();
+        for pool in config.pools.values() {
+            for slot in 0..keys {
+                let cell = pool.usage(slot).unwrap();
+                cell.admitted();
+                cell.rate_limited();
+                cell.consumed(&usage, None);
+            }
+            for endpoint in &pool.backends {
+                endpoint.attempts.record(true);
+            }
+        }
+    }
+
     /// A report with every backend of `pools` × `backends` and every (key, pool) pair busy,
     /// with `value` in every counter.
     async fn full_report(keys: usize, name_len: usize, value: u64) -> Report {
@@ -101,22 +121,7 @@ mod tests {
         let config = builder
             .build(fixture::snapshot(u64::MAX, 10, 5, keys, name_len), None)
             .await;
-        for pool in config.pools.values() {
-            for slot in 0..keys {
-                let cell = pool.usage(slot).unwrap();
-                // Raw counts: one call, then the rest added so every counter holds `value`.
-                cell.admitted();
-                cell.rate_limited();
-                let usage: crate::usage::Usage = serde_json::from_value(
-                    serde_json::json!({"prompt_tokens": value, "completion_tokens": value}),
-                )
-                .unwrap();
-                cell.consumed(&usage, None);
-            }
-            for endpoint in &pool.backends {
-                endpoint.attempts.record(true);
-            }
-        }
+        make_busy(&config, keys, value);
         let mut collector = ReportCollector::new(builder.ledger.clone(), u64::MAX);
         let mut report = collector.build(Some(&config), u64::MAX, Nanos::now(), u64::MAX);
         // Counters cannot be set to arbitrary values through the request path's methods.
@@ -157,6 +162,42 @@ mod tests {
         assert!(typical <= 64 * 1024, "{typical}");
         // Per usage row at most 2 × 63-byte names and 5 ten-byte varints with their tags.
         assert!(worst <= 200 * 1024, "{worst}");
+    }
+
+    /// What reports cost a proxy at 100 keys × 10 pools with every pair busy: building one
+    /// (taking 1,000 usage cells and 50 backends) and encoding it, per report and per minute
+    /// at the default interval. Printed for docs/fleet.md; run it with `--release` for the
+    /// figures there.
+    #[tokio::test]
+    async fn report_cpu_at_100_keys_by_10_pools() {
+        let builder = fixture::builder();
+        let config = builder
+            .build(fixture::snapshot(1, 10, 5, 100, 12), None)
+            .await;
+        let mut collector = ReportCollector::new(builder.ledger.clone(), 1);
+        let rounds = 50u32;
+        let mut spent = std::time::Duration::ZERO;
+        for round in 0..rounds {
+            make_busy(&config, 100, 1_000);
+            let started = std::time::Instant::now();
+            let report = collector.build(Some(&config), 1, Nanos::now(), u64::from(round));
+            let bytes = ProxyMessage {
+                kind: Some(Kind::Report(report)),
+            }
+            .encode_to_vec();
+            spent += started.elapsed();
+            assert!(
+                bytes.len() > 40_000,
+                "every pair is in the report: {}",
+                bytes.len()
+            );
+        }
+        let per_report = spent / rounds;
+        let per_minute = per_report * (60 / crate::DEFAULT_REPORT_INTERVAL.as_secs()) as u32;
+        println!(
+            "report CPU at 100 keys x 10 pools, all busy: {per_report:?} per report, \
+             {per_minute:?} per minute at the default interval"
+        );
     }
 
     /// The `ProxyMessage` of a control plane that predates reports.
