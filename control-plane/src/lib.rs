@@ -1,7 +1,8 @@
-//! Sluice's control plane: the config store (Postgres or SQLite), the admin REST API and the
-//! registry of connected proxies.
+//! Sluice's control plane: the config store (Postgres or SQLite), the admin REST API, the admin
+//! console and the registry of connected proxies.
 
 pub mod admin;
+pub mod console;
 pub mod distribution;
 pub mod proxies;
 pub mod quota_usage;

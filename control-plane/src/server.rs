@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use prometheus_client::encoding::prometheus_protobuf::{self, prometheus_data_model::MetricFamily};
 
 use crate::admin::{self, AdminAuth, AdminAuthError, AdminMetrics, AdminState};
+use crate::console::{self, ConsoleOptions};
 use crate::distribution::{self, GrpcServer, Snapshots};
 use crate::proxies::ProxyRegistry;
 use crate::quota_usage::UsageReader;
@@ -38,6 +39,8 @@ pub struct ControlPlaneConfig {
     /// The Redis the proxies share client-key limits through, for fleet-wide usage reports;
     /// without one each proxy counts alone and reports give windows only.
     pub redis_url: Option<String>,
+    /// The admin console at `/ui/`.
+    pub console: ConsoleOptions,
 }
 
 /// PEM material for the gRPC server.
@@ -113,6 +116,7 @@ impl ControlPlane {
         } else {
             AdminAuth::with_tokens(&config.admin_tokens)?
         };
+        let auth = Arc::new(auth);
         let proxy_tokens = TokenSet::new("proxy", &config.proxy_tokens)?;
         if proxy_tokens.is_empty() {
             return Err(StartError::NoProxyToken);
@@ -144,7 +148,11 @@ impl ControlPlane {
             snapshots: distribution::follow(&store),
             store,
             admin_listener,
-            admin_router: admin::router(state, auth),
+            admin_router: admin::router(state.clone(), auth.clone()).merge(console::router(
+                state,
+                auth,
+                config.console.clone(),
+            )),
             grpc_listener,
             grpc_tls: config.grpc_tls.as_ref().map(GrpcTls::server_config),
             proxy_tokens: Arc::new(proxy_tokens),

@@ -2,6 +2,7 @@
 //! port, and an HTTP client that speaks to it as an operator would.
 #![allow(dead_code)] // each test binary uses a different part of the kit
 
+pub mod console;
 pub mod database;
 pub mod logs;
 pub mod process;
@@ -69,6 +70,7 @@ pub fn test_config(database_url: String) -> ControlPlaneConfig {
         proxy_send_timeout: Duration::from_secs(10),
         store: StoreOptions::default(),
         redis_url: None,
+        console: Default::default(),
     }
 }
 

@@ -10,6 +10,7 @@ mod backends;
 mod error;
 mod keys;
 mod pools;
+mod sessions;
 mod snapshot;
 mod write;
 
@@ -26,6 +27,7 @@ pub use audit::AuditEntry;
 pub use error::{Resource, StoreError};
 pub use keys::{ClientKeyRecord, CreatedClientKey, KeyUpdate, NewClientKey};
 pub use pools::{PoolReplacement, Stored};
+pub use sessions::ConsoleSession;
 pub use write::NOTIFY_CHANNEL;
 
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
