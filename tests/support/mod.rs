@@ -2,6 +2,7 @@
 //! port, and an HTTP client that speaks to it as an operator would.
 #![allow(dead_code)] // each test binary uses a different part of the kit
 
+pub mod browser;
 pub mod console;
 pub mod database;
 pub mod logs;

@@ -591,7 +591,7 @@ mod tests {
             limits_from(&Form::parse(b"quota_tokens=lots"), &Limits::default()).unwrap_err();
         assert_eq!(problem.field, "quota_tokens");
         let problem = limits_from(
-            &Form::parse(b"budget_usd=1.0000001&budget_period=day"),
+            &Form::parse(b"budget_usd=-5&budget_period=day"),
             &Limits::default(),
         )
         .unwrap_err();

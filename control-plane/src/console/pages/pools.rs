@@ -165,11 +165,19 @@ pub(crate) struct BackendRow {
     pub weight: u32,
     pub priority: u32,
     pub enabled: bool,
+    /// The backend's ETag revision: edits apply only to the backend as the page showed it.
+    pub revision: u64,
 }
 
 impl BackendRow {
-    fn of(backend: &Backend) -> Self {
+    fn of(
+        Stored {
+            value: backend,
+            revision,
+        }: &Stored<Backend>,
+    ) -> Self {
         Self {
+            revision: *revision,
             name: backend.name.to_string(),
             url: backend.url.to_string(),
             kind: match backend.kind {
@@ -201,7 +209,7 @@ struct PoolPage {
     name: String,
     strategy: &'static str,
     price: Option<String>,
-    /// The pool's ETag revision: changes made from this page apply only to what it shows.
+    /// The pool's ETag revision (its last change, or any of its backends').
     revision: u64,
     backends: Vec<BackendRow>,
     /// A refused change to one backend: its name and why.
@@ -255,6 +263,10 @@ pub(crate) async fn pool_page(
         }
         Err(error) => return view::store_failure(&error),
     };
+    let backends = match state.admin.store.list_backends(&name).await {
+        Ok(backends) => backends,
+        Err(error) => return view::store_failure(&error),
+    };
     let pool = stored.value;
     view::render(
         view_state.status,
@@ -269,7 +281,7 @@ pub(crate) async fn pool_page(
             }),
             name: pool.name.to_string(),
             revision: stored.revision,
-            backends: pool.backends.iter().map(BackendRow::of).collect(),
+            backends: backends.iter().map(BackendRow::of).collect(),
             backend_problem: view_state.backend_problem,
             draft: view_state.draft,
         },
