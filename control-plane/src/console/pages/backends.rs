@@ -118,7 +118,7 @@ pub(crate) async fn create(
                 }
                 pool_page(&state, &visitor, &pool, refused(api.status(), problem)).await
             }
-            Err(page) => page,
+            Err(page) => *page,
         },
     }
 }
@@ -173,7 +173,7 @@ async fn edit(
         }
         Err(error) => match refusal(error) {
             Ok(api) => pool_page(state, visitor, pool, problem(api.detail().message.clone())).await,
-            Err(page) => page,
+            Err(page) => *page,
         },
     }
 }
@@ -267,7 +267,7 @@ pub(crate) async fn delete(
                 )
                 .await
             }
-            Err(page) => page,
+            Err(page) => *page,
         },
     }
 }

@@ -288,7 +288,7 @@ pub(crate) async fn create(
                 )
                 .await
             }
-            Err(page) => page,
+            Err(page) => *page,
         },
     }
 }
@@ -512,7 +512,7 @@ pub(crate) async fn update(
                 let problem = Problem::from_api(&api, key_field);
                 key_page(&state, &visitor, &id, refused(api.status(), problem)).await
             }
-            Err(page) => page,
+            Err(page) => *page,
         },
     }
 }
@@ -554,7 +554,7 @@ pub(crate) async fn revoke(
                 view::Failure::new("The key was not revoked", api.detail().message.clone())
                     .with_link(&format!("/ui/keys/{name}"), "Back to the key"),
             ),
-            Err(page) => page,
+            Err(page) => *page,
         },
     }
 }

@@ -26,7 +26,7 @@ pub(crate) fn see(location: &str) -> Response {
 
 /// A store error a form can show (a refusal about the request) as an API error, or the
 /// failure page for one it cannot (the database failing).
-pub(crate) fn refusal(error: StoreError) -> Result<ApiError, Response> {
+pub(crate) fn refusal(error: StoreError) -> Result<ApiError, Box<Response>> {
     if matches!(
         error,
         StoreError::Timeout(_)
@@ -37,7 +37,7 @@ pub(crate) fn refusal(error: StoreError) -> Result<ApiError, Response> {
             | StoreError::Migrate(_)
             | StoreError::UnsupportedUrl(_)
     ) {
-        Err(view::store_failure(&error))
+        Err(Box::new(view::store_failure(&error)))
     } else {
         Ok(ApiError::from(error))
     }

@@ -151,7 +151,7 @@ pub(crate) async fn create(
                 )
                 .await
             }
-            Err(page) => page,
+            Err(page) => *page,
         },
     }
 }
@@ -346,7 +346,7 @@ pub(crate) async fn delete(
                 view::Failure::new("The pool was not deleted", api.detail().message.clone())
                     .with_link(&format!("/ui/pools/{name}"), "Back to the pool"),
             ),
-            Err(page) => page,
+            Err(page) => *page,
         },
     }
 }
