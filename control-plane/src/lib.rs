@@ -1,7 +1,8 @@
-//! Sluice's control plane: the config store (Postgres or SQLite), the admin REST API and the
-//! fleet of proxies as they report.
+//! Sluice's control plane: the config store (Postgres or SQLite), the admin REST API, the admin
+//! console and the fleet of proxies as they report.
 
 pub mod admin;
+pub mod console;
 pub mod distribution;
 pub mod fleet;
 pub mod quota_usage;

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use prometheus_client::encoding::prometheus_protobuf::{self, prometheus_data_model::MetricFamily};
 
 use crate::admin::{self, AdminAuth, AdminAuthError, AdminMetrics, AdminState};
+use crate::console::{self, ConsoleOptions};
 use crate::distribution::{self, GrpcServer, Snapshots};
 use crate::fleet::{FleetSettings, Flusher, ProxyRegistry};
 use crate::quota_usage::UsageReader;
@@ -40,6 +41,8 @@ pub struct ControlPlaneConfig {
     pub redis_url: Option<String>,
     /// Proxy reports: this replica's name, liveness timeouts and usage retention.
     pub fleet: FleetSettings,
+    /// The admin console at `/ui/`.
+    pub console: ConsoleOptions,
 }
 
 /// PEM material for the gRPC server.
@@ -116,6 +119,7 @@ impl ControlPlane {
         } else {
             AdminAuth::with_tokens(&config.admin_tokens)?
         };
+        let auth = Arc::new(auth);
         let proxy_tokens = TokenSet::new("proxy", &config.proxy_tokens)?;
         if proxy_tokens.is_empty() {
             return Err(StartError::NoProxyToken);
@@ -148,7 +152,11 @@ impl ControlPlane {
             snapshots: distribution::follow(&store),
             store,
             admin_listener,
-            admin_router: admin::router(state, auth),
+            admin_router: admin::router(state.clone(), auth.clone()).merge(console::router(
+                state,
+                auth,
+                config.console.clone(),
+            )),
             grpc_listener,
             grpc_tls: config.grpc_tls.as_ref().map(GrpcTls::server_config),
             proxy_tokens: Arc::new(proxy_tokens),

@@ -50,6 +50,12 @@ impl TokenSet {
         self.tokens.is_empty()
     }
 
+    /// Whether a token with this id is still configured: a console session opened with a
+    /// token dies when the token is rotated away.
+    pub fn has_id(&self, id: &str) -> bool {
+        self.tokens.iter().any(|token| token.id == id)
+    }
+
     /// The id of the token `presented` is, if any. Every token is compared, so timing does
     /// not reveal which one matched.
     pub fn verify(&self, presented: &[u8]) -> Option<&str> {

@@ -5,6 +5,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 use sluice_control_plane::fleet::{FleetSettings, default_replica_name};
+use sluice_control_plane::console::ConsoleOptions;
 use sluice_control_plane::store::StoreOptions;
 use sluice_control_plane::{ControlPlane, ControlPlaneConfig, GrpcTls};
 
@@ -92,6 +93,33 @@ pub struct ControlPlaneArgs {
     #[arg(long, env = "SLUICE_USAGE_RETENTION_DAYS", default_value_t = 90,
           value_parser = clap::value_parser!(u64).range(1..=3650))]
     usage_retention_days: u64,
+    /// How long an admin console session lasts after sign-in, e.g. 12h, 30m or 90s; it also
+    /// ends at sign-out or when its admin token is no longer accepted.
+    #[arg(long, env = "SLUICE_CONSOLE_SESSION_TTL", default_value = "12h",
+          value_parser = parse_session_ttl)]
+    console_session_ttl: Duration,
+}
+
+/// `90s`, `30m`, `12h` or `7d`: between a minute and thirty days.
+fn parse_session_ttl(raw: &str) -> Result<Duration, String> {
+    let raw = raw.trim();
+    let split = raw.len().saturating_sub(1);
+    let (number, unit) = raw.split_at(split);
+    let seconds_per_unit = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 60 * 60,
+        "d" => 24 * 60 * 60,
+        _ => return Err("give a number with a unit: s, m, h or d, as in 12h".into()),
+    };
+    let seconds = number
+        .parse::<u64>()
+        .map_err(|_| "give a whole number with a unit: s, m, h or d, as in 12h".to_owned())?
+        .saturating_mul(seconds_per_unit);
+    if !(60..=30 * 24 * 60 * 60).contains(&seconds) {
+        return Err("sessions last between one minute and 30 days".into());
+    }
+    Ok(Duration::from_secs(seconds))
 }
 
 impl ControlPlaneArgs {
@@ -128,6 +156,9 @@ impl ControlPlaneArgs {
                 forget_after: Duration::from_secs(self.proxy_forget_after_secs),
                 usage_retention: Duration::from_secs(self.usage_retention_days * 86_400),
             },
+            console: ConsoleOptions {
+                session_ttl: self.console_session_ttl,
+            },
         };
         let control_plane = ControlPlane::bind(config)
             .await
@@ -139,5 +170,20 @@ impl ControlPlaneArgs {
         let served = control_plane.serve(shutdown::signal()).await;
         export.finish().await;
         served.context("control plane server failed")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn session_ttls_take_a_unit_and_stay_in_bounds() {
+        assert_eq!(parse_session_ttl("12h"), Ok(Duration::from_secs(43_200)));
+        assert_eq!(parse_session_ttl("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_session_ttl("7d"), Ok(Duration::from_secs(604_800)));
+        for bad in ["12", "h", "", "30s", "31d", "-1h", "1.5h"] {
+            assert!(parse_session_ttl(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -5,6 +5,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 use sluice_control_plane::fleet::FleetSettings;
+use sluice_control_plane::console::ConsoleOptions;
 use sluice_control_plane::store::{
     Actor, NewClientKey, PoolReplacement, Store, StoreError, StoreOptions,
 };
@@ -92,6 +93,7 @@ impl DevArgs {
                 replica: "dev".to_owned(),
                 ..FleetSettings::default()
             },
+            console: ConsoleOptions::default(),
         })
         .await
         .context("dev control plane failed to start")?;
@@ -133,6 +135,7 @@ impl DevArgs {
             "\nSluice dev is running (loopback only, no admin auth):\n  \
              proxy        http://{proxy}   (ops http://{ops}/metrics)\n  \
              admin API    http://{admin}   (try /api/v1/pools, /api/v1/proxies, /openapi.json)\n  \
+             console      http://{admin}/ui/\n  \
              backends     {backends}\n\n\
              Call the seeded pool '{POOL}' with the demo key (limited to {DEMO_RPM} requests and \
              {DEMO_TPM} tokens a minute: its x-ratelimit-* headers count down; see \

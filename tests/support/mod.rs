@@ -2,6 +2,8 @@
 //! port, and an HTTP client that speaks to it as an operator would.
 #![allow(dead_code)] // each test binary uses a different part of the kit
 
+pub mod browser;
+pub mod console;
 pub mod database;
 pub mod logs;
 pub mod process;
@@ -75,6 +77,7 @@ pub fn test_config(database_url: String) -> ControlPlaneConfig {
             replica: format!("replica-{}", REPLICAS.fetch_add(1, Ordering::Relaxed)),
             ..FleetSettings::default()
         },
+        console: Default::default(),
     }
 }
 

@@ -42,6 +42,26 @@ impl AdminAuth {
         Self { tokens: None }
     }
 
+    /// Whether authentication is off (`--insecure-no-admin-auth`).
+    pub(crate) fn is_disabled(&self) -> bool {
+        self.tokens.is_none()
+    }
+
+    /// The actor a bare token (as typed into the console's sign-in form) stands for.
+    pub(crate) fn verify_token(&self, presented: &[u8]) -> Option<Actor> {
+        match &self.tokens {
+            Some(tokens) => tokens.verify(presented).map(|id| Actor(id.to_owned())),
+            None => Some(Actor("anonymous".into())),
+        }
+    }
+
+    /// Whether the token behind `actor` is still accepted; false once it was rotated away.
+    pub(crate) fn still_accepts(&self, actor: &Actor) -> bool {
+        self.tokens
+            .as_ref()
+            .is_none_or(|tokens| tokens.has_id(&actor.0))
+    }
+
     /// The actor behind `authorization`, if it carries a configured token.
     fn authenticate(&self, authorization: Option<&[u8]>) -> Option<Actor> {
         let Some(tokens) = &self.tokens else {

@@ -47,7 +47,7 @@ fn is_json(headers: &HeaderMap) -> bool {
         || essence.to_ascii_lowercase().ends_with("+json")
 }
 
-fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     // serde would also build a struct from a JSON array of its fields; the API takes objects.
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     if first.is_some_and(|b| *b == b'[' || *b == b'"' || b.is_ascii_digit()) {

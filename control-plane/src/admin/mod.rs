@@ -27,6 +27,7 @@ use utoipa_axum::routes;
 pub use auth::{AdminAuth, AdminAuthError};
 pub use error::{ApiError, ErrorBody};
 pub use extract::BODY_LIMIT;
+pub(crate) use extract::parse_json;
 pub use metrics::AdminMetrics;
 pub use respond::{rfc3339, rfc3339_now};
 
@@ -62,7 +63,7 @@ struct ApiDoc;
 const ADMIN_SECURITY: &str = "admin_token";
 
 /// The admin API with its OpenAPI document.
-pub fn router(state: AdminState, auth: AdminAuth) -> Router {
+pub fn router(state: AdminState, auth: Arc<AdminAuth>) -> Router {
     let (api, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(pools::list, pools::create))
         .routes(routes!(pools::get, pools::replace, pools::delete))
@@ -78,10 +79,7 @@ pub fn router(state: AdminState, auth: AdminAuth) -> Router {
         .routes(routes!(config::audit))
         .split_for_parts();
     require_admin_token_in_doc(&mut doc);
-    let api = api.route_layer(middleware::from_fn_with_state(
-        Arc::new(auth),
-        auth::require_admin,
-    ));
+    let api = api.route_layer(middleware::from_fn_with_state(auth, auth::require_admin));
 
     let (operations, operations_doc) = OpenApiRouter::new()
         .routes(routes!(health::healthz))

@@ -11,6 +11,7 @@ mod error;
 mod fleet;
 mod keys;
 mod pools;
+mod sessions;
 mod snapshot;
 mod write;
 
@@ -31,6 +32,7 @@ pub use fleet::{
 };
 pub use keys::{ClientKeyRecord, CreatedClientKey, KeyUpdate, NewClientKey};
 pub use pools::{PoolReplacement, Stored};
+pub use sessions::ConsoleSession;
 pub use write::NOTIFY_CHANNEL;
 
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");
