@@ -50,16 +50,7 @@ async fn client_key(cp: &TestControlPlane) -> String {
 }
 
 async fn call(proxy: &TestProxy, key: &str, pool: &str) -> reqwest::Response {
-    proxy
-        .client
-        .post(proxy.url(&format!(
-            "/openai/deployments/{pool}/chat/completions?api-version=2024-10-21"
-        )))
-        .header("api-key", key)
-        .json(&json!({"messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap()
+    proxy.call_as(key, pool).await
 }
 
 async fn serves(proxy: &TestProxy, key: &str, pool: &str) -> bool {
@@ -158,10 +149,7 @@ async fn a_change_reaches_ten_proxies_within_milliseconds() {
 /// each over 20 writes (the figures in docs/architecture.md); asserts only that it happens.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_reaches_proxies_on_both_replicas_and_both_list_the_acks() {
-    let db = TestDatabase::postgres().await;
-    let url = db.url().to_owned();
-    let writer = TestControlPlane::start(db).await;
-    let other = TestControlPlane::start_via(TestDatabase::sqlite(), url, Default::default()).await;
+    let (writer, other) = support::replicas_on_postgres().await;
     let a = mock("a").await;
     let dir = tempfile::tempdir().unwrap();
     let mut proxies = Vec::new();

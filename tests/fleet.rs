@@ -139,10 +139,7 @@ async fn proxies(cp: &TestControlPlane) -> Value {
 /// on and the revision it applied; a proxy that stops shows as gone on the other replica.
 #[tokio::test]
 async fn every_replica_lists_the_whole_fleet() {
-    let db = TestDatabase::postgres().await;
-    let url = db.url().to_owned();
-    let a = TestControlPlane::start(db).await;
-    let b = TestControlPlane::start_via(TestDatabase::sqlite(), url, StoreOptions::default()).await;
+    let (a, b) = support::replicas_on_postgres().await;
     expect_status(
         a.post(
             "/api/v1/pools",
@@ -201,10 +198,7 @@ async fn every_replica_lists_the_whole_fleet() {
 /// hour and day (JSON and CSV, filtered by key and pool) and each backend's fleet state.
 #[tokio::test]
 async fn reports_become_usage_history_and_pool_status_on_every_replica() {
-    let db = TestDatabase::postgres().await;
-    let url = db.url().to_owned();
-    let a = TestControlPlane::start(db).await;
-    let b = TestControlPlane::start_via(TestDatabase::sqlite(), url, StoreOptions::default()).await;
+    let (a, b) = support::replicas_on_postgres().await;
     expect_status(
         a.post(
             "/api/v1/pools",

@@ -37,18 +37,7 @@ async fn follower(cp: &TestControlPlane, node: &str, dir: &Path, every: Duration
 }
 
 async fn serves(proxy: &TestProxy, key: &str, pool: &str) -> bool {
-    proxy
-        .client
-        .post(proxy.url(&format!(
-            "/openai/deployments/{pool}/chat/completions?api-version=2024-10-21"
-        )))
-        .header("api-key", key)
-        .json(&json!({"messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap()
-        .status()
-        == 200
+    proxy.call_as(key, pool).await.status() == 200
 }
 
 /// When the control plane's current session with `node` began.
@@ -125,10 +114,7 @@ async fn reports_share_the_config_stream_and_stay_off_at_interval_zero() {
 /// usage history, and shows the backend the mock throttled as cooling in the pool's status.
 #[tokio::test]
 async fn traffic_through_a_proxy_on_one_replica_shows_on_the_other() {
-    let db = TestDatabase::postgres().await;
-    let url = db.url().to_owned();
-    let a = TestControlPlane::start(db).await;
-    let b = TestControlPlane::start_via(TestDatabase::sqlite(), url, Default::default()).await;
+    let (a, b) = support::replicas_on_postgres().await;
     let (east, west) = (mock("east").await, mock("west").await);
     let dir = tempfile::tempdir().unwrap();
     let mut body = pool("gpt-4o", &east, dir.path());

@@ -195,6 +195,16 @@ impl TestControlPlane {
     }
 }
 
+/// Two control-plane replicas on one fresh Postgres, as production runs them.
+pub async fn replicas_on_postgres() -> (TestControlPlane, TestControlPlane) {
+    let db = TestDatabase::postgres().await;
+    let url = db.url().to_owned();
+    let first = TestControlPlane::start(db).await;
+    let second =
+        TestControlPlane::start_via(TestDatabase::sqlite(), url, StoreOptions::default()).await;
+    (first, second)
+}
+
 /// Asserts the status and returns the JSON body (or `Value::Null` for an empty body).
 pub async fn expect_status(response: Response, status: u16) -> Value {
     let actual = response.status().as_u16();

@@ -226,6 +226,19 @@ impl TestProxy {
             .json(&serde_json::json!({"messages": [{"role": "user", "content": "hello there"}]}))
     }
 
+    /// A chat call to `deployment` with the client key `key`.
+    pub async fn call_as(&self, key: &str, deployment: &str) -> reqwest::Response {
+        self.client
+            .post(self.url(&format!(
+                "/openai/deployments/{deployment}/chat/completions?api-version=2024-10-21"
+            )))
+            .header("api-key", key)
+            .json(&serde_json::json!({"messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub fn stream(&self, deployment: &str) -> reqwest::RequestBuilder {
         self.client
             .post(self.url(&format!(
