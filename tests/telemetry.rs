@@ -1,5 +1,6 @@
 //! OpenTelemetry end to end: the real `sluice proxy` binary, configured only through the
-//! standard `OTEL_*` variables, exporting to an in-process OTLP/gRPC receiver.
+//! standard `OTEL_*` variables, exporting to an in-process OTLP receiver over gRPC and over
+//! HTTP (`http/protobuf`).
 
 mod support;
 
@@ -9,12 +10,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sluice_testkit::mock_upstream::{Fault, MockHandle};
-use sluice_testkit::otlp::{OtlpReceiver, ReceivedSpan, SpanKind};
+use sluice_testkit::otlp::{OtlpReceiver, ReceivedSpan, SpanKind, Transport};
 use support::proxy::{CLIENT_KEY, mock};
 
 const WAIT: Duration = Duration::from_secs(15);
 const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";
+/// Sent with every export over HTTP, as a hosted backend's credentials would be.
+const OTLP_TOKEN: &str = "otlp-e2e-token";
 
 /// A `sluice proxy` process and the JSON log lines it wrote so far.
 struct ProxyProcess {
@@ -98,6 +101,22 @@ impl ProxyProcess {
         Self { child, addr, logs }
     }
 
+    /// SIGTERM, as Kubernetes sends it; waits for a clean exit.
+    async fn terminate(&mut self) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(sent.success());
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while tokio::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "exit status {status}");
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the proxy did not stop on SIGTERM");
+    }
+
     fn call(&self, stream: bool) -> reqwest::RequestBuilder {
         reqwest::Client::new()
             .post(format!(
@@ -124,23 +143,43 @@ struct Traced {
 }
 
 impl Traced {
-    /// Exports quickly to the receiver (batches every 100 ms, metrics every 200 ms).
-    async fn start() -> Self {
-        Self::start_with(&[
+    /// Exports quickly to the receiver over `transport` (batches every 100 ms, metrics every
+    /// 200 ms); over HTTP with an `authorization` header.
+    async fn start(transport: Transport) -> Self {
+        let fast = [
             ("OTEL_SERVICE_NAME", "sluice-e2e"),
             ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test"),
             ("OTEL_BSP_SCHEDULE_DELAY", "100"),
             ("OTEL_METRIC_EXPORT_INTERVAL", "200"),
-        ])
-        .await
+        ];
+        match transport {
+            Transport::Grpc => Self::start_with(&fast).await,
+            Transport::Http => {
+                let authorization = format!("authorization=Bearer%20{OTLP_TOKEN}");
+                let mut otel = vec![
+                    ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+                    ("OTEL_EXPORTER_OTLP_HEADERS", authorization.as_str()),
+                ];
+                otel.extend_from_slice(&fast);
+                Self::start_over(Transport::Http, &otel).await
+            }
+        }
     }
 
-    /// The receiver's endpoint plus `otel`.
+    /// The receiver's gRPC endpoint plus `otel`.
     async fn start_with(otel: &[(&str, &str)]) -> Self {
+        Self::start_over(Transport::Grpc, otel).await
+    }
+
+    /// The receiver's endpoint for `transport` plus `otel`.
+    async fn start_over(transport: Transport, otel: &[(&str, &str)]) -> Self {
         let receiver = OtlpReceiver::start().await;
         let (a, b) = (mock("a").await, mock("b").await);
         let dir = tempfile::tempdir().unwrap();
-        let endpoint = receiver.endpoint();
+        let endpoint = match transport {
+            Transport::Grpc => receiver.endpoint(),
+            Transport::Http => receiver.http_endpoint(),
+        };
         let mut env = vec![("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str())];
         env.extend_from_slice(otel);
         let proxy = ProxyProcess::start(dir.path(), &a, &b, &env);
@@ -169,16 +208,42 @@ fn reported_usage(body: &str) -> (i64, i64) {
     )
 }
 
+/// Everything arrived over `transport`; over HTTP with the configured header, which the
+/// proxy never logs.
+fn assert_exported_over(receiver: &OtlpReceiver, proxy: &ProxyProcess, transport: Transport) {
+    let other = match transport {
+        Transport::Grpc => Transport::Http,
+        Transport::Http => Transport::Grpc,
+    };
+    assert!(receiver.export_count_over(transport) > 0);
+    assert_eq!(receiver.export_count_over(other), 0);
+    if transport == Transport::Http {
+        assert_eq!(
+            receiver
+                .last_headers()
+                .get("authorization")
+                .map(String::as_str),
+            Some(format!("Bearer {OTLP_TOKEN}").as_str())
+        );
+        let logs = proxy.logs.lock().unwrap();
+        assert!(
+            logs.iter()
+                .all(|event| !event.to_string().contains(OTLP_TOKEN)),
+            "the OTLP header's value is logged"
+        );
+    }
+}
+
 /// One retried call: the server span continues the client's trace, has two attempt spans
 /// with the GenAI and Sluice attributes and the token counts the backend reported.
-async fn a_retried_call_is_traced(stream: bool) {
+async fn a_retried_call_is_traced(stream: bool, transport: Transport) {
     let Traced {
         receiver,
         a,
         b,
         proxy,
         _dir,
-    } = Traced::start().await;
+    } = Traced::start(transport).await;
 
     a.inject(Fault::status(500).once()).unwrap();
     let response = proxy.call(stream).send().await.unwrap();
@@ -262,6 +327,7 @@ async fn a_retried_call_is_traced(stream: bool) {
         .find(|event| event["message"] == "retrying on another backend")
         .expect("the retry is logged at debug");
     assert_eq!(retry_log["span"]["trace_id"], CLIENT_TRACE, "{retry_log}");
+    assert_exported_over(&receiver, &proxy, transport);
 }
 
 fn one(spans: &[ReceivedSpan], matches: impl Fn(&ReceivedSpan) -> bool) -> ReceivedSpan {
@@ -272,17 +338,33 @@ fn one(spans: &[ReceivedSpan], matches: impl Fn(&ReceivedSpan) -> bool) -> Recei
 
 #[tokio::test]
 async fn a_retried_call_yields_a_server_span_with_two_attempt_spans() {
-    a_retried_call_is_traced(false).await;
+    a_retried_call_is_traced(false, Transport::Grpc).await;
 }
 
 #[tokio::test]
 async fn a_retried_stream_yields_a_server_span_with_two_attempt_spans() {
-    a_retried_call_is_traced(true).await;
+    a_retried_call_is_traced(true, Transport::Grpc).await;
+}
+
+/// The same spans over OTLP/HTTP (`http/protobuf`), from the SDK's batch thread through the
+/// exporter's blocking client.
+#[tokio::test]
+async fn a_retried_stream_is_traced_over_http_protobuf() {
+    a_retried_call_is_traced(true, Transport::Http).await;
+}
+
+#[tokio::test]
+async fn metrics_arrive_with_the_prometheus_names() {
+    metrics_arrive(Transport::Grpc).await;
+}
+
+#[tokio::test]
+async fn metrics_arrive_over_http_protobuf() {
+    metrics_arrive(Transport::Http).await;
 }
 
 /// Metrics reach the receiver with the names `/metrics` shows and the values of the traffic.
-#[tokio::test]
-async fn metrics_arrive_with_the_prometheus_names() {
+async fn metrics_arrive(transport: Transport) {
     let Traced {
         receiver,
         a,
@@ -290,7 +372,7 @@ async fn metrics_arrive_with_the_prometheus_names() {
         // Held, not used: dropping them would stop the backend and remove the config.
         b: _b,
         _dir,
-    } = Traced::start().await;
+    } = Traced::start(transport).await;
 
     a.inject(Fault::status(500).once()).unwrap();
     let mut output_tokens = 0;
@@ -344,6 +426,43 @@ async fn metrics_arrive_with_the_prometheus_names() {
     ] {
         receiver.wait_for_metric(name, |_| true, WAIT).await;
     }
+    assert_exported_over(&receiver, &proxy, transport);
+}
+
+/// Over HTTP too, what is still buffered at SIGTERM goes out before the process exits: the
+/// batch thread's last export and the metrics' final push.
+#[tokio::test]
+async fn shutdown_flushes_spans_and_metrics_over_http_protobuf() {
+    let authorization = format!("authorization=Bearer%20{OTLP_TOKEN}");
+    let Traced {
+        receiver,
+        mut proxy,
+        // Held, not used: dropping them would stop the backends and remove the config.
+        a: _a,
+        b: _b,
+        _dir,
+    } = Traced::start_over(
+        Transport::Http,
+        &[
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_HEADERS", authorization.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "60000"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "60000"),
+        ],
+    )
+    .await;
+    assert_eq!(proxy.call(false).send().await.unwrap().status(), 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.export_count(), 0, "nothing is due before a minute");
+
+    proxy.terminate().await;
+    let spans = receiver.spans();
+    assert!(
+        spans.iter().any(|s| s.kind == SpanKind::Server),
+        "{spans:#?}"
+    );
+    assert!(receiver.metric("sluice_upstream_responses_total").is_some());
+    assert_exported_over(&receiver, &proxy, Transport::Http);
 }
 
 /// With the exporters switched off nothing is sent, even with an endpoint configured.

@@ -1,4 +1,4 @@
-//! The metrics registries of both planes, pushed over OTLP/gRPC under the same names as the
+//! The metrics registries of both planes, pushed over OTLP (gRPC or HTTP) under the same names as the
 //! Prometheus text on `/metrics`.
 //!
 //! The registries stay the single source: an exporter task reads them every
@@ -10,6 +10,7 @@ pub mod config;
 pub mod convert;
 pub mod exporter;
 pub mod otel_env;
+mod transport;
 
 pub use config::MetricsExportConfig;
 pub use exporter::{MetricsExporter, MetricsSource};

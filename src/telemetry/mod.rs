@@ -2,6 +2,7 @@
 //! follow the standard `OTEL_*` variables and are off unless an OTLP endpoint is configured.
 
 pub mod metrics_export;
+pub mod otlp_target;
 mod traces;
 
 use anyhow::Context as _;
@@ -20,11 +21,17 @@ pub struct Telemetry {
 /// Sets up logging and, when configured, span export. Call once, inside the runtime.
 pub fn init(log: &LogArgs) -> anyhow::Result<Telemetry> {
     let env = OtelEnv::from_process();
-    let tracer = traces::provider(&env).context("OTEL_* trace settings")?;
-    logging::init(log, tracer.as_ref())?;
-    if tracer.is_some() {
-        tracing::info!("exporting traces over OTLP");
-    }
+    let traces = traces::provider(&env).context("OTEL_* trace settings")?;
+    let tracer = traces.as_ref().map(|(provider, _)| provider);
+    logging::init(log, tracer)?;
+    let tracer = traces.map(|(provider, target)| {
+        tracing::info!(
+            endpoint = %target.endpoint,
+            protocol = %target.protocol,
+            "exporting traces over OTLP"
+        );
+        provider
+    });
     Ok(Telemetry { env, tracer })
 }
 

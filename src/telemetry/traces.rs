@@ -1,23 +1,26 @@
-//! Span export over OTLP/gRPC, configured by the standard `OTEL_*` variables. The exporter
-//! reads its endpoint, headers and timeout itself; the SDK reads the sampler
-//! (`OTEL_TRACES_SAMPLER[_ARG]`) and batching (`OTEL_BSP_*`).
+//! Span export over OTLP, gRPC or HTTP (`http/protobuf`), configured by the standard
+//! `OTEL_*` variables. The SDK reads the sampler (`OTEL_TRACES_SAMPLER[_ARG]`) and batching
+//! (`OTEL_BSP_*`).
+//!
+//! The batch processor exports from its own thread, outside any tokio runtime: the gRPC
+//! exporter hands its calls to the runtime it was built in, and the HTTP exporter uses
+//! reqwest's blocking client, which runs its own runtime.
 
 use opentelemetry::propagation::TextMapCompositePropagator;
-use opentelemetry_otlp::SpanExporter;
+use opentelemetry_otlp::{SpanExporter, WithExportConfig as _};
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
 use opentelemetry_sdk::trace::SdkTracerProvider;
 
 use super::metrics_export::OtelEnv;
-use super::metrics_export::config::{ENDPOINT, PROTOCOL, resource};
+use super::metrics_export::config::resource;
+use super::otlp_target::{ENDPOINT, OtlpTarget, Protocol, TRACES, TargetError};
 
 const TRACES_EXPORTER: &str = "OTEL_TRACES_EXPORTER";
-const TRACES_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT";
-const TRACES_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TracesError {
-    #[error("{var}={value:?}: only OTLP over gRPC (\"grpc\") is supported")]
-    Protocol { var: &'static str, value: String },
+    #[error(transparent)]
+    Target(#[from] TargetError),
     #[error("cannot set up the OTLP span exporter")]
     Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
 }
@@ -25,31 +28,42 @@ pub enum TracesError {
 /// Traces are exported when `OTEL_TRACES_EXPORTER` names `otlp`, or when it is unset and an
 /// OTLP endpoint is configured, as with metrics; never with `OTEL_SDK_DISABLED=true`.
 pub fn wanted(env: &OtelEnv) -> bool {
-    env.exports_otlp(TRACES_EXPORTER, &[TRACES_ENDPOINT, ENDPOINT])
+    env.exports_otlp(TRACES_EXPORTER, &[TRACES.endpoint, ENDPOINT])
 }
 
-/// The tracer provider when traces are wanted; also installs the W3C propagators that read
-/// `traceparent` from clients and write it to backends. Call inside a tokio runtime.
-pub fn provider(env: &OtelEnv) -> Result<Option<SdkTracerProvider>, TracesError> {
+/// The tracer provider and where it exports, when traces are wanted; also installs the W3C
+/// propagators that read `traceparent` from clients and write it to backends. Call inside a
+/// tokio runtime.
+pub fn provider(env: &OtelEnv) -> Result<Option<(SdkTracerProvider, OtlpTarget)>, TracesError> {
     if !wanted(env) {
         return Ok(None);
     }
-    if let Some((var, value)) = env.non_grpc_protocol(&[TRACES_PROTOCOL, PROTOCOL]) {
-        return Err(TracesError::Protocol {
-            var,
-            value: value.to_owned(),
-        });
-    }
-    let exporter = SpanExporter::builder().with_tonic().build()?;
+    let target = OtlpTarget::from_env(env, &TRACES)?;
     let provider = SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
+        .with_batch_exporter(exporter(&target)?)
         .with_resource(resource(env))
         .build();
     opentelemetry::global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
         Box::new(TraceContextPropagator::new()),
         Box::new(BaggagePropagator::new()),
     ]));
-    Ok(Some(provider))
+    Ok(Some((provider, target)))
+}
+
+/// Both exporters read the headers (`OTEL_EXPORTER_OTLP_[TRACES_]HEADERS`) from the process
+/// environment themselves, after anything passed in, so they are not passed; the target has
+/// already checked them. The gRPC exporter reads its endpoint and timeout the same way, as it
+/// always has.
+fn exporter(target: &OtlpTarget) -> Result<SpanExporter, opentelemetry_otlp::ExporterBuildError> {
+    match target.protocol {
+        Protocol::Grpc => SpanExporter::builder().with_tonic().build(),
+        Protocol::HttpProtobuf => SpanExporter::builder()
+            .with_http()
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .with_endpoint(&target.endpoint)
+            .with_timeout(target.timeout)
+            .build(),
+    }
 }
 
 #[cfg(test)]
@@ -61,7 +75,7 @@ mod tests {
         let env = |vars: &[(&str, &str)]| OtelEnv::from_vars(vars.iter().copied());
         assert!(!wanted(&env(&[])), "off by default");
         assert!(wanted(&env(&[(ENDPOINT, "http://collector:4317")])));
-        assert!(wanted(&env(&[(TRACES_ENDPOINT, "http://collector:4317")])));
+        assert!(wanted(&env(&[(TRACES.endpoint, "http://collector:4317")])));
         assert!(!wanted(&env(&[
             (ENDPOINT, "http://collector:4317"),
             (TRACES_EXPORTER, "none")
@@ -74,12 +88,15 @@ mod tests {
     }
 
     #[test]
-    fn other_protocols_are_refused_with_the_variable_named() {
+    fn http_json_is_refused_with_the_variable_named() {
         let env = OtelEnv::from_vars([
             (ENDPOINT, "http://collector:4318"),
-            (PROTOCOL, "http/protobuf"),
+            (TRACES.protocol, "http/json"),
         ]);
         let error = provider(&env).unwrap_err().to_string();
-        assert!(error.contains("OTEL_EXPORTER_OTLP_PROTOCOL"), "{error}");
+        assert!(
+            error.starts_with("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=\"http/json\""),
+            "{error}"
+        );
     }
 }

@@ -1,83 +1,58 @@
 //! Whether, where and how often metrics are pushed, from the standard `OTEL_*` variables.
 
 use std::fmt;
-use std::str::FromStr;
 use std::time::Duration;
 
 use opentelemetry::KeyValue;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::resource::TelemetryResourceDetector;
-use tonic::metadata::{AsciiMetadataKey, AsciiMetadataValue, MetadataMap};
 
-use super::otel_env::{KeyValueError, OtelEnv, parse_key_values};
+use super::otel_env::{OtelEnv, parse_key_values};
+use crate::telemetry::otlp_target::{ENDPOINT, METRICS, OtlpTarget, TargetError, milliseconds};
 
 pub const SDK_DISABLED: &str = "OTEL_SDK_DISABLED";
 pub const METRICS_EXPORTER: &str = "OTEL_METRICS_EXPORTER";
-pub const METRICS_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT";
-pub const ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
-pub const METRICS_PROTOCOL: &str = "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL";
-pub const PROTOCOL: &str = "OTEL_EXPORTER_OTLP_PROTOCOL";
-pub const METRICS_TIMEOUT: &str = "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT";
-pub const TIMEOUT: &str = "OTEL_EXPORTER_OTLP_TIMEOUT";
-pub const METRICS_HEADERS: &str = "OTEL_EXPORTER_OTLP_METRICS_HEADERS";
-pub const HEADERS: &str = "OTEL_EXPORTER_OTLP_HEADERS";
 pub const EXPORT_INTERVAL: &str = "OTEL_METRIC_EXPORT_INTERVAL";
 pub const SERVICE_NAME: &str = "OTEL_SERVICE_NAME";
 pub const RESOURCE_ATTRIBUTES: &str = "OTEL_RESOURCE_ATTRIBUTES";
 
-/// The spec's defaults: a local collector's gRPC port, a minute, ten seconds.
-pub const DEFAULT_ENDPOINT: &str = "http://localhost:4317";
+/// The spec's default: a minute.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_millis(60_000);
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(10_000);
 pub const DEFAULT_SERVICE_NAME: &str = "sluice";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{var}={value:?} is not a positive number of milliseconds")]
-    Milliseconds { var: &'static str, value: String },
-    #[error("{var}={value:?}: only OTLP over gRPC (\"grpc\") is supported")]
-    Protocol { var: &'static str, value: String },
-    #[error("{var}={value:?} is not an http:// or https:// URL")]
-    Endpoint { var: &'static str, value: String },
-    #[error("{var} is malformed")]
-    Headers {
-        var: &'static str,
-        #[source]
-        source: KeyValueError,
-    },
-    /// Neither the value nor the key's position is shown: values may be credentials.
-    #[error("{var}: {key:?} cannot be sent as a gRPC header")]
-    Header { var: &'static str, key: String },
+    #[error(transparent)]
+    Target(#[from] TargetError),
     #[error("TLS for the OTLP endpoint {endpoint}")]
     Tls {
         endpoint: String,
         #[source]
         source: tonic::transport::Error,
     },
+    #[error("cannot set up the HTTP client for {endpoint}")]
+    HttpClient {
+        endpoint: String,
+        #[source]
+        source: reqwest::Error,
+    },
 }
 
-/// Where and how often the metrics registries are pushed over OTLP/gRPC.
+/// Where and how often the metrics registries are pushed over OTLP.
 #[derive(Clone)]
 pub struct MetricsExportConfig {
-    /// `http://host:port` or `https://host:port` of an OTLP/gRPC receiver.
-    pub endpoint: String,
+    pub target: OtlpTarget,
     pub interval: Duration,
-    /// For one export, connecting included.
-    pub timeout: Duration,
-    /// Sent with every export (credentials of a hosted collector, typically).
-    pub headers: MetadataMap,
     pub resource: Resource,
 }
 
 impl MetricsExportConfig {
-    /// The spec's defaults for `endpoint`, with `resource`.
+    /// Pushes to `target` on the spec's default interval, with `resource`.
     #[cfg(test)]
-    pub fn new(endpoint: impl Into<String>, resource: Resource) -> Self {
+    pub fn new(target: OtlpTarget, resource: Resource) -> Self {
         Self {
-            endpoint: endpoint.into(),
+            target,
             interval: DEFAULT_INTERVAL,
-            timeout: DEFAULT_TIMEOUT,
-            headers: MetadataMap::new(),
             resource,
         }
     }
@@ -89,39 +64,23 @@ impl MetricsExportConfig {
     /// the scrape endpoints, which are always on. `OTEL_SDK_DISABLED=true` turns it off.
     /// Temporality is always cumulative: the registries hold running totals.
     pub fn from_env(env: &OtelEnv) -> Result<Option<Self>, ConfigError> {
-        if !env.exports_otlp(METRICS_EXPORTER, &[METRICS_ENDPOINT, ENDPOINT]) {
+        if !env.exports_otlp(METRICS_EXPORTER, &[METRICS.endpoint, ENDPOINT]) {
             return Ok(None);
         }
-        if let Some((var, value)) = env.non_grpc_protocol(&[METRICS_PROTOCOL, PROTOCOL]) {
-            return Err(ConfigError::Protocol {
-                var,
-                value: value.to_owned(),
-            });
-        }
-        let endpoint = env.first(&[METRICS_ENDPOINT, ENDPOINT]);
-        let endpoint = match endpoint {
-            Some((var, value)) => valid_endpoint(var, value)?,
-            None => DEFAULT_ENDPOINT.to_owned(),
-        };
         Ok(Some(Self {
-            endpoint,
+            target: OtlpTarget::from_env(env, &METRICS)?,
             interval: milliseconds(env, &[EXPORT_INTERVAL])?.unwrap_or(DEFAULT_INTERVAL),
-            timeout: milliseconds(env, &[METRICS_TIMEOUT, TIMEOUT])?.unwrap_or(DEFAULT_TIMEOUT),
-            headers: headers(env)?,
             resource: resource(env),
         }))
     }
 }
 
-/// Header values are left out: they are usually credentials.
+/// Header values are left out (by [`OtlpTarget`]'s `Debug`): they are usually credentials.
 impl fmt::Debug for MetricsExportConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let header_names: Vec<_> = self.headers.keys().collect();
         f.debug_struct("MetricsExportConfig")
-            .field("endpoint", &self.endpoint)
+            .field("target", &self.target)
             .field("interval", &self.interval)
-            .field("timeout", &self.timeout)
-            .field("headers", &header_names)
             .field("resource", &self.resource)
             .finish()
     }
@@ -160,56 +119,12 @@ pub fn resource(env: &OtelEnv) -> Resource {
         .build()
 }
 
-fn valid_endpoint(var: &'static str, value: &str) -> Result<String, ConfigError> {
-    let invalid = || ConfigError::Endpoint {
-        var,
-        value: value.to_owned(),
-    };
-    let uri = tonic::transport::Uri::from_str(value).map_err(|_| invalid())?;
-    match (uri.scheme_str(), uri.host()) {
-        (Some("http" | "https"), Some(_)) => Ok(value.to_owned()),
-        _ => Err(invalid()),
-    }
-}
-
-fn milliseconds(env: &OtelEnv, vars: &[&'static str]) -> Result<Option<Duration>, ConfigError> {
-    let Some((var, value)) = env.first(vars) else {
-        return Ok(None);
-    };
-    match value.parse::<u64>() {
-        Ok(millis) if millis > 0 => Ok(Some(Duration::from_millis(millis))),
-        _ => Err(ConfigError::Milliseconds {
-            var,
-            value: value.to_owned(),
-        }),
-    }
-}
-
-/// The signal's own variable replaces the general one (they are not merged), as the spec says.
-fn headers(env: &OtelEnv) -> Result<MetadataMap, ConfigError> {
-    let mut headers = MetadataMap::new();
-    let Some((var, list)) = env.first(&[METRICS_HEADERS, HEADERS]) else {
-        return Ok(headers);
-    };
-    let pairs = parse_key_values(list).map_err(|source| ConfigError::Headers { var, source })?;
-    for (key, value) in pairs {
-        let invalid = || ConfigError::Header {
-            var,
-            key: key.clone(),
-        };
-        // gRPC metadata keys are lowercase; HTTP header names are case-insensitive.
-        let name = AsciiMetadataKey::from_str(&key.to_ascii_lowercase()).map_err(|_| invalid())?;
-        let value = AsciiMetadataValue::try_from(value.as_str()).map_err(|_| invalid())?;
-        headers.append(name, value);
-    }
-    Ok(headers)
-}
-
 #[cfg(test)]
 mod tests {
     use opentelemetry::Key;
 
     use super::*;
+    use crate::telemetry::otlp_target::{HEADERS, PROTOCOL, Protocol, TIMEOUT};
 
     fn config(vars: &[(&str, &str)]) -> Result<Option<MetricsExportConfig>, ConfigError> {
         MetricsExportConfig::from_env(&OtelEnv::from_vars(vars.iter().copied()))
@@ -249,33 +164,47 @@ mod tests {
     #[test]
     fn the_otlp_exporter_alone_uses_the_spec_defaults() {
         let config = enabled(&[(METRICS_EXPORTER, "console, otlp")]);
-        assert_eq!(config.endpoint, "http://localhost:4317");
+        assert_eq!(config.target.protocol, Protocol::Grpc);
+        assert_eq!(config.target.endpoint, "http://localhost:4317");
         assert_eq!(config.interval, Duration::from_secs(60));
-        assert_eq!(config.timeout, Duration::from_secs(10));
-        assert!(config.headers.is_empty());
+        assert_eq!(config.target.timeout, Duration::from_secs(10));
+        assert!(config.target.headers.is_empty());
     }
 
     #[test]
     fn signal_specific_variables_win() {
         let config = enabled(&[
             (ENDPOINT, "http://general:4317"),
-            (METRICS_ENDPOINT, "https://metrics.example:4317"),
+            (METRICS.endpoint, "https://metrics.example:4317"),
             (TIMEOUT, "5000"),
-            (METRICS_TIMEOUT, "2500"),
+            (METRICS.timeout, "2500"),
             (HEADERS, "x-general=1"),
-            (METRICS_HEADERS, "Api-Key=s3cr%3Dt,x-tenant=gw"),
+            (METRICS.headers, "Api-Key=s3cr%3Dt,x-tenant=gw"),
             (EXPORT_INTERVAL, "15000"),
         ]);
-        assert_eq!(config.endpoint, "https://metrics.example:4317");
-        assert_eq!(config.timeout, Duration::from_millis(2500));
+        assert_eq!(config.target.endpoint, "https://metrics.example:4317");
+        assert_eq!(config.target.timeout, Duration::from_millis(2500));
         assert_eq!(config.interval, Duration::from_secs(15));
-        assert_eq!(config.headers.get("api-key").unwrap(), "s3cr=t");
-        assert_eq!(config.headers.get("x-tenant").unwrap(), "gw");
-        assert!(config.headers.get("x-general").is_none());
+        assert_eq!(config.target.headers["api-key"], "s3cr=t");
+        assert_eq!(config.target.headers["x-tenant"], "gw");
+        assert!(!config.target.headers.contains_key("x-general"));
         let shown = format!("{config:?}");
         assert!(
             shown.contains("api-key") && !shown.contains("s3cr"),
             "{shown}"
+        );
+    }
+
+    #[test]
+    fn http_protobuf_posts_to_the_metrics_path() {
+        let config = enabled(&[
+            (ENDPOINT, "https://otlp.example.com/"),
+            (PROTOCOL, "http/protobuf"),
+        ]);
+        assert_eq!(config.target.protocol, Protocol::HttpProtobuf);
+        assert_eq!(
+            config.target.endpoint,
+            "https://otlp.example.com/v1/metrics"
         );
     }
 
@@ -287,8 +216,8 @@ mod tests {
             "OTEL_EXPORTER_OTLP_ENDPOINT=\"collector:4317\" is not an http:// or https:// URL"
         );
         assert_eq!(
-            error(&[(ENDPOINT, "http://c:4318"), (PROTOCOL, "http/protobuf")]),
-            "OTEL_EXPORTER_OTLP_PROTOCOL=\"http/protobuf\": only OTLP over gRPC (\"grpc\") is supported"
+            error(&[(ENDPOINT, "http://c:4318"), (PROTOCOL, "http/json")]),
+            "OTEL_EXPORTER_OTLP_PROTOCOL=\"http/json\": the supported protocols are \"grpc\" and \"http/protobuf\""
         );
         assert_eq!(
             error(&[(ENDPOINT, "http://c:4317"), (EXPORT_INTERVAL, "0")]),
@@ -301,7 +230,7 @@ mod tests {
         let bad_header = error(&[(ENDPOINT, "http://c:4317"), (HEADERS, "bad key=secret")]);
         assert_eq!(
             bad_header,
-            "OTEL_EXPORTER_OTLP_HEADERS: \"bad key\" cannot be sent as a gRPC header"
+            "OTEL_EXPORTER_OTLP_HEADERS: \"bad key\" cannot be sent as a header"
         );
         let bad_value = error(&[(ENDPOINT, "http://c:4317"), (HEADERS, "k=line%0Abreak")]);
         assert!(!bad_value.contains("break"), "{bad_value}");

@@ -1,18 +1,17 @@
-//! Pushes the metrics registries over OTLP/gRPC on a timer. Reading a registry is what a
+//! Pushes the metrics registries over OTLP (gRPC or HTTP) on a timer. Reading a registry is what a
 //! scrape does, so the request path pays nothing for the export.
 
 use std::future::Future;
 use std::time::{Duration, SystemTime};
 
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::transform::common::tonic::ResourceAttributesWithSchema;
 use tokio::time::{Instant, MissedTickBehavior};
-use tonic::metadata::MetadataMap;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::config::{ConfigError, MetricsExportConfig};
 use super::convert::{MetricFamily, Timestamps, to_otlp};
+use super::transport::Transport;
+use crate::telemetry::otlp_target::Protocol;
 
 type Collect = dyn Fn() -> Result<Vec<MetricFamily>, std::fmt::Error> + Send + Sync;
 
@@ -38,11 +37,25 @@ impl MetricsSource {
     }
 }
 
+/// Why an export failed. Every interval exports the registries' whole state again, so a
+/// failed request is never resent: the next one carries its data, whatever the error was.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
-    /// Unreachable collector included: tonic reports that as `UNAVAILABLE`.
+    /// gRPC; an unreachable collector included: tonic reports that as `UNAVAILABLE`.
     #[error("export failed ({}): {}", .0.code(), .0.message())]
     Rejected(#[from] tonic::Status),
+    /// HTTP 429, 502, 503 or 504: the collector is overloaded or restarting, which passes.
+    #[error("the collector is unavailable (HTTP {status}): {message}")]
+    Unavailable { status: u16, message: String },
+    /// Any other HTTP error status (bad credentials, wrong URL, too large): it will not pass
+    /// on its own.
+    #[error("the collector refused the export (HTTP {status}): {message}")]
+    Refused { status: u16, message: String },
+    /// HTTP: no connection, or it broke (refused, DNS, TLS), with the causes.
+    #[error("cannot reach the collector: {0}")]
+    Unreachable(String),
+    #[error("the collector's answer is not an OTLP response: {0}")]
+    BadResponse(#[source] prost::DecodeError),
     #[error("no answer from the collector within {0:?}")]
     Timeout(Duration),
     #[error("the collector refused {rejected} data points: {message}")]
@@ -52,13 +65,13 @@ pub enum ExportError {
     Encode { scope: &'static str },
 }
 
-/// Pushes every source's metrics to one OTLP/gRPC endpoint.
+/// Pushes every source's metrics to one OTLP endpoint.
 pub struct MetricsExporter {
-    client: MetricsServiceClient<Channel>,
+    transport: Transport,
+    protocol: Protocol,
     endpoint: String,
     interval: Duration,
     timeout: Duration,
-    headers: MetadataMap,
     resource: Resource,
     schema_url: String,
     sources: Vec<MetricsSource>,
@@ -74,28 +87,13 @@ impl MetricsExporter {
         config: MetricsExportConfig,
         sources: Vec<MetricsSource>,
     ) -> Result<Self, ConfigError> {
-        let mut endpoint = Endpoint::from_shared(config.endpoint.clone())
-            .map_err(|_| ConfigError::Endpoint {
-                var: "endpoint",
-                value: config.endpoint.clone(),
-            })?
-            .connect_timeout(config.timeout)
-            .timeout(config.timeout);
-        if config.endpoint.starts_with("https://") {
-            endpoint = endpoint
-                .tls_config(ClientTlsConfig::new().with_native_roots())
-                .map_err(|source| ConfigError::Tls {
-                    endpoint: config.endpoint.clone(),
-                    source,
-                })?;
-        }
         let resource = ResourceAttributesWithSchema::from(&config.resource);
         Ok(Self {
-            client: MetricsServiceClient::new(endpoint.connect_lazy()),
-            endpoint: config.endpoint,
+            transport: Transport::new(&config.target)?,
+            protocol: config.target.protocol,
+            endpoint: config.target.endpoint,
             interval: config.interval,
-            timeout: config.timeout,
-            headers: config.headers,
+            timeout: config.target.timeout,
             resource: Resource {
                 attributes: resource.attributes.0,
                 ..Default::default()
@@ -111,7 +109,12 @@ impl MetricsExporter {
     /// the last tick are not lost. Failures are logged (once per change between working and
     /// failing) and never end the loop.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
-        tracing::info!(endpoint = %self.endpoint, interval = ?self.interval, "exporting metrics over OTLP");
+        tracing::info!(
+            endpoint = %self.endpoint,
+            protocol = %self.protocol,
+            interval = ?self.interval,
+            "exporting metrics over OTLP"
+        );
         let mut ticks = tokio::time::interval_at(Instant::now() + self.interval, self.interval);
         // A tick missed while an export hung is skipped, not made up in a burst.
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -153,12 +156,10 @@ impl MetricsExporter {
         }
         let times = Timestamps::new(self.started, SystemTime::now());
         let request = to_otlp(&self.resource, &self.schema_url, &registries, times);
-        let mut request = tonic::Request::new(request);
-        *request.metadata_mut() = self.headers.clone();
-        let response = tokio::time::timeout(self.timeout, self.client.export(request))
+        let response = tokio::time::timeout(self.timeout, self.transport.export(request))
             .await
             .map_err(|_| ExportError::Timeout(self.timeout))??;
-        if let Some(partial) = response.into_inner().partial_success
+        if let Some(partial) = response.partial_success
             && partial.rejected_data_points > 0
         {
             return Err(ExportError::PartlyRejected {

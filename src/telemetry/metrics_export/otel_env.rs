@@ -60,14 +60,6 @@ impl OtelEnv {
         }
     }
 
-    /// The first of `protocols` that is set and is not `grpc`, the only protocol exported.
-    pub fn non_grpc_protocol<'a>(
-        &'a self,
-        protocols: &[&'static str],
-    ) -> Option<(&'static str, &'a str)> {
-        self.first(protocols).filter(|(_, value)| *value != "grpc")
-    }
-
     /// The first of `names` that is set, with its name (for error messages).
     pub fn first<'a>(&'a self, names: &[&'static str]) -> Option<(&'static str, &'a str)> {
         names

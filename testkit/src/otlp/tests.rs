@@ -10,6 +10,8 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 
+use prost::Message as _;
+
 use super::*;
 
 const WAIT: Duration = Duration::from_secs(5);
@@ -290,6 +292,101 @@ async fn rejects_exports_on_request() {
         .await
         .unwrap();
     assert_eq!(receiver.export_count(), 1);
+}
+
+/// Posts `body` to the receiver's HTTP side as an OTLP/HTTP exporter would.
+async fn post(receiver: &OtlpReceiver, path: &str, body: Vec<u8>) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{}{path}", receiver.http_endpoint()))
+        .header("content-type", "application/x-protobuf")
+        .header("api-key", "s3cret")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn rpc_status(response: reqwest::Response) -> tonic_types::Status {
+    assert_eq!(response.headers()["content-type"], "application/x-protobuf");
+    tonic_types::Status::decode(response.bytes().await.unwrap()).unwrap()
+}
+
+/// The HTTP side keeps what the gRPC side keeps, with the headers it came with.
+#[tokio::test]
+async fn receives_protobuf_over_http() {
+    let receiver = OtlpReceiver::start().await;
+    let response = post(
+        &receiver,
+        "/v1/traces",
+        spans_request(vec![server_span()]).encode_to_vec(),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let answer = ExportTraceServiceResponse::decode(response.bytes().await.unwrap()).unwrap();
+    assert_eq!(answer.partial_success, None);
+    let response = post(
+        &receiver,
+        "/v1/metrics",
+        metrics_request("meter", vec![counter("requests_total", 3)]).encode_to_vec(),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+
+    assert_eq!(receiver.spans()[0].name, "POST /chat/completions");
+    assert_eq!(receiver.metric("requests_total").unwrap().total(), 3.0);
+    assert_eq!(receiver.export_count_over(Transport::Http), 2);
+    assert_eq!(receiver.export_count_over(Transport::Grpc), 0);
+    assert_eq!(receiver.last_headers()["api-key"], "s3cret");
+}
+
+/// Refusals follow the OTLP/HTTP rules: a status code and a `google.rpc.Status` body.
+#[tokio::test]
+async fn http_refusals_carry_an_rpc_status() {
+    let receiver = OtlpReceiver::start().await;
+    let request = || metrics_request("meter", vec![counter("requests_total", 1)]).encode_to_vec();
+
+    receiver.reject_exports(true);
+    let response = post(&receiver, "/v1/metrics", request()).await;
+    assert_eq!(response.status(), 503);
+    assert_eq!(
+        rpc_status(response).await.code,
+        tonic::Code::Unavailable as i32
+    );
+
+    receiver.reply_with(Reply::Unauthenticated("bad api-key".into()));
+    let response = post(&receiver, "/v1/metrics", request()).await;
+    assert_eq!(response.status(), 401);
+    assert_eq!(rpc_status(response).await.message, "bad api-key");
+    assert_eq!(receiver.export_count(), 0);
+
+    receiver.reply_with(Reply::PartialSuccess {
+        rejected: 2,
+        message: "too old".into(),
+    });
+    let response = post(&receiver, "/v1/metrics", request()).await;
+    assert_eq!(response.status(), 200);
+    let answer = ExportMetricsServiceResponse::decode(response.bytes().await.unwrap()).unwrap();
+    let partial = answer.partial_success.unwrap();
+    assert_eq!(
+        (partial.rejected_data_points, partial.error_message.as_str()),
+        (2, "too old")
+    );
+    assert_eq!(
+        receiver.export_count(),
+        1,
+        "a partial success keeps the rest"
+    );
+
+    let response = post(&receiver, "/v1/metrics", b"not protobuf".to_vec()).await;
+    assert_eq!(response.status(), 400);
+    let json = reqwest::Client::new()
+        .post(format!("{}/v1/traces", receiver.http_endpoint()))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json.status(), 415);
 }
 
 /// A wait that times out says what did arrive.

@@ -4,22 +4,40 @@ use prometheus_client::encoding::prometheus_protobuf;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use sluice_testkit::otlp::{AggregationTemporality, MetricKind, OtlpReceiver, PointValue};
+use sluice_testkit::otlp::{
+    AggregationTemporality, MetricKind, OtlpReceiver, PointValue, Reply, Transport,
+};
 use tokio::sync::oneshot;
 
 use super::*;
 use crate::telemetry::metrics_export::config::{SERVICE_NAME, resource};
 use crate::telemetry::metrics_export::otel_env::OtelEnv;
+use crate::telemetry::otlp_target::{ENDPOINT, HEADERS, METRICS, OtlpTarget, PROTOCOL};
 
 const WAIT: Duration = Duration::from_secs(10);
 
 fn config(endpoint: String) -> MetricsExportConfig {
+    with_target(OtlpTarget::grpc(endpoint))
+}
+
+fn with_target(mut target: OtlpTarget) -> MetricsExportConfig {
     let env = OtelEnv::from_vars([(SERVICE_NAME, "sluice-test")]);
+    target.timeout = Duration::from_secs(2);
     MetricsExportConfig {
         interval: Duration::from_millis(100),
-        timeout: Duration::from_secs(2),
-        ..MetricsExportConfig::new(endpoint, resource(&env))
+        ..MetricsExportConfig::new(target, resource(&env))
     }
+}
+
+/// The target `OTEL_EXPORTER_OTLP_ENDPOINT=base` and `…_PROTOCOL=http/protobuf` give, with
+/// an API key header.
+fn http_config(base: &str) -> MetricsExportConfig {
+    let env = OtelEnv::from_vars([
+        (ENDPOINT, base),
+        (PROTOCOL, "http/protobuf"),
+        (HEADERS, "api-key=s3cret"),
+    ]);
+    with_target(OtlpTarget::from_env(&env, &METRICS).unwrap())
 }
 
 fn counter_registry(name: &str) -> (Arc<Registry>, Counter) {
@@ -174,6 +192,75 @@ async fn an_unencodable_registry_does_not_stop_the_others() {
         "{error}"
     );
     assert!(receiver.metric("sluice_requests_total").is_some());
+}
+
+/// Over HTTP the same request arrives as protobuf at `/v1/metrics`, with the configured
+/// headers.
+#[tokio::test]
+async fn pushes_over_http_with_the_headers() {
+    let receiver = OtlpReceiver::start().await;
+    let (registry, requests) = counter_registry("sluice_requests");
+    requests.inc_by(3);
+    let mut exporter = MetricsExporter::new(
+        http_config(&receiver.http_endpoint()),
+        vec![source("sluice.proxy", registry)],
+    )
+    .unwrap();
+    exporter.export().await.unwrap();
+
+    let metric = receiver.metric("sluice_requests_total").unwrap();
+    assert_eq!(metric.points[0].value, PointValue::Double(3.0));
+    assert_eq!(metric.scope, "sluice.proxy");
+    assert_eq!(metric.resource["service.name"], "sluice-test");
+    assert_eq!(receiver.export_count_over(Transport::Http), 1);
+    assert_eq!(receiver.last_headers()["api-key"], "s3cret");
+}
+
+/// HTTP answers map to errors that say what the collector said: 503 is transient, 401 is
+/// not, a partial success names what was refused, and a collector that is gone is
+/// unreachable, all without a hang.
+#[tokio::test]
+async fn http_failures_say_what_the_collector_said() {
+    let receiver = OtlpReceiver::start().await;
+    let (registry, _requests) = counter_registry("sluice_requests");
+    let mut exporter = MetricsExporter::new(
+        http_config(&receiver.http_endpoint()),
+        vec![source("sluice.proxy", registry.clone())],
+    )
+    .unwrap();
+
+    receiver.reject_exports(true);
+    let error = exporter.export().await.unwrap_err();
+    assert!(
+        matches!(&error, ExportError::Unavailable { status: 503, message } if message == "the test receiver rejects exports"),
+        "{error}"
+    );
+    receiver.reply_with(Reply::Unauthenticated("unknown api-key".into()));
+    let error = exporter.export().await.unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "the collector refused the export (HTTP 401): unknown api-key"
+    );
+    receiver.reply_with(Reply::PartialSuccess {
+        rejected: 2,
+        message: "stale points".into(),
+    });
+    let error = exporter.export().await.unwrap_err();
+    assert!(
+        matches!(&error, ExportError::PartlyRejected { rejected: 2, message } if message == "stale points"),
+        "{error}"
+    );
+    receiver.reply_with(Reply::Accept);
+    exporter.export().await.unwrap();
+
+    let gone = receiver.http_endpoint();
+    drop(receiver);
+    let mut exporter =
+        MetricsExporter::new(http_config(&gone), vec![source("sluice.proxy", registry)]).unwrap();
+    let started = std::time::Instant::now();
+    let error = exporter.export().await.unwrap_err();
+    assert!(matches!(error, ExportError::Unreachable(_)), "{error}");
+    assert!(started.elapsed() < Duration::from_secs(5));
 }
 
 /// An outage is logged when it starts and when it ends, not at every interval.
