@@ -173,8 +173,7 @@ async fn a_write_reaches_proxies_on_both_replicas_and_both_list_the_acks() {
         let name = format!("w{round}");
         let body = pool(&name, &[&a], dir.path());
         let started = Instant::now();
-        create_pool(&writer, &body).await;
-        let revision = writer.revision().await;
+        // Watching from before the write: the time counts from the POST.
         let watchers: Vec<_> = proxies
             .iter()
             .map(|proxy| {
@@ -192,6 +191,9 @@ async fn a_write_reaches_proxies_on_both_replicas_and_both_list_the_acks() {
                 })
             })
             .collect();
+        let created = writer.post("/api/v1/pools", &body).await;
+        let revision: u64 = support::etag(&created).trim_matches('"').parse().unwrap();
+        expect_status(created, 201).await;
         let mut slowest = Duration::ZERO;
         for watcher in watchers {
             slowest = slowest.max(watcher.await.unwrap());
