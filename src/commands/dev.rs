@@ -134,7 +134,7 @@ impl DevArgs {
         let banner = format!(
             "\nSluice dev is running (loopback only, no admin auth):\n  \
              proxy        http://{proxy}   (ops http://{ops}/metrics)\n  \
-             admin API    http://{admin}   (try /api/v1/pools, /api/v1/proxies, /openapi.json)\n  \
+             admin API    http://{admin}   (try /api/v1/pools, /api/v1/proxies, /api/v1/usage, /openapi.json)\n  \
              console      http://{admin}/ui/\n  \
              backends     {backends}\n\n\
              Call the seeded pool '{POOL}' with the demo key (limited to {DEMO_RPM} requests and \
