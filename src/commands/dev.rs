@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
-use sluice_control_plane::fleet::FleetSettings;
 use sluice_control_plane::console::ConsoleOptions;
+use sluice_control_plane::fleet::FleetSettings;
 use sluice_control_plane::store::{
     Actor, NewClientKey, PoolReplacement, Store, StoreError, StoreOptions,
 };
