@@ -58,11 +58,23 @@ async fn an_operator_watches_a_backend_cool_down_and_the_keys_usage() {
 
     client.goto(&ui("/ui/")).await.unwrap();
     sign_in(client, ADMIN_TOKEN).await;
-    wait_for_text(client, "#overview", "Proxies connected", Duration::from_secs(1)).await;
+    wait_for_text(
+        client,
+        "#overview",
+        "Proxies connected",
+        Duration::from_secs(1),
+    )
+    .await;
 
     // The proxies page lists the proxy from the fleet table, connected and in sync.
     client.goto(&ui("/ui/proxies")).await.unwrap();
-    let row = wait_for_text(client, "#proxy-edge-1", "Connected", Duration::from_secs(10)).await;
+    let row = wait_for_text(
+        client,
+        "#proxy-edge-1",
+        "Connected",
+        Duration::from_secs(10),
+    )
+    .await;
     assert!(row.contains("In sync"), "{row}");
 
     // A pool with a backend on the mock, and a key for it, all through the console.
@@ -73,7 +85,11 @@ async fn an_operator_watches_a_backend_cool_down_and_the_keys_usage() {
     fill(client, "#f-url", &east.url()).await;
     fill(client, "#f-secret", &format!("file://{}", secret.display())).await;
     navigate(client, "form[action$='/backends'] button[type=submit]").await;
-    assert!(text(client, "#backend-east .badge").await.contains("Enabled"));
+    assert!(
+        text(client, "#backend-east .badge")
+            .await
+            .contains("Enabled")
+    );
     client.goto(&ui("/ui/keys")).await.unwrap();
     fill(client, "#f-id", "team-a").await;
     click(client, "input[name=pools][value='gpt-4o']").await;
@@ -101,7 +117,7 @@ async fn an_operator_watches_a_backend_cool_down_and_the_keys_usage() {
     // refreshed in place: the page is never reloaded.
     client.goto(&ui("/ui/pools/gpt-4o")).await.unwrap();
     let state = wait_for_text(client, "#fleet-east", "Available", Duration::from_secs(10)).await;
-    assert!(state.contains("available on 1 of 1 proxy"), "{state}");
+    assert!(state.contains("Available on 1 of 1 proxy"), "{state}");
     wait_for_text(client, "#fleet-east", "attempts", Duration::from_secs(10)).await;
     client
         .execute("window.sluiceNotReloaded = true", vec![])
@@ -112,11 +128,14 @@ async fn an_operator_watches_a_backend_cool_down_and_the_keys_usage() {
     assert_ne!(call(&proxy, &key, "gpt-4o").await, 200);
     let state = wait_for_text(client, "#fleet-east", "Cooling", Duration::from_secs(15)).await;
     assert!(
-        state.contains("cooling on 1 of 1 proxy, until") && state.contains("UTC"),
+        state.contains("Cooling on 1 of 1 proxy, until") && state.contains("UTC"),
         "{state}"
     );
     let badge = text(client, "#fleet-east .badge").await;
-    assert!(badge.contains("Cooling"), "the state reads in words: {badge}");
+    assert!(
+        badge.contains("Cooling"),
+        "the state reads in words: {badge}"
+    );
     let same_page = client
         .execute("return window.sluiceNotReloaded === true", vec![])
         .await
@@ -125,16 +144,23 @@ async fn an_operator_watches_a_backend_cool_down_and_the_keys_usage() {
     screenshots(&browser, &ui("/ui/pools/gpt-4o"), "pool").await;
 
     // Five calls were admitted (the last one throttled upstream); wait until they are stored.
-    eventually(Duration::from_secs(10), "five calls in the usage history", || async {
-        let usage = expect_status(cp.get("/api/v1/usage?key=team-a").await, 200).await;
-        usage["totals"]["requests"] == 5
-    })
+    eventually(
+        Duration::from_secs(10),
+        "five calls in the usage history",
+        || async {
+            let usage = expect_status(cp.get("/api/v1/usage?key=team-a").await, 200).await;
+            usage["totals"]["requests"] == 5
+        },
+    )
     .await;
 
     // The overview counts the fleet.
     client.goto(&ui("/ui/")).await.unwrap();
     let states = text(client, "#backend-states").await;
-    assert!(states.contains("Cooling\n1") || states.contains("Cooling 1"), "{states}");
+    assert!(
+        states.contains("Cooling\n1") || states.contains("Cooling 1"),
+        "{states}"
+    );
     let fleet = text(client, "#overview").await;
     assert!(fleet.contains("1\nProxies connected"), "{fleet}");
     assert!(fleet.contains("5\nRequests since"), "{fleet}");
@@ -159,8 +185,16 @@ async fn an_operator_watches_a_backend_cool_down_and_the_keys_usage() {
     let (width, height) = (size[0].as_f64().unwrap(), size[1].as_f64().unwrap());
     assert!(width > 100.0 && height > 100.0, "chart is {size}");
     let legend = text(client, "#chart-requests .u-legend").await;
-    assert!(legend.contains("team-a"), "the legend names the series: {legend}");
-    screenshots(&browser, &ui("/ui/usage?key=team-a&group_by=hour"), "usage").await;
+    assert!(
+        legend.contains("team-a"),
+        "the legend names the series: {legend}"
+    );
+    screenshots(
+        &browser,
+        &ui("/ui/usage?key=team-a&group_by=hour#usage-results"),
+        "usage",
+    )
+    .await;
 
     // The download is the API's CSV, fetched with the session cookie alone.
     let fetched = client
@@ -184,7 +218,10 @@ async fn an_operator_watches_a_backend_cool_down_and_the_keys_usage() {
     let fields: Vec<&str> = lines[1].split(',').collect();
     assert_eq!(&fields[1..4], ["team-a", "gpt-4o", "5"], "{csv}");
     let api = cp
-        .request(reqwest::Method::GET, "/api/v1/usage?key=team-a&group_by=hour")
+        .request(
+            reqwest::Method::GET,
+            "/api/v1/usage?key=team-a&group_by=hour",
+        )
         .header("accept", "text/csv")
         .send()
         .await

@@ -78,7 +78,10 @@ async fn fragments_and_the_usage_download_need_a_session() {
     let visitor = signed_in(&cp).await;
     let download = visitor.get("/ui/usage.csv?key=team-a&group_by=hour").await;
     assert_eq!(download.status(), StatusCode::OK);
-    assert_eq!(download.headers()["content-type"], "text/csv; charset=utf-8");
+    assert_eq!(
+        download.headers()["content-type"],
+        "text/csv; charset=utf-8"
+    );
     let disposition = download.headers()["content-disposition"].to_str().unwrap();
     assert!(
         disposition.starts_with("attachment; filename=\"sluice-usage-"),
@@ -86,7 +89,10 @@ async fn fragments_and_the_usage_download_need_a_session() {
     );
     let csv = download.text().await.unwrap();
     let api = cp
-        .request(reqwest::Method::GET, "/api/v1/usage?key=team-a&group_by=hour")
+        .request(
+            reqwest::Method::GET,
+            "/api/v1/usage?key=team-a&group_by=hour",
+        )
         .header("accept", "text/csv")
         .send()
         .await
@@ -95,14 +101,26 @@ async fn fragments_and_the_usage_download_need_a_session() {
         .await
         .unwrap();
     assert_eq!(csv, api);
-    assert!(csv.contains(",team-a,gpt-4o,7,700,70,0.001500,1\r\n"), "{csv}");
+    assert!(
+        csv.contains(",team-a,gpt-4o,7,700,70,0.001500,1\r\n"),
+        "{csv}"
+    );
 
     let page = visitor.get("/ui/usage?key=team-a&group_by=hour").await;
     assert_eq!(page.status(), StatusCode::OK);
     let html = page.text().await.unwrap();
-    assert!(html.contains("data-chart=\""), "the chart's data is on the page");
-    assert!(html.contains("<td class=\"num\">7</td>"), "the table holds the row");
-    assert!(html.contains("href=\"/ui/usage.csv?key=team-a&#38;group_by=hour\""), "{html}");
+    assert!(
+        html.contains("data-chart=\""),
+        "the chart's data is on the page"
+    );
+    assert!(
+        html.contains("<td class=\"num\">7</td>"),
+        "the table holds the row"
+    );
+    assert!(
+        html.contains("href=\"/ui/usage.csv?key=team-a&#38;group_by=hour\""),
+        "{html}"
+    );
     assert!(!html.contains("<script>"), "no inline script");
 
     let overview = visitor.get("/ui/overview/live").await;
@@ -116,7 +134,13 @@ async fn fragments_and_the_usage_download_need_a_session() {
     assert!(fragment.contains("Requests since"));
     let proxies = visitor.get("/ui/proxies/live").await;
     assert_eq!(proxies.status(), StatusCode::OK);
-    assert!(proxies.text().await.unwrap().contains("No proxy has connected yet"));
+    assert!(
+        proxies
+            .text()
+            .await
+            .unwrap()
+            .contains("No proxy has connected yet")
+    );
     let missing = visitor.get("/ui/pools/gpt-4o/live").await;
     assert_eq!(missing.status(), StatusCode::NOT_FOUND, "no such pool");
 }
@@ -129,17 +153,31 @@ async fn bad_usage_filters_are_explained_next_to_their_field() {
         ("from=yesterday", "from", "from must be an RFC 3339 time"),
         ("to=2025-13-01", "to", "to must be an RFC 3339 time"),
         ("group_by=week", "group_by", "group_by must be hour or day"),
-        ("from=2025-12-02&to=2025-12-01", "from", "from must be before to"),
-        ("from=2020-01-01&to=2025-12-01", "from", "at most 400 days apart"),
+        (
+            "from=2025-12-02&to=2025-12-01",
+            "from",
+            "from must be before to",
+        ),
+        (
+            "from=2020-01-01&to=2025-12-01",
+            "from",
+            "at most 400 days apart",
+        ),
         ("key=not+a+name", "key", ""),
         ("split=colour", "split", "chart by key or by pool"),
     ] {
         let page = visitor.get(&format!("/ui/usage?{query}")).await;
         assert_eq!(page.status(), StatusCode::BAD_REQUEST, "{query}");
         let html = page.text().await.unwrap();
-        assert!(html.contains(&format!("id=\"e-{field}\"")), "{query}: {html}");
+        assert!(
+            html.contains(&format!("id=\"e-{field}\"")),
+            "{query}: {html}"
+        );
         assert!(html.contains(words), "{query}");
-        assert!(html.contains("<form method=\"get\" action=\"/ui/usage\""), "{query}");
+        assert!(
+            html.contains("<form method=\"get\" action=\"/ui/usage\""),
+            "{query}"
+        );
         assert!(!html.contains("id=\"usage-results\""), "{query}");
     }
     let refused = visitor.get("/ui/usage.csv?from=yesterday").await;

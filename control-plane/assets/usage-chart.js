@@ -20,7 +20,8 @@
       stroke: COLOURS[i % COLOURS.length],
       dash: DASHES[i % DASHES.length],
       width: 2,
-      points: { show: true, size: 5 },
+      // Points help with a few buckets and clutter a week of hours.
+      points: { show: data.x.length <= 60, size: 5 },
       value: (_, v) => (v == null ? "–" : v.toLocaleString("en")),
     }));
     const options = {
@@ -36,20 +37,19 @@
     new uPlot(options, [data.x, ...data.series.map((s) => s.values)], target);
   }
 
-  function drawAll() {
-    document.querySelectorAll("[data-chart]").forEach(draw);
-  }
-
   document.addEventListener("DOMContentLoaded", () => {
     if (typeof uPlot === "undefined") return;
-    drawAll();
-    let lastWidth = window.innerWidth;
-    let pending;
-    window.addEventListener("resize", () => {
-      if (window.innerWidth === lastWidth) return;
-      lastWidth = window.innerWidth;
-      clearTimeout(pending);
-      pending = setTimeout(drawAll, 150);
+    document.querySelectorAll("[data-chart]").forEach((element) => {
+      draw(element);
+      // Drawn for the width the chart has: redraw when the layout gives it another one.
+      let width = element.clientWidth;
+      let pending;
+      new ResizeObserver(() => {
+        if (element.clientWidth === width) return;
+        width = element.clientWidth;
+        clearTimeout(pending);
+        pending = setTimeout(() => draw(element), 100);
+      }).observe(element);
     });
   });
 })();

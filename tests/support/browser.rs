@@ -186,6 +186,9 @@ pub async fn screenshots(browser: &Browser, page: &str, name: &str) {
     for (width, height) in [(1280, 800), (390, 844)] {
         browser.viewport(width, height).await;
         browser.client.goto(page).await.unwrap();
+        // A goto that only changes the fragment does not load the page again: it would
+        // keep what was laid out at the previous width.
+        browser.client.refresh().await.unwrap();
         let overflow = browser
             .client
             .execute(
@@ -208,7 +211,6 @@ pub async fn screenshots(browser: &Browser, page: &str, name: &str) {
     }
     browser.viewport(1280, 800).await;
 }
-
 
 /// Waits until the element's text contains `needle`, whatever refreshes it meanwhile.
 pub async fn wait_for_text(client: &Client, css: &str, needle: &str, within: Duration) -> String {

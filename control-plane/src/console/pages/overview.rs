@@ -126,7 +126,7 @@ fn summarize(
             "/ui/proxies",
         ),
         stat(
-            format!("of them acked revision {revision}"),
+            format!("Connected proxies that acked revision {revision}"),
             format!("{acked} / {}", connected.len()),
             "/ui/proxies",
         ),
