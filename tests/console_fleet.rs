@@ -10,7 +10,7 @@ mod support;
 use std::time::Duration;
 
 use fantoccini::Locator;
-use serde_json::{Value, json};
+use serde_json::Value;
 use sluice_testkit::mock_upstream::Fault;
 use support::browser::{
     Browser, click, fill, navigate, path, screenshots, sign_in, text, wait_for_text,
@@ -20,18 +20,8 @@ use support::{ADMIN_TOKEN, TestControlPlane, TestDatabase, eventually, expect_st
 
 /// Calls `pool` through the proxy with `key`; the status that came back.
 async fn call(proxy: &TestProxy, key: &str, pool: &str) -> u16 {
-    proxy
-        .client
-        .post(proxy.url(&format!(
-            "/openai/deployments/{pool}/chat/completions?api-version=2024-10-21"
-        )))
-        .header("api-key", key)
-        .json(&json!({"messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    let response = proxy.chat_with_key(pool, key).send().await.unwrap();
+    response.status().as_u16()
 }
 
 #[tokio::test]
@@ -217,18 +207,7 @@ async fn an_operator_watches_a_backend_cool_down_and_the_keys_usage() {
     assert_eq!(lines.len(), 2, "{csv}");
     let fields: Vec<&str> = lines[1].split(',').collect();
     assert_eq!(&fields[1..4], ["team-a", "gpt-4o", "5"], "{csv}");
-    let api = cp
-        .request(
-            reqwest::Method::GET,
-            "/api/v1/usage?key=team-a&group_by=hour",
-        )
-        .header("accept", "text/csv")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let api = cp.usage_csv("key=team-a&group_by=hour").await;
     assert_eq!(csv, api, "the console's CSV is the API's");
 
     navigate(client, "form[action='/ui/sign-out'] button").await;

@@ -88,18 +88,7 @@ async fn fragments_and_the_usage_download_need_a_session() {
         "{disposition}"
     );
     let csv = download.text().await.unwrap();
-    let api = cp
-        .request(
-            reqwest::Method::GET,
-            "/api/v1/usage?key=team-a&group_by=hour",
-        )
-        .header("accept", "text/csv")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let api = cp.usage_csv("key=team-a&group_by=hour").await;
     assert_eq!(csv, api);
     assert!(
         csv.contains(",team-a,gpt-4o,7,700,70,0.001500,1\r\n"),

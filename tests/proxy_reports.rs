@@ -37,18 +37,8 @@ async fn follower(cp: &TestControlPlane, node: &str, dir: &Path, every: Duration
 }
 
 async fn serves(proxy: &TestProxy, key: &str, pool: &str) -> bool {
-    proxy
-        .client
-        .post(proxy.url(&format!(
-            "/openai/deployments/{pool}/chat/completions?api-version=2024-10-21"
-        )))
-        .header("api-key", key)
-        .json(&json!({"messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap()
-        .status()
-        == 200
+    let response = proxy.chat_with_key(pool, key).send().await.unwrap();
+    response.status() == 200
 }
 
 /// When the control plane's current session with `node` began.
