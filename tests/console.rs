@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use fantoccini::Locator;
 use serde_json::Value;
-use support::browser::{Browser, click, fill, navigate, path, screenshots, sign_in, text};
+use support::browser::{
+    Browser, click, field_value, fill, navigate, path, screenshots, sign_in, text,
+};
 use support::{ADMIN_TOKEN, TestControlPlane, TestDatabase, expect_status};
 
 #[tokio::test]
@@ -100,14 +102,7 @@ async fn an_operator_manages_pools_backends_and_keys() {
     click(client, "input[name=pools][value='gpt-4o']").await;
     fill(client, "#f-requests_per_minute", "600").await;
     navigate(client, "form[action='/ui/keys'] button[type=submit]").await;
-    let secret = client
-        .find(Locator::Css("#secret"))
-        .await
-        .unwrap()
-        .prop("value")
-        .await
-        .unwrap()
-        .unwrap();
+    let secret = field_value(client, "#secret").await;
     assert!(secret.starts_with("sk-sluice-"), "{secret}");
     assert!(
         text(client, "main")

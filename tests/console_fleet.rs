@@ -9,11 +9,10 @@ mod support;
 
 use std::time::Duration;
 
-use fantoccini::Locator;
 use serde_json::Value;
 use sluice_testkit::mock_upstream::Fault;
 use support::browser::{
-    Browser, click, fill, navigate, path, screenshots, sign_in, text, wait_for_text,
+    Browser, click, field_value, fill, navigate, path, screenshots, sign_in, text, wait_for_text,
 };
 use support::proxy::{ProxySettings, TestProxy, mock};
 use support::{ADMIN_TOKEN, TestControlPlane, TestDatabase, eventually, expect_status};
@@ -84,14 +83,7 @@ async fn an_operator_watches_a_backend_cool_down_and_the_keys_usage() {
     fill(client, "#f-id", "team-a").await;
     click(client, "input[name=pools][value='gpt-4o']").await;
     navigate(client, "form[action='/ui/keys'] button[type=submit]").await;
-    let key = client
-        .find(Locator::Css("#secret"))
-        .await
-        .unwrap()
-        .prop("value")
-        .await
-        .unwrap()
-        .unwrap();
+    let key = field_value(client, "#secret").await;
 
     // Traffic through the proxy: the first admitted call succeeds (the key reaches the proxy
     // after the pool), so exactly four calls are counted.

@@ -230,3 +230,9 @@ pub async fn wait_for_text(client: &Client, css: &str, needle: &str, within: Dur
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// What a form field holds now (its `value` property, not the attribute it started with).
+pub async fn field_value(client: &Client, css: &str) -> String {
+    let field = client.find(Locator::Css(css)).await.unwrap();
+    field.prop("value").await.unwrap().unwrap_or_default()
+}
