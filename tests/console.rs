@@ -1,107 +1,17 @@
 //! The admin console in a real browser (headless Chromium through chromedriver): an operator
 //! signs in, builds a pool, manages a backend and a client key, reads the audit log and signs
-//! out. With SLUICE_UPDATE_SCREENSHOTS=1 it also refreshes docs/screenshots/.
+//! out. With SLUICE_UPDATE_SCREENSHOTS=1 it also refreshes docs/screenshots/keys-*.png.
 
 mod support;
 
-use std::path::Path;
 use std::time::Duration;
 
-use fantoccini::{Client, Locator};
+use fantoccini::Locator;
 use serde_json::Value;
-use support::browser::Browser;
+use support::browser::{
+    Browser, click, field_value, fill, navigate, path, screenshots, sign_in, text,
+};
 use support::{ADMIN_TOKEN, TestControlPlane, TestDatabase, expect_status};
-
-async fn text(client: &Client, css: &str) -> String {
-    client
-        .find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
-        .text()
-        .await
-        .unwrap()
-}
-
-async fn fill(client: &Client, css: &str, value: &str) {
-    let field = client.find(Locator::Css(css)).await.unwrap();
-    field.clear().await.unwrap();
-    field.send_keys(value).await.unwrap();
-}
-
-async fn click(client: &Client, css: &str) {
-    client
-        .find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
-        .click()
-        .await
-        .unwrap();
-}
-
-/// Clicks what submits a form or follows a link, and waits until the next page has loaded
-/// (which may have the same URL, as after a change redirects back to the page it was made on).
-async fn navigate(client: &Client, css: &str) {
-    client
-        .execute("document.documentElement.dataset.left = 'yes'", vec![])
-        .await
-        .unwrap();
-    click(client, css).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let loaded = client
-            .execute(
-                "return document.readyState === 'complete' && !document.documentElement.dataset.left",
-                vec![],
-            )
-            .await;
-        if loaded.is_ok_and(|v| v == Value::Bool(true)) {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no page loaded after clicking {css}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-async fn path(client: &Client) -> String {
-    client.current_url().await.unwrap().path().to_owned()
-}
-
-async fn sign_in(client: &Client, token: &str) {
-    fill(client, "#f-token", token).await;
-    navigate(client, "form[action='/ui/sign-in'] button[type=submit]").await;
-}
-
-/// Takes a screenshot of `page` at both widths; checks nothing overflows sideways and, when
-/// asked to, stores it under docs/screenshots/.
-async fn screenshots(browser: &Browser, page: &str, name: &str) {
-    for (width, height) in [(1280, 800), (390, 844)] {
-        browser.viewport(width, height).await;
-        browser.client.goto(page).await.unwrap();
-        let overflow = browser
-            .client
-            .execute(
-                "return document.documentElement.scrollWidth - window.innerWidth",
-                vec![],
-            )
-            .await
-            .unwrap();
-        assert!(
-            overflow.as_i64().unwrap() <= 0,
-            "{name} overflows sideways at {width} px: {overflow}"
-        );
-        let png = browser.client.screenshot().await.unwrap();
-        assert_eq!(&png[1..4], b"PNG");
-        if std::env::var_os("SLUICE_UPDATE_SCREENSHOTS").is_some() {
-            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots");
-            std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(dir.join(format!("{name}-{width}.png")), png).unwrap();
-        }
-    }
-    browser.viewport(1280, 800).await;
-}
 
 #[tokio::test]
 async fn an_operator_manages_pools_backends_and_keys() {
@@ -192,14 +102,7 @@ async fn an_operator_manages_pools_backends_and_keys() {
     click(client, "input[name=pools][value='gpt-4o']").await;
     fill(client, "#f-requests_per_minute", "600").await;
     navigate(client, "form[action='/ui/keys'] button[type=submit]").await;
-    let secret = client
-        .find(Locator::Css("#secret"))
-        .await
-        .unwrap()
-        .prop("value")
-        .await
-        .unwrap()
-        .unwrap();
+    let secret = field_value(client, "#secret").await;
     assert!(secret.starts_with("sk-sluice-"), "{secret}");
     assert!(
         text(client, "main")
@@ -253,8 +156,7 @@ async fn an_operator_manages_pools_backends_and_keys() {
     fill(client, "#f-id", "batch-jobs").await;
     fill(client, "#f-tokens_per_minute", "200000").await;
     navigate(client, "form[action='/ui/keys'] button[type=submit]").await;
-    screenshots(&browser, &ui("/ui/"), "overview").await;
-    screenshots(&browser, &ui("/ui/pools/gpt-4o"), "pool").await;
+    // The overview, pool and usage screenshots show a fleet: tests/console_fleet.rs.
     screenshots(&browser, &ui("/ui/keys"), "keys").await;
 
     // Revoke, through the confirmation page.

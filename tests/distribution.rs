@@ -50,7 +50,7 @@ async fn client_key(cp: &TestControlPlane) -> String {
 }
 
 async fn call(proxy: &TestProxy, key: &str, pool: &str) -> reqwest::Response {
-    proxy.call_as(key, pool).await
+    proxy.chat_with_key(pool, key).send().await.unwrap()
 }
 
 async fn serves(proxy: &TestProxy, key: &str, pool: &str) -> bool {

@@ -499,6 +499,6 @@ async fn retention_sweeps_old_rows_on_postgres_and_sqlite() {
             .unwrap();
         assert_eq!(left.len(), 1);
         assert_eq!(left[0].counts.requests, 2);
-        assert_eq!(store.backend_traffic("p", 0).await.unwrap().len(), 1);
+        assert_eq!(store.backend_traffic(Some("p"), 0).await.unwrap().len(), 1);
     }
 }

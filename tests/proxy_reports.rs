@@ -37,7 +37,8 @@ async fn follower(cp: &TestControlPlane, node: &str, dir: &Path, every: Duration
 }
 
 async fn serves(proxy: &TestProxy, key: &str, pool: &str) -> bool {
-    proxy.call_as(key, pool).await.status() == 200
+    let response = proxy.chat_with_key(pool, key).send().await.unwrap();
+    response.status() == 200
 }
 
 /// When the control plane's current session with `node` began.

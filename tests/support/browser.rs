@@ -5,8 +5,8 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fantoccini::{Client, ClientBuilder};
-use serde_json::json;
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
 use tempfile::TempDir;
 
 pub const CHROMIUM: &str = "/usr/bin/chromium";
@@ -114,4 +114,125 @@ impl Drop for Browser {
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
+}
+
+// What a test does on a console page.
+
+pub async fn text(client: &Client, css: &str) -> String {
+    client
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .text()
+        .await
+        .unwrap()
+}
+
+pub async fn fill(client: &Client, css: &str, value: &str) {
+    let field = client.find(Locator::Css(css)).await.unwrap();
+    field.clear().await.unwrap();
+    field.send_keys(value).await.unwrap();
+}
+
+pub async fn click(client: &Client, css: &str) {
+    client
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .unwrap();
+}
+
+/// Clicks what submits a form or follows a link, and waits until the next page has loaded
+/// (which may have the same URL, as after a change redirects back to the page it was made on).
+pub async fn navigate(client: &Client, css: &str) {
+    client
+        .execute("document.documentElement.dataset.left = 'yes'", vec![])
+        .await
+        .unwrap();
+    click(client, css).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let loaded = client
+            .execute(
+                "return document.readyState === 'complete' && !document.documentElement.dataset.left",
+                vec![],
+            )
+            .await;
+        if loaded.is_ok_and(|v| v == Value::Bool(true)) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no page loaded after clicking {css}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+pub async fn path(client: &Client) -> String {
+    client.current_url().await.unwrap().path().to_owned()
+}
+
+pub async fn sign_in(client: &Client, token: &str) {
+    fill(client, "#f-token", token).await;
+    navigate(client, "form[action='/ui/sign-in'] button[type=submit]").await;
+}
+
+/// Takes a screenshot of `page` at both widths; checks nothing overflows sideways and, when
+/// asked to, stores it under docs/screenshots/.
+pub async fn screenshots(browser: &Browser, page: &str, name: &str) {
+    for (width, height) in [(1280, 800), (390, 844)] {
+        browser.viewport(width, height).await;
+        browser.client.goto(page).await.unwrap();
+        // A goto that only changes the fragment does not load the page again: it would
+        // keep what was laid out at the previous width.
+        browser.client.refresh().await.unwrap();
+        let overflow = browser
+            .client
+            .execute(
+                "return document.documentElement.scrollWidth - window.innerWidth",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert!(
+            overflow.as_i64().unwrap() <= 0,
+            "{name} overflows sideways at {width} px: {overflow}"
+        );
+        let png = browser.client.screenshot().await.unwrap();
+        assert_eq!(&png[1..4], b"PNG");
+        if std::env::var_os("SLUICE_UPDATE_SCREENSHOTS").is_some() {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/screenshots");
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join(format!("{name}-{width}.png")), png).unwrap();
+        }
+    }
+    browser.viewport(1280, 800).await;
+}
+
+/// Waits until the element's text contains `needle`, whatever refreshes it meanwhile.
+pub async fn wait_for_text(client: &Client, css: &str, needle: &str, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let found = match client.find(Locator::Css(css)).await {
+            Ok(element) => element.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if found.contains(needle) {
+            return found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{css} never showed {needle:?}; last: {found:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What a form field holds now (its `value` property, not the attribute it started with).
+pub async fn field_value(client: &Client, css: &str) -> String {
+    let field = client.find(Locator::Css(css)).await.unwrap();
+    field.prop("value").await.unwrap().unwrap_or_default()
 }

@@ -172,6 +172,15 @@ impl TestControlPlane {
         self.request(Method::GET, path).send().await.unwrap()
     }
 
+    /// `GET /api/v1/usage?{query}` as CSV.
+    pub async fn usage_csv(&self, query: &str) -> String {
+        let path = format!("/api/v1/usage?{query}");
+        let response = self.request(Method::GET, &path);
+        let response = response.header("accept", "text/csv").send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        response.text().await.unwrap()
+    }
+
     pub async fn send_json(&self, method: Method, path: &str, body: &Value) -> Response {
         self.request(method, path).json(body).send().await.unwrap()
     }

@@ -218,25 +218,17 @@ impl TestProxy {
 
     /// An Azure-style chat completion for `deployment` with the client key.
     pub fn chat(&self, deployment: &str) -> reqwest::RequestBuilder {
-        self.client
-            .post(self.url(&format!(
-                "/openai/deployments/{deployment}/chat/completions?api-version=2024-10-21"
-            )))
-            .header("api-key", CLIENT_KEY)
-            .json(&serde_json::json!({"messages": [{"role": "user", "content": "hello there"}]}))
+        self.chat_with_key(deployment, CLIENT_KEY)
     }
 
-    /// A chat call to `deployment` with the client key `key`.
-    pub async fn call_as(&self, key: &str, deployment: &str) -> reqwest::Response {
+    /// The same with another client key.
+    pub fn chat_with_key(&self, deployment: &str, key: &str) -> reqwest::RequestBuilder {
         self.client
             .post(self.url(&format!(
                 "/openai/deployments/{deployment}/chat/completions?api-version=2024-10-21"
             )))
             .header("api-key", key)
-            .json(&serde_json::json!({"messages": [{"role": "user", "content": "hi"}]}))
-            .send()
-            .await
-            .unwrap()
+            .json(&serde_json::json!({"messages": [{"role": "user", "content": "hello there"}]}))
     }
 
     pub fn stream(&self, deployment: &str) -> reqwest::RequestBuilder {

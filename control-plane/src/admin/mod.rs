@@ -28,6 +28,7 @@ pub use auth::{AdminAuth, AdminAuthError};
 pub use error::{ApiError, ErrorBody};
 pub use extract::BODY_LIMIT;
 pub(crate) use extract::parse_json;
+pub(crate) use fleet::csv_response;
 pub use metrics::AdminMetrics;
 pub use respond::{rfc3339, rfc3339_now};
 

@@ -12,8 +12,14 @@ use sha2::{Digest, Sha256};
 pub(crate) const HTMX_VERSION: &str = "2.0.4";
 const HTMX: &[u8] = include_bytes!("../../assets/htmx-2.0.4.min.js");
 const HTMX_LICENSE: &[u8] = include_bytes!("../../assets/htmx-2.0.4.LICENSE");
+/// The vendored uPlot release, for the usage charts (same README).
+pub(crate) const UPLOT_VERSION: &str = "1.6.32";
+const UPLOT: &[u8] = include_bytes!("../../assets/uplot-1.6.32.min.js");
+const UPLOT_CSS: &[u8] = include_bytes!("../../assets/uplot-1.6.32.min.css");
+const UPLOT_LICENSE: &[u8] = include_bytes!("../../assets/uplot-1.6.32.LICENSE");
 const CSS: &[u8] = include_bytes!("../../assets/console.css");
 const JS: &[u8] = include_bytes!("../../assets/console.js");
+const CHART_JS: &[u8] = include_bytes!("../../assets/usage-chart.js");
 
 struct Asset {
     /// The file name in `/ui/assets/`, with a version or content hash in it.
@@ -28,29 +34,53 @@ fn hashed(stem: &str, extension: &str, body: &[u8]) -> String {
     format!("{stem}.{hash}.{extension}")
 }
 
-fn assets() -> &'static [Asset; 4] {
-    static ASSETS: OnceLock<[Asset; 4]> = OnceLock::new();
+const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
+const TEXT: &str = "text/plain; charset=utf-8";
+const STYLESHEET: &str = "text/css; charset=utf-8";
+
+fn assets() -> &'static [Asset; 8] {
+    static ASSETS: OnceLock<[Asset; 8]> = OnceLock::new();
     ASSETS.get_or_init(|| {
         [
             Asset {
                 name: format!("htmx-{HTMX_VERSION}.min.js"),
-                content_type: "text/javascript; charset=utf-8",
+                content_type: JAVASCRIPT,
                 body: HTMX,
             },
             Asset {
                 name: format!("htmx-{HTMX_VERSION}.LICENSE.txt"),
-                content_type: "text/plain; charset=utf-8",
+                content_type: TEXT,
                 body: HTMX_LICENSE,
             },
             Asset {
                 name: hashed("console", "css", CSS),
-                content_type: "text/css; charset=utf-8",
+                content_type: STYLESHEET,
                 body: CSS,
             },
             Asset {
                 name: hashed("console", "js", JS),
-                content_type: "text/javascript; charset=utf-8",
+                content_type: JAVASCRIPT,
                 body: JS,
+            },
+            Asset {
+                name: format!("uplot-{UPLOT_VERSION}.min.js"),
+                content_type: JAVASCRIPT,
+                body: UPLOT,
+            },
+            Asset {
+                name: format!("uplot-{UPLOT_VERSION}.min.css"),
+                content_type: STYLESHEET,
+                body: UPLOT_CSS,
+            },
+            Asset {
+                name: format!("uplot-{UPLOT_VERSION}.LICENSE.txt"),
+                content_type: TEXT,
+                body: UPLOT_LICENSE,
+            },
+            Asset {
+                name: hashed("usage-chart", "js", CHART_JS),
+                content_type: JAVASCRIPT,
+                body: CHART_JS,
             },
         ]
     })
@@ -61,15 +91,22 @@ pub(crate) struct AssetUrls {
     pub htmx: String,
     pub css: String,
     pub js: String,
+    /// Loaded by the usage page only.
+    pub uplot: String,
+    pub uplot_css: String,
+    pub chart: String,
 }
 
 pub(crate) fn urls() -> AssetUrls {
-    let [htmx, _, css, js] = assets();
+    let [htmx, _, css, js, uplot, uplot_css, _, chart] = assets();
     let url = |asset: &Asset| format!("/ui/assets/{}", asset.name);
     AssetUrls {
         htmx: url(htmx),
         css: url(css),
         js: url(js),
+        uplot: url(uplot),
+        uplot_css: url(uplot_css),
+        chart: url(chart),
     }
 }
 
@@ -101,6 +138,8 @@ mod tests {
     fn names_carry_versions_and_content_hashes() {
         let urls = urls();
         assert_eq!(urls.htmx, "/ui/assets/htmx-2.0.4.min.js");
+        assert_eq!(urls.uplot, "/ui/assets/uplot-1.6.32.min.js");
+        assert!(urls.chart.starts_with("/ui/assets/usage-chart.") && urls.chart.ends_with(".js"));
         assert!(urls.css.starts_with("/ui/assets/console.") && urls.css.ends_with(".css"));
         assert_eq!(urls.css.len(), "/ui/assets/console.0123456789ab.css".len());
         assert_ne!(hashed("a", "css", b"x"), hashed("a", "css", b"y"));

@@ -12,6 +12,8 @@ mod guard;
 mod headers;
 mod pages;
 mod session;
+mod states;
+mod usage_chart;
 mod view;
 
 use std::sync::Arc;
@@ -62,12 +64,14 @@ pub fn router(admin: AdminState, auth: Arc<AdminAuth>, options: ConsoleOptions) 
     };
     let signed_in = Router::new()
         .route("/ui/", get(pages::overview::show))
+        .route("/ui/overview/live", get(pages::overview::live))
         .route("/ui/sign-out", post(pages::sign_in::sign_out))
         .route(
             "/ui/pools",
             get(pages::pools::list).post(pages::pools::create),
         )
         .route("/ui/pools/{pool}", get(pages::pools::detail))
+        .route("/ui/pools/{pool}/live", get(pages::pool_fleet::live))
         .route(
             "/ui/pools/{pool}/delete",
             get(pages::pools::confirm_delete).post(pages::pools::delete),
@@ -95,6 +99,9 @@ pub fn router(admin: AdminState, auth: Arc<AdminAuth>, options: ConsoleOptions) 
             get(pages::keys::confirm_revoke).post(pages::keys::revoke),
         )
         .route("/ui/proxies", get(pages::proxies::list))
+        .route("/ui/proxies/live", get(pages::proxies::live))
+        .route("/ui/usage", get(pages::usage::show))
+        .route("/ui/usage.csv", get(pages::usage::csv))
         .route("/ui/audit", get(pages::audit::list))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),

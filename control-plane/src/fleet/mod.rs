@@ -4,12 +4,15 @@
 
 mod flusher;
 mod pending;
+mod read;
 mod registry;
+pub mod usage;
 mod view;
 
 use std::time::Duration;
 
 pub use flusher::Flusher;
+pub use read::{FleetSnapshot, read_fleet, read_pool_status};
 pub use registry::{Nack, ProxyRegistry, ProxyStatus, Registration};
 pub use view::{
     BackendFleetState, FleetProxy, MinuteTraffic, PoolStatus, ProxyState, StateCounts, Traffic,

@@ -88,6 +88,31 @@ pub struct StateCounts {
 }
 
 impl StateCounts {
+    pub fn get(&self, state: BackendState) -> u32 {
+        match state {
+            BackendState::Available => self.available,
+            BackendState::Cooling => self.cooling,
+            BackendState::Ejected => self.ejected,
+            BackendState::NoCredential => self.no_credential,
+            BackendState::Disabled => self.disabled,
+        }
+    }
+
+    /// The state that matters most to an operator among those some proxy reports: one proxy
+    /// unable to use a backend is worth seeing before the others that can. `None` when no
+    /// proxy reports the backend.
+    pub fn worst(&self) -> Option<BackendState> {
+        [
+            BackendState::Ejected,
+            BackendState::NoCredential,
+            BackendState::Cooling,
+            BackendState::Disabled,
+            BackendState::Available,
+        ]
+        .into_iter()
+        .find(|state| self.get(*state) > 0)
+    }
+
     fn count(&mut self, state: BackendState) {
         let cell = match state {
             BackendState::Available => &mut self.available,
@@ -267,6 +292,20 @@ mod tests {
             state,
             until_unix_ms: until,
         }
+    }
+
+    #[test]
+    fn the_worst_state_reported_wins() {
+        let mut counts = StateCounts::default();
+        assert_eq!(counts.worst(), None);
+        counts.count(BackendState::Available);
+        counts.count(BackendState::Available);
+        assert_eq!(counts.worst(), Some(BackendState::Available));
+        counts.count(BackendState::Cooling);
+        assert_eq!(counts.worst(), Some(BackendState::Cooling));
+        counts.count(BackendState::Ejected);
+        assert_eq!(counts.worst(), Some(BackendState::Ejected));
+        assert_eq!(counts.get(BackendState::Available), 2);
     }
 
     #[test]

@@ -281,18 +281,19 @@ impl Store {
         .await
     }
 
-    /// Per-minute traffic of a pool's backends from `since` (Unix ms) on.
+    /// Per-minute traffic of a pool's backends (every pool's with `None`) from `since` (Unix
+    /// ms) on.
     pub async fn backend_traffic(
         &self,
-        pool: &str,
+        pool: Option<&str>,
         since_unix_ms: i64,
     ) -> Result<Vec<TrafficRow>, StoreError> {
         self.bounded(async {
             let rows = sqlx::query(
                 "SELECT minute, pool, backend, requests, errors FROM backend_traffic \
-                 WHERE pool = $1 AND minute >= $2 ORDER BY minute, backend",
+                 WHERE ($1 = '' OR pool = $1) AND minute >= $2 ORDER BY minute, backend",
             )
-            .bind(pool)
+            .bind(pool.unwrap_or_default())
             .bind(since_unix_ms)
             .fetch_all(&self.db)
             .await?;

@@ -4,9 +4,11 @@ pub(crate) mod audit;
 pub(crate) mod backends;
 pub(crate) mod keys;
 pub(crate) mod overview;
+pub(crate) mod pool_fleet;
 pub(crate) mod pools;
 pub(crate) mod proxies;
 pub(crate) mod sign_in;
+pub(crate) mod usage;
 
 use axum::response::{Redirect, Response};
 

@@ -9,6 +9,7 @@ use serde_json::{Map, Value, json};
 
 use sluice_model::{Backend, Name, Pool};
 
+use super::pool_fleet::{self, PoolLive};
 use super::{refusal, see, usd_field};
 use crate::admin::{ApiError, parse_json};
 use crate::console::ConsoleState;
@@ -212,6 +213,7 @@ struct PoolPage {
     /// The pool's ETag revision (its last change, or any of its backends').
     revision: u64,
     backends: Vec<BackendRow>,
+    live: PoolLive,
     /// A refused change to one backend: its name and why.
     backend_problem: Option<(String, String)>,
     draft: Draft,
@@ -267,6 +269,10 @@ pub(crate) async fn pool_page(
         Ok(backends) => backends,
         Err(error) => return view::store_failure(&error),
     };
+    let live = match pool_fleet::read(state, &name).await {
+        Ok(live) => live,
+        Err(error) => return view::store_failure(&error),
+    };
     let pool = stored.value;
     view::render(
         view_state.status,
@@ -282,6 +288,7 @@ pub(crate) async fn pool_page(
             name: pool.name.to_string(),
             revision: stored.revision,
             backends: backends.iter().map(BackendRow::of).collect(),
+            live,
             backend_problem: view_state.backend_problem,
             draft: view_state.draft,
         },
