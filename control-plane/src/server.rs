@@ -191,7 +191,7 @@ impl ControlPlane {
             self.proxies.clone(),
         );
         move || {
-            metrics.refresh(store.last_known_revision(), proxies.list().len());
+            metrics.refresh(store.last_known_revision(), proxies.connected());
             prometheus_protobuf::encode(metrics.registry())
         }
     }

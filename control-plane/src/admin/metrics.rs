@@ -152,10 +152,9 @@ pub async fn track(
         (String = "application/openmetrics-text"),
     ))))]
 pub async fn metrics(State(state): State<AdminState>, headers: HeaderMap) -> Response {
-    state.metrics.refresh(
-        state.store.last_known_revision(),
-        state.proxies.list().len(),
-    );
+    state
+        .metrics
+        .refresh(state.store.last_known_revision(), state.proxies.connected());
     let openmetrics = sluice_model::exposition::wants_openmetrics(
         headers
             .get(header::ACCEPT)

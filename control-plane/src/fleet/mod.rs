@@ -13,7 +13,7 @@ use std::time::Duration;
 
 pub use flusher::Flusher;
 pub use read::{FleetSnapshot, read_fleet, read_pool_status};
-pub use registry::{Nack, ProxyRegistry, ProxyStatus, Registration};
+pub use registry::{Nack, ProxyRegistry, Registration};
 pub use view::{
     BackendFleetState, FleetProxy, MinuteTraffic, PoolStatus, ProxyState, StateCounts, Traffic,
     pool_status, proxy_views,

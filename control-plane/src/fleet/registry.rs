@@ -17,23 +17,6 @@ use crate::store::{
     BackendSeen, BackendState, Disconnect, FleetBatch, NackRecord, ProxyRecord, unix_millis,
 };
 
-/// What the admin API shows about one connected proxy.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
-pub struct ProxyStatus {
-    pub node_id: String,
-    /// Peer address of the config stream.
-    pub address: String,
-    /// Software version the proxy reported.
-    pub version: String,
-    /// Last revision the proxy acknowledged as applied.
-    pub acked_revision: Option<u64>,
-    pub last_nack: Option<Nack>,
-    /// RFC 3339.
-    pub connected_since: String,
-    /// RFC 3339.
-    pub last_seen: String,
-}
-
 /// A snapshot a proxy rejected, and why; it keeps serving its previous one.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Nack {
@@ -121,23 +104,18 @@ impl ProxyRegistry {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Proxies connected to this replica, ordered by node id.
-    pub fn list(&self) -> Vec<ProxyStatus> {
+    /// How many proxies have a config stream open to this replica.
+    pub fn connected(&self) -> usize {
+        self.tracked().proxies.len()
+    }
+
+    /// This replica's proxies as the next heartbeat would write them, by node id.
+    #[cfg(test)]
+    fn records(&self) -> Vec<ProxyRecord> {
         self.tracked()
             .proxies
             .values()
-            .map(|entry| {
-                let record = &entry.record;
-                ProxyStatus {
-                    node_id: record.node_id.clone(),
-                    address: record.address.clone(),
-                    version: record.version.clone(),
-                    acked_revision: record.acked_revision,
-                    last_nack: record.last_nack.as_ref().map(Nack::from),
-                    connected_since: rfc3339(record.connected_since_unix_ms),
-                    last_seen: rfc3339(record.last_seen_unix_ms),
-                }
-            })
+            .map(|entry| entry.record.clone())
             .collect()
     }
 
@@ -330,7 +308,7 @@ mod tests {
         let first = registry.register("p1", "127.0.0.1:1".into(), "0.1.0".into(), 0);
         first.acked(3);
         first.nacked(4, "bad".into());
-        let listed = registry.list();
+        let listed = registry.records();
         assert_eq!(listed[0].acked_revision, Some(3));
         assert_eq!(listed[0].last_nack.as_ref().unwrap().error, "bad");
 
@@ -338,13 +316,13 @@ mod tests {
         let second = registry.register("p1", "127.0.0.1:2".into(), "0.1.0".into(), 3);
         drop(first);
         assert_eq!(
-            registry.list()[0].address,
+            registry.records()[0].address,
             "127.0.0.1:2",
             "the old stream does not remove the new"
         );
         assert!(registry.take_batch(false, true).disconnects.is_empty());
         drop(second);
-        assert!(registry.list().is_empty());
+        assert_eq!(registry.connected(), 0);
         assert_eq!(registry.take_batch(false, true).disconnects.len(), 1);
     }
 

@@ -13,7 +13,7 @@ use serde_json::{Map, Value, json};
 use sluice_model::{Limits, MicroUsd, Name, Period};
 
 use super::pools::ConfirmPage;
-use super::{number_field, refusal, see, usd_field};
+use super::{number_field, refusal, removal_outcome, see, usd_field};
 use crate::admin::parse_json;
 use crate::console::ConsoleState;
 use crate::console::form::{Draft, Form, Problem};
@@ -541,22 +541,17 @@ pub(crate) async fn revoke(
     let Ok(name) = Name::try_from(id.as_str()) else {
         return view::not_found(format!("There is no client key {id}."));
     };
-    match state
+    let removed = state
         .admin
         .store
         .delete_key(&visitor.actor, &name, None)
-        .await
-    {
-        Ok(()) | Err(StoreError::NotFound(_)) => see("/ui/keys"),
-        Err(error) => match refusal(error) {
-            Ok(api) => view::failure(
-                api.status(),
-                view::Failure::new("The key was not revoked", api.detail().message.clone())
-                    .with_link(&format!("/ui/keys/{name}"), "Back to the key"),
-            ),
-            Err(page) => *page,
-        },
-    }
+        .await;
+    removal_outcome(
+        removed,
+        "/ui/keys",
+        "The key was not revoked",
+        (&format!("/ui/keys/{name}"), "Back to the key"),
+    )
 }
 
 #[cfg(test)]

@@ -45,6 +45,27 @@ pub(crate) fn refusal(error: StoreError) -> Result<ApiError, Box<Response>> {
     }
 }
 
+/// Where a removal leads: to `done` when it happened (or the thing was already gone), else
+/// to a page saying why it was refused, with a link `back`.
+pub(crate) fn removal_outcome(
+    removed: Result<(), StoreError>,
+    done: &str,
+    refused_title: &str,
+    back: (&str, &str),
+) -> Response {
+    match removed {
+        Ok(()) | Err(StoreError::NotFound(_)) => see(done),
+        Err(error) => match refusal(error) {
+            Ok(api) => view::failure(
+                api.status(),
+                view::Failure::new(refused_title, api.detail().message.clone())
+                    .with_link(back.0, back.1),
+            ),
+            Err(page) => *page,
+        },
+    }
+}
+
 /// A whole number typed into a form, as JSON; `None` when left empty.
 pub(crate) fn number_field(
     raw: &str,

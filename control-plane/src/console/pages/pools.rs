@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 use sluice_model::{Backend, Name, Pool};
 
 use super::pool_fleet::{self, PoolLive};
-use super::{refusal, see, usd_field};
+use super::{refusal, removal_outcome, see, usd_field};
 use crate::admin::{ApiError, parse_json};
 use crate::console::ConsoleState;
 use crate::console::form::{Draft, Form, Problem};
@@ -339,21 +339,15 @@ pub(crate) async fn delete(
     let Ok(name) = Name::try_from(pool.as_str()) else {
         return view::not_found(format!("There is no pool named {pool}."));
     };
-    match state
+    let removed = state
         .admin
         .store
         .delete_pool(&visitor.actor, &name, None::<&Precondition>)
-        .await
-    {
-        Ok(()) => see("/ui/pools"),
-        Err(crate::store::StoreError::NotFound(_)) => see("/ui/pools"),
-        Err(error) => match refusal(error) {
-            Ok(api) => view::failure(
-                api.status(),
-                view::Failure::new("The pool was not deleted", api.detail().message.clone())
-                    .with_link(&format!("/ui/pools/{name}"), "Back to the pool"),
-            ),
-            Err(page) => *page,
-        },
-    }
+        .await;
+    removal_outcome(
+        removed,
+        "/ui/pools",
+        "The pool was not deleted",
+        (&format!("/ui/pools/{name}"), "Back to the pool"),
+    )
 }
