@@ -142,22 +142,44 @@ struct Traced {
     _dir: tempfile::TempDir,
 }
 
+/// How the proxy under test exports.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Otlp {
+    Grpc,
+    HttpProtobuf,
+    HttpJson,
+}
+
+impl Otlp {
+    fn transport(self) -> Transport {
+        match self {
+            Self::Grpc => Transport::Grpc,
+            Self::HttpProtobuf | Self::HttpJson => Transport::Http,
+        }
+    }
+}
+
 impl Traced {
     /// Exports quickly to the receiver over `transport` (batches every 100 ms, metrics every
     /// 200 ms); over HTTP with an `authorization` header.
-    async fn start(transport: Transport) -> Self {
+    async fn start(otlp: Otlp) -> Self {
         let fast = [
             ("OTEL_SERVICE_NAME", "sluice-e2e"),
             ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=test"),
             ("OTEL_BSP_SCHEDULE_DELAY", "100"),
             ("OTEL_METRIC_EXPORT_INTERVAL", "200"),
         ];
-        match transport {
-            Transport::Grpc => Self::start_with(&fast).await,
-            Transport::Http => {
+        match otlp {
+            Otlp::Grpc => Self::start_with(&fast).await,
+            Otlp::HttpProtobuf | Otlp::HttpJson => {
                 let authorization = format!("authorization=Bearer%20{OTLP_TOKEN}");
+                let protocol = if otlp == Otlp::HttpJson {
+                    "http/json"
+                } else {
+                    "http/protobuf"
+                };
                 let mut otel = vec![
-                    ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+                    ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
                     ("OTEL_EXPORTER_OTLP_HEADERS", authorization.as_str()),
                 ];
                 otel.extend_from_slice(&fast);
@@ -236,14 +258,15 @@ fn assert_exported_over(receiver: &OtlpReceiver, proxy: &ProxyProcess, transport
 
 /// One retried call: the server span continues the client's trace, has two attempt spans
 /// with the GenAI and Sluice attributes and the token counts the backend reported.
-async fn a_retried_call_is_traced(stream: bool, transport: Transport) {
+async fn a_retried_call_is_traced(stream: bool, otlp: Otlp) {
+    let transport = otlp.transport();
     let Traced {
         receiver,
         a,
         b,
         proxy,
         _dir,
-    } = Traced::start(transport).await;
+    } = Traced::start(otlp).await;
 
     a.inject(Fault::status(500).once()).unwrap();
     let response = proxy.call(stream).send().await.unwrap();
@@ -338,33 +361,42 @@ fn one(spans: &[ReceivedSpan], matches: impl Fn(&ReceivedSpan) -> bool) -> Recei
 
 #[tokio::test]
 async fn a_retried_call_yields_a_server_span_with_two_attempt_spans() {
-    a_retried_call_is_traced(false, Transport::Grpc).await;
+    a_retried_call_is_traced(false, Otlp::Grpc).await;
 }
 
 #[tokio::test]
 async fn a_retried_stream_yields_a_server_span_with_two_attempt_spans() {
-    a_retried_call_is_traced(true, Transport::Grpc).await;
+    a_retried_call_is_traced(true, Otlp::Grpc).await;
 }
 
 /// The same spans over OTLP/HTTP (`http/protobuf`), from the SDK's batch thread through the
 /// exporter's blocking client.
 #[tokio::test]
 async fn a_retried_stream_is_traced_over_http_protobuf() {
-    a_retried_call_is_traced(true, Transport::Http).await;
+    a_retried_call_is_traced(true, Otlp::HttpProtobuf).await;
+}
+
+/// The same over `http/json`: OTLP's JSON mapping (hex ids, camelCase), for traces from the
+/// SDK's exporter and metrics from ours.
+#[tokio::test]
+async fn traces_and_metrics_arrive_over_http_json() {
+    a_retried_call_is_traced(true, Otlp::HttpJson).await;
+    metrics_arrive(Otlp::HttpJson).await;
 }
 
 #[tokio::test]
 async fn metrics_arrive_with_the_prometheus_names() {
-    metrics_arrive(Transport::Grpc).await;
+    metrics_arrive(Otlp::Grpc).await;
 }
 
 #[tokio::test]
 async fn metrics_arrive_over_http_protobuf() {
-    metrics_arrive(Transport::Http).await;
+    metrics_arrive(Otlp::HttpProtobuf).await;
 }
 
 /// Metrics reach the receiver with the names `/metrics` shows and the values of the traffic.
-async fn metrics_arrive(transport: Transport) {
+async fn metrics_arrive(otlp: Otlp) {
+    let transport = otlp.transport();
     let Traced {
         receiver,
         a,
@@ -372,7 +404,7 @@ async fn metrics_arrive(transport: Transport) {
         // Held, not used: dropping them would stop the backend and remove the config.
         b: _b,
         _dir,
-    } = Traced::start(transport).await;
+    } = Traced::start(otlp).await;
 
     a.inject(Fault::status(500).once()).unwrap();
     let mut output_tokens = 0;

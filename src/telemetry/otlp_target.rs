@@ -27,6 +27,8 @@ pub enum Protocol {
     Grpc,
     /// `http/protobuf`: the same messages, POSTed as `application/x-protobuf`.
     HttpProtobuf,
+    /// `http/json`: the same messages in OTLP's JSON mapping, POSTed as `application/json`.
+    HttpJson,
 }
 
 impl Protocol {
@@ -34,7 +36,7 @@ impl Protocol {
         match value {
             "grpc" => Ok(Self::Grpc),
             "http/protobuf" => Ok(Self::HttpProtobuf),
-            // `http/json` included: the spec lists it, but the JSON mapping is not implemented.
+            "http/json" => Ok(Self::HttpJson),
             _ => Err(TargetError::Protocol {
                 var,
                 value: value.to_owned(),
@@ -46,7 +48,7 @@ impl Protocol {
     pub fn default_endpoint(self) -> &'static str {
         match self {
             Self::Grpc => "http://localhost:4317",
-            Self::HttpProtobuf => "http://localhost:4318",
+            Self::HttpProtobuf | Self::HttpJson => "http://localhost:4318",
         }
     }
 }
@@ -56,6 +58,7 @@ impl fmt::Display for Protocol {
         f.write_str(match self {
             Self::Grpc => "grpc",
             Self::HttpProtobuf => "http/protobuf",
+            Self::HttpJson => "http/json",
         })
     }
 }
@@ -88,7 +91,9 @@ pub const METRICS: Signal = Signal {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
-    #[error("{var}={value:?}: the supported protocols are \"grpc\" and \"http/protobuf\"")]
+    #[error(
+        "{var}={value:?}: the supported protocols are \"grpc\", \"http/protobuf\" and \"http/json\""
+    )]
     Protocol { var: &'static str, value: String },
     #[error("{var}={value:?} is not an http:// or https:// URL")]
     Endpoint { var: &'static str, value: String },
@@ -170,7 +175,9 @@ fn endpoint(env: &OtelEnv, signal: &Signal, protocol: Protocol) -> Result<String
     };
     Ok(match protocol {
         Protocol::Grpc => base,
-        Protocol::HttpProtobuf => format!("{}{}", base.trim_end_matches('/'), signal.http_path),
+        Protocol::HttpProtobuf | Protocol::HttpJson => {
+            format!("{}{}", base.trim_end_matches('/'), signal.http_path)
+        }
     })
 }
 

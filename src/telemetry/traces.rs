@@ -57,9 +57,13 @@ pub fn provider(env: &OtelEnv) -> Result<Option<(SdkTracerProvider, OtlpTarget)>
 fn exporter(target: &OtlpTarget) -> Result<SpanExporter, opentelemetry_otlp::ExporterBuildError> {
     match target.protocol {
         Protocol::Grpc => SpanExporter::builder().with_tonic().build(),
-        Protocol::HttpProtobuf => SpanExporter::builder()
+        Protocol::HttpProtobuf | Protocol::HttpJson => SpanExporter::builder()
             .with_http()
-            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .with_protocol(if target.protocol == Protocol::HttpJson {
+                opentelemetry_otlp::Protocol::HttpJson
+            } else {
+                opentelemetry_otlp::Protocol::HttpBinary
+            })
             .with_endpoint(&target.endpoint)
             .with_timeout(target.timeout)
             .build(),
@@ -88,14 +92,14 @@ mod tests {
     }
 
     #[test]
-    fn http_json_is_refused_with_the_variable_named() {
+    fn an_unknown_protocol_is_refused_with_the_variable_named() {
         let env = OtelEnv::from_vars([
             (ENDPOINT, "http://collector:4318"),
-            (TRACES.protocol, "http/json"),
+            (TRACES.protocol, "http/xml"),
         ]);
         let error = provider(&env).unwrap_err().to_string();
         assert!(
-            error.starts_with("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=\"http/json\""),
+            error.starts_with("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=\"http/xml\""),
             "{error}"
         );
     }

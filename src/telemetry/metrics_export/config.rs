@@ -216,8 +216,8 @@ mod tests {
             "OTEL_EXPORTER_OTLP_ENDPOINT=\"collector:4317\" is not an http:// or https:// URL"
         );
         assert_eq!(
-            error(&[(ENDPOINT, "http://c:4318"), (PROTOCOL, "http/json")]),
-            "OTEL_EXPORTER_OTLP_PROTOCOL=\"http/json\": the supported protocols are \"grpc\" and \"http/protobuf\""
+            error(&[(ENDPOINT, "http://c:4318"), (PROTOCOL, "http/xml")]),
+            "OTEL_EXPORTER_OTLP_PROTOCOL=\"http/xml\": the supported protocols are \"grpc\", \"http/protobuf\" and \"http/json\""
         );
         assert_eq!(
             error(&[(ENDPOINT, "http://c:4317"), (EXPORT_INTERVAL, "0")]),

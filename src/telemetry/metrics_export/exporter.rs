@@ -56,6 +56,9 @@ pub enum ExportError {
     Unreachable(String),
     #[error("the collector's answer is not an OTLP response: {0}")]
     BadResponse(#[source] prost::DecodeError),
+    /// An `http/json` request that would not serialise, or an answer that is not OTLP JSON.
+    #[error("OTLP JSON could not be read or written: {0}")]
+    BadJson(String),
     #[error("no answer from the collector within {0:?}")]
     Timeout(Duration),
     #[error("the collector refused {rejected} data points: {message}")]

@@ -1,5 +1,5 @@
 //! How one export request reaches the collector: OTLP/gRPC through tonic, or OTLP/HTTP with
-//! protobuf bodies through reqwest. Both carry the same `ExportMetricsServiceRequest`.
+//! protobuf or JSON bodies through reqwest. Both carry the same `ExportMetricsServiceRequest`.
 
 mod grpc;
 mod http;
@@ -23,7 +23,9 @@ impl Transport {
     pub fn new(target: &OtlpTarget) -> Result<Self, ConfigError> {
         Ok(match target.protocol {
             Protocol::Grpc => Self::Grpc(grpc::GrpcTransport::new(target)?),
-            Protocol::HttpProtobuf => Self::Http(http::HttpTransport::new(target)?),
+            Protocol::HttpProtobuf | Protocol::HttpJson => {
+                Self::Http(http::HttpTransport::new(target)?)
+            }
         })
     }
 

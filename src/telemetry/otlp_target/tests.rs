@@ -91,7 +91,7 @@ fn the_signal_protocol_wins() {
         http("http://collector:4318/v1/traces")
     );
 
-    let vars = [(PROTOCOL, "http/json"), (TRACES.protocol, "http/protobuf")];
+    let vars = [(PROTOCOL, "http/xml"), (TRACES.protocol, "http/protobuf")];
     assert_eq!(resolved(&TRACES, &vars).0, Protocol::HttpProtobuf);
 }
 
@@ -99,15 +99,15 @@ fn the_signal_protocol_wins() {
 fn unsupported_protocols_are_refused_with_the_variable_named() {
     let error = |signal, vars: &[(&str, &str)]| target(signal, vars).unwrap_err().to_string();
     assert_eq!(
-        error(&TRACES, &[(PROTOCOL, "http/json")]),
-        "OTEL_EXPORTER_OTLP_PROTOCOL=\"http/json\": the supported protocols are \"grpc\" and \"http/protobuf\""
+        error(&TRACES, &[(PROTOCOL, "http/xml")]),
+        "OTEL_EXPORTER_OTLP_PROTOCOL=\"http/xml\": the supported protocols are \"grpc\", \"http/protobuf\" and \"http/json\""
     );
     assert_eq!(
         error(
             &METRICS,
-            &[(PROTOCOL, "grpc"), (METRICS.protocol, "http/json")]
+            &[(PROTOCOL, "grpc"), (METRICS.protocol, "http/xml")]
         ),
-        "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL=\"http/json\": the supported protocols are \"grpc\" and \"http/protobuf\""
+        "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL=\"http/xml\": the supported protocols are \"grpc\", \"http/protobuf\" and \"http/json\""
     );
     assert!(
         error(&TRACES, &[(TRACES.protocol, "HTTP")])

@@ -1,6 +1,6 @@
-//! The receiver's OTLP/HTTP side: `POST /v1/traces` and `POST /v1/metrics` with protobuf
-//! bodies, answered as the OTLP specification asks (protobuf responses, `google.rpc.Status`
-//! bodies on errors).
+//! The receiver's OTLP/HTTP side: `POST /v1/traces` and `POST /v1/metrics` with protobuf or
+//! JSON bodies, answered as the OTLP specification asks (the request's encoding,
+//! `google.rpc.Status` bodies on errors).
 
 use std::sync::Arc;
 
@@ -14,11 +14,38 @@ use axum::routing::post;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
 
 use super::{Refusal, Store, Transport};
 
 const PROTOBUF: &str = "application/x-protobuf";
+const JSON: &str = "application/json";
+
+/// How a request was encoded; its answer is encoded the same way.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Protobuf,
+    Json,
+}
+
+impl Encoding {
+    fn of(headers: &HeaderMap) -> Option<Self> {
+        match headers.get(CONTENT_TYPE).map(HeaderValue::as_bytes)? {
+            b"application/x-protobuf" => Some(Self::Protobuf),
+            b"application/json" => Some(Self::Json),
+            _ => None,
+        }
+    }
+
+    fn content_type(self) -> &'static str {
+        match self {
+            Self::Protobuf => PROTOBUF,
+            Self::Json => JSON,
+        }
+    }
+}
 
 pub(super) async fn serve(listener: TcpListener, store: Arc<Store>) {
     let app = Router::new()
@@ -31,32 +58,43 @@ pub(super) async fn serve(listener: TcpListener, store: Arc<Store>) {
 }
 
 async fn traces(State(store): State<Arc<Store>>, headers: HeaderMap, body: Bytes) -> Response {
-    match decode::<ExportTraceServiceRequest>(&headers, &body) {
-        Ok(request) => answer(store.accept_spans(Transport::Http, &headers, &request)),
-        Err((http, message)) => status(http, tonic::Code::InvalidArgument, message),
+    let encoding = Encoding::of(&headers);
+    match decode::<ExportTraceServiceRequest>(encoding, &body) {
+        Ok((request, encoding)) => answer(
+            encoding,
+            store.accept_spans(Transport::Http, &headers, &request),
+        ),
+        Err((http, message)) => status(encoding, http, tonic::Code::InvalidArgument, message),
     }
 }
 
 async fn metrics(State(store): State<Arc<Store>>, headers: HeaderMap, body: Bytes) -> Response {
-    match decode::<ExportMetricsServiceRequest>(&headers, &body) {
-        Ok(request) => answer(store.accept_metrics(Transport::Http, &headers, &request)),
-        Err((http, message)) => status(http, tonic::Code::InvalidArgument, message),
+    let encoding = Encoding::of(&headers);
+    match decode::<ExportMetricsServiceRequest>(encoding, &body) {
+        Ok((request, encoding)) => answer(
+            encoding,
+            store.accept_metrics(Transport::Http, &headers, &request),
+        ),
+        Err((http, message)) => status(encoding, http, tonic::Code::InvalidArgument, message),
     }
 }
 
-/// Only protobuf bodies: a JSON or mislabelled export is a bug in the exporter under test.
-fn decode<T: Message + Default>(
-    headers: &HeaderMap,
+/// Protobuf or OTLP JSON bodies; anything mislabelled is a bug in the exporter under test.
+fn decode<T: Message + Default + DeserializeOwned>(
+    encoding: Option<Encoding>,
     body: &[u8],
-) -> Result<T, (StatusCode, String)> {
-    let content_type = headers.get(CONTENT_TYPE).map(HeaderValue::as_bytes);
-    if content_type != Some(PROTOBUF.as_bytes()) {
+) -> Result<(T, Encoding), (StatusCode, String)> {
+    let Some(encoding) = encoding else {
         return Err((
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!("Content-Type must be {PROTOBUF}"),
+            format!("Content-Type must be {PROTOBUF} or {JSON}"),
         ));
-    }
-    T::decode(body).map_err(|error| {
+    };
+    let decoded = match encoding {
+        Encoding::Protobuf => T::decode(body).map_err(|error| error.to_string()),
+        Encoding::Json => serde_json::from_slice(body).map_err(|error| error.to_string()),
+    };
+    decoded.map(|request| (request, encoding)).map_err(|error| {
         (
             StatusCode::BAD_REQUEST,
             format!("the body is not an OTLP export request: {error}"),
@@ -64,15 +102,23 @@ fn decode<T: Message + Default>(
     })
 }
 
-fn answer<T: Message>(result: Result<T, Refusal>) -> Response {
+fn answer<T: Message + Serialize>(encoding: Encoding, result: Result<T, Refusal>) -> Response {
     match result {
-        Ok(response) => protobuf(StatusCode::OK, response.encode_to_vec()),
+        Ok(response) => {
+            let bytes = match encoding {
+                Encoding::Protobuf => response.encode_to_vec(),
+                Encoding::Json => serde_json::to_vec(&response).unwrap_or_default(),
+            };
+            respond(encoding, StatusCode::OK, bytes)
+        }
         Err(Refusal::Unavailable) => status(
+            Some(encoding),
             StatusCode::SERVICE_UNAVAILABLE,
             tonic::Code::Unavailable,
             Refusal::UNAVAILABLE.to_owned(),
         ),
         Err(Refusal::Unauthenticated(message)) => status(
+            Some(encoding),
             StatusCode::UNAUTHORIZED,
             tonic::Code::Unauthenticated,
             message,
@@ -80,20 +126,33 @@ fn answer<T: Message>(result: Result<T, Refusal>) -> Response {
     }
 }
 
-fn status(http: StatusCode, code: tonic::Code, message: String) -> Response {
+/// A `google.rpc.Status`, in the request's encoding (protobuf when it had none).
+fn status(
+    encoding: Option<Encoding>,
+    http: StatusCode,
+    code: tonic::Code,
+    message: String,
+) -> Response {
+    if encoding == Some(Encoding::Json) {
+        let status = serde_json::json!({"code": code as i32, "message": message});
+        return respond(Encoding::Json, http, status.to_string().into_bytes());
+    }
     let status = tonic_types::Status {
         code: code as i32,
         message,
         details: Vec::new(),
     };
-    protobuf(http, status.encode_to_vec())
+    respond(Encoding::Protobuf, http, status.encode_to_vec())
 }
 
-fn protobuf(status: StatusCode, body: Vec<u8>) -> Response {
+fn respond(encoding: Encoding, http: StatusCode, bytes: Vec<u8>) -> Response {
     (
-        status,
-        [(CONTENT_TYPE, HeaderValue::from_static(PROTOBUF))],
-        body,
+        http,
+        [(
+            CONTENT_TYPE,
+            HeaderValue::from_static(encoding.content_type()),
+        )],
+        bytes,
     )
         .into_response()
 }

@@ -379,14 +379,22 @@ async fn http_refusals_carry_an_rpc_status() {
 
     let response = post(&receiver, "/v1/metrics", b"not protobuf".to_vec()).await;
     assert_eq!(response.status(), 400);
-    let json = reqwest::Client::new()
-        .post(format!("{}/v1/traces", receiver.http_endpoint()))
-        .header("content-type", "application/json")
-        .body("{}")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(json.status(), 415);
+    let send = |content_type: &'static str, body: &'static str| {
+        reqwest::Client::new()
+            .post(format!("{}/v1/traces", receiver.http_endpoint()))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    assert_eq!(send("text/plain", "{}").await.unwrap().status(), 415);
+    let bad_json = send("application/json", "{not json").await.unwrap();
+    assert_eq!(bad_json.status(), 400);
+    assert_eq!(bad_json.headers()["content-type"], "application/json");
+    let status: serde_json::Value = bad_json.json().await.unwrap();
+    assert_eq!(status["code"], tonic::Code::InvalidArgument as i32);
+    let empty_json = send("application/json", "{}").await.unwrap();
+    assert_eq!(empty_json.status(), 200, "an empty export is an export");
+    assert_eq!(empty_json.headers()["content-type"], "application/json");
 }
 
 /// A wait that times out says what did arrive.

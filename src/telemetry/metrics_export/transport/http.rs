@@ -1,6 +1,6 @@
-//! OTLP/HTTP with protobuf bodies: one POST per export, its answer mapped to [`ExportError`]
-//! as the OTLP specification describes (`google.rpc.Status` bodies on errors; 429, 502, 503
-//! and 504 are transient).
+//! OTLP/HTTP with protobuf or JSON bodies (`http/protobuf`, `http/json`): one POST per
+//! export, its answer mapped to [`ExportError`] as the OTLP specification describes
+//! (`google.rpc.Status` bodies on errors; 429, 502, 503 and 504 are transient).
 
 use std::error::Error as _;
 use std::time::Duration;
@@ -14,14 +14,17 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue};
 
 use crate::telemetry::metrics_export::config::ConfigError;
 use crate::telemetry::metrics_export::exporter::ExportError;
-use crate::telemetry::otlp_target::OtlpTarget;
+use crate::telemetry::otlp_target::{OtlpTarget, Protocol};
 
 const PROTOBUF: &str = "application/x-protobuf";
+const JSON: &str = "application/json";
 /// Enough of a non-OTLP error body (a load balancer's page, say) to tell what answered.
 const MESSAGE_LIMIT: usize = 200;
 
 pub struct HttpTransport {
     client: reqwest::Client,
+    /// OTLP's JSON mapping instead of protobuf, for requests and the answers read.
+    json: bool,
     url: String,
     headers: HeaderMap,
     timeout: Duration,
@@ -38,10 +41,15 @@ impl HttpTransport {
                 endpoint: target.endpoint.clone(),
                 source,
             })?;
+        let json = target.protocol == Protocol::HttpJson;
         let mut headers = target.headers.clone();
-        headers.insert(CONTENT_TYPE, HeaderValue::from_static(PROTOBUF));
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static(if json { JSON } else { PROTOBUF }),
+        );
         Ok(Self {
             client,
+            json,
             url: target.endpoint.clone(),
             headers,
             timeout: target.timeout,
@@ -56,23 +64,39 @@ impl HttpTransport {
             .client
             .post(&self.url)
             .headers(self.headers.clone())
-            .body(request.encode_to_vec())
+            .body(self.encode(request)?)
             .send()
             .await
             .map_err(|error| self.unsent(&error))?;
         let status = response.status();
-        let protobuf = response
+        let content_type = response
             .headers()
             .get(CONTENT_TYPE)
-            .is_some_and(|value| value.as_bytes().starts_with(PROTOBUF.as_bytes()));
+            .map(|value| value.as_bytes().to_vec())
+            .unwrap_or_default();
         let body = response
             .bytes()
             .await
             .map_err(|error| self.unsent(&error))?;
-        if status.is_success() {
-            ExportMetricsServiceResponse::decode(body).map_err(ExportError::BadResponse)
+        if !status.is_success() {
+            return Err(failure(status, &content_type, &body));
+        }
+        if self.json {
+            // An empty body is a full success; serde needs at least `{}`.
+            if body.iter().all(u8::is_ascii_whitespace) {
+                return Ok(ExportMetricsServiceResponse::default());
+            }
+            serde_json::from_slice(&body).map_err(|e| ExportError::BadJson(e.to_string()))
         } else {
-            Err(failure(status, protobuf, &body))
+            ExportMetricsServiceResponse::decode(body).map_err(ExportError::BadResponse)
+        }
+    }
+
+    fn encode(&self, request: &ExportMetricsServiceRequest) -> Result<Vec<u8>, ExportError> {
+        if self.json {
+            serde_json::to_vec(request).map_err(|e| ExportError::BadJson(e.to_string()))
+        } else {
+            Ok(request.encode_to_vec())
         }
     }
 
@@ -94,8 +118,8 @@ impl HttpTransport {
 }
 
 /// An error status, transient or not, with the collector's explanation.
-fn failure(status: StatusCode, protobuf: bool, body: &[u8]) -> ExportError {
-    let message = error_message(status, protobuf, body);
+fn failure(status: StatusCode, content_type: &[u8], body: &[u8]) -> ExportError {
+    let message = error_message(status, content_type, body);
     match status {
         StatusCode::TOO_MANY_REQUESTS
         | StatusCode::BAD_GATEWAY
@@ -111,14 +135,22 @@ fn failure(status: StatusCode, protobuf: bool, body: &[u8]) -> ExportError {
     }
 }
 
-/// The `google.rpc.Status` message of a protobuf body; else the start of the body; else the
-/// status's reason phrase.
-fn error_message(status: StatusCode, protobuf: bool, body: &[u8]) -> String {
-    if protobuf
-        && let Ok(rpc) = tonic_types::Status::decode(body)
-        && !rpc.message.is_empty()
-    {
-        return rpc.message;
+/// The `google.rpc.Status` message of a protobuf or JSON body; else the start of the body;
+/// else the status's reason phrase.
+fn error_message(status: StatusCode, content_type: &[u8], body: &[u8]) -> String {
+    let rpc_message = if content_type.starts_with(PROTOBUF.as_bytes()) {
+        tonic_types::Status::decode(body)
+            .ok()
+            .map(|rpc| rpc.message)
+    } else if content_type.starts_with(JSON.as_bytes()) {
+        serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .and_then(|rpc| rpc["message"].as_str().map(str::to_owned))
+    } else {
+        None
+    };
+    if let Some(message) = rpc_message.filter(|m| !m.is_empty()) {
+        return message;
     }
     let text = String::from_utf8_lossy(body);
     let text = text.trim();
@@ -152,14 +184,14 @@ mod tests {
         for code in [429, 502, 503, 504] {
             let status = StatusCode::from_u16(code).unwrap();
             assert!(
-                matches!(failure(status, false, b""), ExportError::Unavailable { status, .. } if status == code),
+                matches!(failure(status, b"", b""), ExportError::Unavailable { status, .. } if status == code),
                 "{code}"
             );
         }
         for code in [400, 401, 403, 404, 413, 500] {
             let status = StatusCode::from_u16(code).unwrap();
             assert!(
-                matches!(failure(status, false, b""), ExportError::Refused { status, .. } if status == code),
+                matches!(failure(status, b"", b""), ExportError::Refused { status, .. } if status == code),
                 "{code}"
             );
         }
@@ -169,19 +201,40 @@ mod tests {
     fn the_message_comes_from_the_rpc_status_then_the_body_then_the_reason() {
         let bad_request = StatusCode::BAD_REQUEST;
         assert_eq!(
-            error_message(bad_request, true, &rpc_status("metric name missing")),
+            error_message(
+                bad_request,
+                PROTOBUF.as_bytes(),
+                &rpc_status("metric name missing")
+            ),
             "metric name missing"
         );
         assert_eq!(
-            error_message(bad_request, false, b"  invalid api key\n"),
+            error_message(bad_request, b"text/plain", b"  invalid api key\n"),
             "invalid api key"
         );
-        assert_eq!(error_message(bad_request, false, b""), "Bad Request");
+        assert_eq!(
+            error_message(bad_request, b"text/plain", b""),
+            "Bad Request"
+        );
+        assert_eq!(
+            error_message(
+                bad_request,
+                b"application/json; charset=utf-8",
+                br#"{"code": 3, "message": "metric name missing"}"#
+            ),
+            "metric name missing",
+            "http/json collectors answer with the status in JSON"
+        );
         let page = "x".repeat(MESSAGE_LIMIT + 50);
-        let shown = error_message(StatusCode::BAD_GATEWAY, false, page.as_bytes());
+        let shown = error_message(StatusCode::BAD_GATEWAY, b"text/html", page.as_bytes());
         assert_eq!(shown.chars().count(), MESSAGE_LIMIT + 1, "{shown}");
         assert_eq!(
-            failure(StatusCode::UNAUTHORIZED, true, &rpc_status("bad key")).to_string(),
+            failure(
+                StatusCode::UNAUTHORIZED,
+                PROTOBUF.as_bytes(),
+                &rpc_status("bad key")
+            )
+            .to_string(),
             "the collector refused the export (HTTP 401): bad key"
         );
     }
