@@ -6,7 +6,7 @@ mod support;
 use reqwest::Method;
 use serde_json::{Value, json};
 use sluice_model::{Limits, Price, Snapshot};
-use support::{PROXY_TOKEN, TestControlPlane, etag, expect_error, expect_status, pool_json};
+use support::{TestControlPlane, etag, expect_error, expect_status, pool_json};
 
 fn price() -> Value {
     json!({"input_per_1m_usd": 2.5, "output_per_1m_usd": 10, "cached_input_per_1m_usd": 1.25})
@@ -345,61 +345,19 @@ on_both_databases! {
 /// The snapshot of `revision` as a proxy saying hello at revision 0 receives it (the control
 /// plane may first send an older one it has not caught up from yet; those are acknowledged).
 async fn streamed_snapshot(cp: &TestControlPlane, revision: u64) -> Snapshot {
-    use sluice_model::proto::config_discovery_client::ConfigDiscoveryClient;
+    use sluice_model::proto::Ack;
     use sluice_model::proto::proxy_message::Kind;
-    use sluice_model::proto::{Ack, Hello, ProxyMessage};
 
-    let mut client = ConfigDiscoveryClient::connect(format!("http://{}", cp.grpc_addr))
-        .await
-        .unwrap();
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    let hello = Hello {
-        node_id: "limits-check".into(),
-        version: "x".into(),
-        revision: 0,
-    };
-    tx.send(ProxyMessage {
-        kind: Some(Kind::Hello(hello)),
-    })
-    .await
-    .unwrap();
-    let mut request = tonic::Request::new(Channel(rx));
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {PROXY_TOKEN}").parse().unwrap(),
-    );
-    let mut updates = client.stream_config(request).await.unwrap().into_inner();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut peer = support::wire::WirePeer::connect(cp, "limits-check", "x").await;
     loop {
-        let update = tokio::time::timeout_at(deadline, updates.message())
-            .await
-            .unwrap_or_else(|_| panic!("no snapshot of revision {revision} within 10 s"))
-            .unwrap()
-            .unwrap();
+        let update = peer.next_update().await;
         let snapshot = Snapshot::try_from(update.snapshot.unwrap()).unwrap();
         if snapshot.revision >= revision {
             return snapshot;
         }
-        let ack = Ack {
+        peer.send(Kind::Ack(Ack {
             revision: snapshot.revision,
             nonce: update.nonce,
-        };
-        tx.send(ProxyMessage {
-            kind: Some(Kind::Ack(ack)),
-        })
-        .await
-        .unwrap();
-    }
-}
-
-struct Channel(tokio::sync::mpsc::Receiver<sluice_model::proto::ProxyMessage>);
-
-impl futures_core::Stream for Channel {
-    type Item = sluice_model::proto::ProxyMessage;
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        self.0.poll_recv(cx)
+        }));
     }
 }

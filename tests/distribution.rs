@@ -546,41 +546,18 @@ async fn unauthenticated_and_garbage_streams_are_refused_without_affecting_other
 /// A NACK from a proxy shows in `/api/v1/proxies` with its reason.
 #[tokio::test]
 async fn a_nack_shows_in_the_proxies_list() {
-    use sluice_model::proto::config_discovery_client::ConfigDiscoveryClient;
+    use sluice_model::proto::Nack;
     use sluice_model::proto::proxy_message::Kind;
-    use sluice_model::proto::{Hello, Nack, ProxyMessage};
 
     let cp = TestControlPlane::start(TestDatabase::sqlite()).await;
-    let mut client = ConfigDiscoveryClient::connect(format!("http://{}", cp.grpc_addr))
-        .await
-        .unwrap();
-    let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tx.send(ProxyMessage {
-        kind: Some(Kind::Hello(Hello {
-            node_id: "picky".into(),
-            version: "9.9.9".into(),
-            revision: 0,
-        })),
-    })
-    .await
-    .unwrap();
-    let mut request = tonic::Request::new(Channel(rx));
-    request.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {PROXY_TOKEN}").parse().unwrap(),
-    );
-    let mut updates = client.stream_config(request).await.unwrap().into_inner();
-    let update = updates.message().await.unwrap().unwrap();
+    let mut peer = support::wire::WirePeer::connect(&cp, "picky", "9.9.9").await;
+    let update = peer.next_update().await;
     let revision = update.snapshot.unwrap().revision;
-    tx.send(ProxyMessage {
-        kind: Some(Kind::Nack(Nack {
-            revision,
-            nonce: update.nonce,
-            error: "unknown field in pools[0]".into(),
-        })),
-    })
-    .await
-    .unwrap();
+    peer.send(Kind::Nack(Nack {
+        revision,
+        nonce: update.nonce,
+        error: "unknown field in pools[0]".into(),
+    }));
     eventually(Duration::from_secs(5), "the NACK to show", || async {
         let listed = expect_status(cp.get("/api/v1/proxies").await, 200).await;
         listed["proxies"][0]["last_nack"]["error"] == "unknown field in pools[0]"
@@ -589,7 +566,7 @@ async fn a_nack_shows_in_the_proxies_list() {
     let listed = expect_status(cp.get("/api/v1/proxies").await, 200).await;
     assert_eq!(listed["proxies"][0]["version"], "9.9.9");
     assert_eq!(listed["proxies"][0]["last_nack"]["revision"], revision);
-    drop(tx);
+    drop(peer);
 }
 
 /// A proxy that stops reading its stream is dropped after the send timeout, while the others
@@ -700,17 +677,5 @@ impl futures_core::Stream for Messages {
             Some(message) => std::task::Poll::Ready(Some(message)),
             None => std::task::Poll::Pending,
         }
-    }
-}
-
-struct Channel(tokio::sync::mpsc::Receiver<sluice_model::proto::ProxyMessage>);
-
-impl futures_core::Stream for Channel {
-    type Item = sluice_model::proto::ProxyMessage;
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        self.0.poll_recv(cx)
     }
 }

@@ -4,8 +4,6 @@
 
 mod support;
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::header::ACCEPT;
@@ -13,79 +11,14 @@ use serde_json::{Value, json};
 use sluice_control_plane::store::{
     FleetBatch, Store, StoreOptions, TrafficRow, UsageCounts, UsageFilter, UsageRow,
 };
-use sluice_model::proto::config_discovery_client::ConfigDiscoveryClient;
 use sluice_model::proto::proxy_message::Kind;
-use sluice_model::proto::{
-    Ack, BackendReport, BackendState, ConfigUpdate, Hello, ProxyMessage, Report, UsageReport,
-};
+use sluice_model::proto::{BackendReport, BackendState, Report, UsageReport};
 use support::proxy::TestProxy;
+use support::wire::WirePeer;
 use support::{
-    PROXY_TOKEN, TestControlPlane, TestDatabase, backend_json, eventually, expect_error,
-    expect_status, test_config,
+    TestControlPlane, TestDatabase, backend_json, eventually, expect_error, expect_status,
+    test_config,
 };
-use tokio::sync::mpsc;
-
-/// Speaks the config stream the way a proxy does, message by message as the test says:
-/// a proxy of the current version (with reports) or of the one before (without).
-struct WirePeer {
-    outbox: mpsc::UnboundedSender<ProxyMessage>,
-    updates: tonic::Streaming<ConfigUpdate>,
-}
-
-struct Outbox(mpsc::UnboundedReceiver<ProxyMessage>);
-
-impl futures_core::Stream for Outbox {
-    type Item = ProxyMessage;
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<ProxyMessage>> {
-        self.0.poll_recv(cx)
-    }
-}
-
-impl WirePeer {
-    async fn connect(cp: &TestControlPlane, node_id: &str) -> Self {
-        let mut client = ConfigDiscoveryClient::connect(format!("http://{}", cp.grpc_addr))
-            .await
-            .unwrap();
-        let (outbox, receiver) = mpsc::unbounded_channel();
-        outbox
-            .send(message(Kind::Hello(Hello {
-                node_id: node_id.into(),
-                version: "0.0.9".into(),
-                revision: 0,
-            })))
-            .unwrap();
-        let mut request = tonic::Request::new(Outbox(receiver));
-        request.metadata_mut().insert(
-            "authorization",
-            format!("Bearer {PROXY_TOKEN}").parse().unwrap(),
-        );
-        let updates = client.stream_config(request).await.unwrap().into_inner();
-        Self { outbox, updates }
-    }
-
-    /// Takes the next snapshot and acknowledges it; returns its revision.
-    async fn ack_next(&mut self) -> u64 {
-        let update = tokio::time::timeout(Duration::from_secs(10), self.updates.message())
-            .await
-            .expect("a snapshot within 10 s")
-            .unwrap()
-            .expect("the stream stays open");
-        let revision = update.snapshot.unwrap().revision;
-        self.send(Kind::Ack(Ack {
-            revision,
-            nonce: update.nonce,
-        }));
-        revision
-    }
-
-    fn send(&self, kind: Kind) {
-        self.outbox.send(message(kind)).unwrap();
-    }
-}
-
-fn message(kind: Kind) -> ProxyMessage {
-    ProxyMessage { kind: Some(kind) }
-}
 
 fn now_ms() -> u64 {
     SystemTime::now()
@@ -208,7 +141,7 @@ async fn reports_become_usage_history_and_pool_status_on_every_replica() {
         201,
     )
     .await;
-    let mut peer = WirePeer::connect(&b, "reporter").await;
+    let mut peer = WirePeer::connect(&b, "reporter", "0.0.9").await;
     let revision = peer.ack_next().await;
     let cooling_until = now_ms() + 60_000;
     peer.send(Kind::Report(Report {
@@ -341,7 +274,7 @@ async fn a_proxy_that_predates_reports_is_listed_without_them() {
         201,
     )
     .await;
-    let mut peer = WirePeer::connect(&cp, "old-proxy").await;
+    let mut peer = WirePeer::connect(&cp, "old-proxy", "0.0.9").await;
     let revision = peer.ack_next().await;
     eventually(Duration::from_secs(10), "the old proxy's ack", || async {
         listed(&proxies(&cp).await, "old-proxy").is_some_and(|p| p["acked_revision"] == revision)
@@ -367,7 +300,7 @@ async fn proxies_of_a_stopped_replica_turn_gone() {
     let mut config = test_config(url);
     config.fleet.gone_after = Duration::from_secs(1);
     let b = TestControlPlane::start_config(TestDatabase::sqlite(), config).await;
-    let mut peer = WirePeer::connect(&b, "on-b").await;
+    let mut peer = WirePeer::connect(&b, "on-b", "0.0.9").await;
     peer.ack_next().await;
     eventually(Duration::from_secs(10), "the proxy on b", || async {
         listed(&proxies(&a).await, "on-b").is_some_and(|p| p["state"] == "connected")

@@ -715,18 +715,7 @@ async fn redis_killed_and_restarted_under_load_fails_no_call() {
     assert!(calls_during > 0, "calls went on while Redis was down");
 
     for proxy in &fleet.proxies {
-        let warnings = proxy
-            .log_lines()
-            .into_iter()
-            .filter(|line| line.contains("quota store unreachable"))
-            .count();
-        assert_eq!(
-            warnings,
-            1,
-            "{} warns once:\n{}",
-            proxy.name,
-            proxy.log_text()
-        );
+        proxy.logs_once("quota store unreachable");
         assert!(
             proxy.log_text().contains("quota store is back"),
             "{}",
@@ -786,18 +775,7 @@ async fn proxies_started_without_redis_serve_and_hold_limits_per_proxy() {
             let answer = call(&fleet.client, proxy, open, POOL, &small_call()).await;
             assert_eq!(answer.status, 200, "{}", answer.text);
         }
-        let warnings = proxy
-            .log_lines()
-            .into_iter()
-            .filter(|line| line.contains("quota store unreachable"))
-            .count();
-        assert_eq!(
-            warnings,
-            1,
-            "{} warns once:\n{}",
-            proxy.name,
-            proxy.log_text()
-        );
+        proxy.logs_once("quota store unreachable");
     }
 
     // Redis comes up: each proxy pushes the 5 it admitted; 10 of 5 are used fleet-wide.

@@ -11,6 +11,7 @@ pub mod proxy;
 pub mod redis;
 pub mod relay;
 pub mod server;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -198,6 +198,22 @@ impl ProxyProcess {
         self.logs.lock().unwrap().clone()
     }
 
+    /// Asserts the log says `needle` exactly once (a warning that must not repeat).
+    pub fn logs_once(&self, needle: &str) {
+        let seen = self
+            .log_lines()
+            .iter()
+            .filter(|line| line.contains(needle))
+            .count();
+        assert_eq!(
+            seen,
+            1,
+            "{} logs {needle:?} once:\n{}",
+            self.name,
+            self.log_text()
+        );
+    }
+
     pub fn log_text(&self) -> String {
         self.log_lines().join("\n")
     }
