@@ -187,6 +187,9 @@ def subcommand_of(argv: list[str], cli: dict[str, Help]) -> str:
 
 # ---- Helm --------------------------------------------------------------------------------------
 
+# Stands in for a CA certificate in values: the chart renders it, it is never parsed here.
+TEST_CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIBtest\n-----END CERTIFICATE-----\n"
+
 CHART_VARIANTS: dict[str, dict] = {
     "default": {},
     "features": {
@@ -234,6 +237,65 @@ CHART_VARIANTS: dict[str, dict] = {
     "proxies-only": {
         "controlPlane": {"enabled": False},
         "proxy": {"controlPlaneUrl": "https://sluice-cp.example.internal:9091"},
+    },
+    # The proxies exposed through an Ingress (ingress-nginx, streaming-friendly) and a Gateway
+    # API HTTPRoute, with NetworkPolicies keeping the rest private.
+    "exposed": {
+        "proxy": {
+            "service": {"type": "LoadBalancer"},
+            "ingress": {
+                "enabled": True,
+                "className": "nginx",
+                "annotations": {
+                    "nginx.ingress.kubernetes.io/proxy-buffering": "off",
+                    "nginx.ingress.kubernetes.io/proxy-read-timeout": "3600",
+                    "nginx.ingress.kubernetes.io/proxy-send-timeout": "3600",
+                    "nginx.ingress.kubernetes.io/proxy-body-size": "16m",
+                },
+                "hosts": [{"host": "sluice.example.com"}],
+                "tls": [{"secretName": "sluice-example-tls", "hosts": ["sluice.example.com"]}],
+            },
+            "httpRoute": {
+                "enabled": True,
+                "parentRefs": [{"name": "public", "namespace": "gateway-system", "sectionName": "https"}],
+                "hostnames": ["sluice.example.com"],
+                "timeouts": {"request": "3600s"},
+            },
+        },
+        "networkPolicy": {
+            "enabled": True,
+            "metricsFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+            "adminFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ops"}}}],
+            "grpcFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "sluice-edge"}},
+                          "podSelector": {"matchLabels": {"app.kubernetes.io/component": "proxy"}}}],
+        },
+        "serviceMonitor": {"enabled": True},
+    },
+    # mTLS on the config stream with certificates from cert-manager.
+    "grpc-tls": {
+        "grpcTls": {
+            "enabled": True,
+            "clientAuth": True,
+            "certManager": {
+                "enabled": True,
+                "issuerRef": {"name": "sluice-ca", "kind": "ClusterIssuer"},
+                "extraDnsNames": ["sluice-cp.example.internal"],
+            },
+        },
+    },
+    # TLS (no client certificates) with Secrets of your own and the CA given inline.
+    "grpc-tls-ca": {
+        "grpcTls": {"enabled": True, "serverSecret": "my-grpc-server", "caBundle": TEST_CA_PEM},
+    },
+    # Proxies following another release's control plane over mTLS, with their own client Secret.
+    "proxies-only-mtls": {
+        "controlPlane": {"enabled": False},
+        "proxy": {"controlPlaneUrl": "https://sluice-control-plane.sluice-core.svc:9091"},
+        "grpcTls": {"enabled": True, "clientAuth": True, "clientSecret": "edge-grpc-client"},
+    },
+    # The database URL from CloudNativePG's application Secret, the tokens from the chart's.
+    "cnpg": {
+        "secrets": {"databaseUrlSecret": "pg-app", "keys": {"databaseUrl": "uri"}},
     },
 }
 

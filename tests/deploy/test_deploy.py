@@ -12,6 +12,7 @@ import shlex
 import shutil
 import socket
 import subprocess
+import textwrap
 import time
 import tomllib
 import uuid
@@ -24,6 +25,8 @@ import yaml
 
 from conftest import (
     CHART,
+    CHART_VARIANTS,
+    Rendered,
     COMPOSE,
     DEPLOY,
     NAMESPACE,
@@ -42,12 +45,16 @@ from conftest import (
     services_running,
     sluice_services,
     subcommand_of,
+    TEST_CA_PEM,
     wait_until,
 )
 
 PROXY_ENDPOINTS = {"/healthz", "/readyz", "/metrics"}  # ops port
 ADMIN_OPS_ENDPOINTS = {"/healthz", "/readyz", "/metrics", "/openapi.json"}  # admin port, no auth
 MOCK_ENDPOINTS = {"/_mock/stats", "/_mock/faults", "/_mock/requests"}
+# API groups of custom resources the chart renders (Prometheus Operator, cert-manager, Gateway
+# API): Kubernetes' own schemas do not know them, so their tests check them field by field.
+CRD_GROUPS = ("monitoring.coreos.com/", "cert-manager.io/", "gateway.networking.k8s.io/")
 LISTEN_FLAGS = {
     "control-plane": {"admin": "--admin-addr", "grpc": "--grpc-addr"},
     "proxy": {"http": "--addr", "ops": "--ops-addr"},
@@ -183,6 +190,31 @@ def test_operations_guide_mentions_only_real_flags_and_variables(cli):
     assert inline
     for flag in inline:
         assert flag in every_flag, f"docs/operations.md mentions {flag}, which no command has"
+
+
+def test_license_is_the_one_the_crates_declare():
+    """LICENSE holds the license text Cargo.toml declares, and the image and chart say the same."""
+    declared = tomllib.loads((ROOT / "Cargo.toml").read_text())["workspace"]["package"]["license"]
+    assert declared == "Apache-2.0"
+    text = (ROOT / "LICENSE").read_text()
+    assert text.split()[:4] == ["Apache", "License", "Version", "2.0,"], text[:200]
+    assert "TERMS AND CONDITIONS FOR USE, REPRODUCTION, AND DISTRIBUTION" in text and "END OF TERMS AND CONDITIONS" in text
+    labels = " ".join(rest for instr, rest in dockerfile_instructions() if instr == "LABEL")
+    assert f'org.opencontainers.image.licenses="{declared}"' in labels
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["annotations"]["artifacthub.io/license"] == declared
+    assert chart["home"] in chart["sources"]
+
+
+def test_changelog_keeps_a_changelog():
+    text = (ROOT / "CHANGELOG.md").read_text()
+    assert "[Keep a Changelog](https://keepachangelog.com/" in text
+    releases = re.findall(r"^## (.+)$", text, re.M)
+    assert releases and releases[0] == "[Unreleased]", releases
+    kinds = set(re.findall(r"^### (.+)$", text, re.M))
+    assert kinds <= {"Added", "Changed", "Deprecated", "Removed", "Fixed", "Security"}, kinds
+    chart_version = yaml.safe_load((CHART / "Chart.yaml").read_text())["version"]
+    assert f"Helm chart {chart_version}" in text, "the chart's current version has its entry"
 
 
 # ================================================================================================
@@ -401,7 +433,9 @@ def test_chart_lints_clean():
                                   "workloadIdentity": {"enabled": True, "clientId": "00000000-0000-0000-0000-000000000001"}},
                         "telemetry": {"otlpEndpoint": "http://otel-collector:4317", "sampler": "parentbased_traceidratio",
                                       "samplerArg": "0.1"},
-                        "redis": {"existingSecret": "sluice-redis", "syncMs": 200}}):
+                        "redis": {"existingSecret": "sluice-redis", "syncMs": 200}},
+                   CHART_VARIANTS["exposed"], CHART_VARIANTS["grpc-tls"], CHART_VARIANTS["grpc-tls-ca"],
+                   CHART_VARIANTS["cnpg"]):
         report = helm.lint(str(CHART), values, strict=True, namespace=NAMESPACE)
         assert not report["errors"], report
         serious = [m for m in report["messages"] if m["severity"] >= 2]  # warning or error
@@ -432,8 +466,8 @@ def test_rendered_objects_match_the_kubernetes_schemas(rendered):
         versions = ["1.30.0"] if out.values.get("useSleepAction") else ["1.25.0", "1.30.0"]
         versions.append(kubernetes_validate.latest_version())
         for path, doc in out.docs:
-            if doc["apiVersion"].startswith("monitoring.coreos.com/"):
-                continue  # a CRD: checked field by field below
+            if doc["apiVersion"].startswith(CRD_GROUPS):
+                continue  # a CRD's kind: checked field by field below
             for version in versions:
                 try:
                     kubernetes_validate.validate(doc, version, strict=True)
@@ -444,8 +478,8 @@ def test_rendered_objects_match_the_kubernetes_schemas(rendered):
 def test_default_render_has_the_expected_objects(rendered):
     kinds = Counter(d["kind"] for _, d in rendered["default"].docs)
     assert kinds == Counter({
-        "Deployment": 2, "Service": 2, "PodDisruptionBudget": 2, "ServiceAccount": 2,
-        "HorizontalPodAutoscaler": 1,
+        "Deployment": 2, "Service": 3, "PodDisruptionBudget": 2, "ServiceAccount": 2,
+        "HorizontalPodAutoscaler": 1, "Pod": 1,
     }), kinds
     apis = {(d["kind"], d["apiVersion"]) for _, d in rendered["default"].docs}
     assert ("HorizontalPodAutoscaler", "autoscaling/v2") in apis
@@ -461,7 +495,8 @@ def test_default_render_has_the_expected_objects(rendered):
 
     only = rendered["proxies-only"]
     assert Counter(d["kind"] for _, d in only.docs) == Counter({
-        "Deployment": 1, "Service": 1, "PodDisruptionBudget": 1, "ServiceAccount": 1, "HorizontalPodAutoscaler": 1,
+        "Deployment": 1, "Service": 2, "PodDisruptionBudget": 1, "ServiceAccount": 1, "HorizontalPodAutoscaler": 1,
+        "Pod": 1,
     })
     args = flag_values(only.component("Deployment", "proxy")["spec"]["template"]["spec"]["containers"][0]["args"])
     assert args["--control-plane"] == "https://sluice-cp.example.internal:9091"
@@ -678,10 +713,6 @@ def test_required_values_are_enforced():
     # Chart 0.1's key is refused with a pointer, not silently ignored (Key Vault would break).
     with pytest.raises(helm.HelmError, match="moved to azure.workloadIdentity"):
         render_chart({"workloadIdentity": {"enabled": True, "clientId": "x"}})
-    with pytest.raises(helm.HelmError, match="azure.credential must be one of"):
-        render_chart({"azure": {"credential": "client-cert"}})
-    with pytest.raises(helm.HelmError, match="azure.keyvaultUrlTemplate"):
-        render_chart({"azure": {"keyvaultUrlTemplate": "http://{vault}.vault.azure.net"}})
     # Redis: one source for the URL, never a password in a plain value, a sane sync interval.
     with pytest.raises(helm.HelmError, match="redis.url or redis.existingSecret, not both"):
         render_chart({"redis": {"url": "redis://r:6379", "existingSecret": "sluice-redis"}})
@@ -694,17 +725,34 @@ def test_required_values_are_enforced():
     with pytest.raises(helm.HelmError, match="redis.url: each comma-separated URL") as refused:
         render_chart({"redis": {"url": "my-cache:s3cret@host:6379"}})
     assert "s3cret" not in str(refused.value), "the refusal must not echo what may be a password"
-    with pytest.raises(helm.HelmError, match="redis.syncMs must be between 10 and 10000"):
-        render_chart({"redis": {"url": "redis://r:6379", "syncMs": 5}})
-    with pytest.raises(helm.HelmError, match="redis.secretKey"):
-        render_chart({"redis": {"existingSecret": "sluice-redis", "secretKey": ""}})
+    # Proxies with no control plane of this release need to be told which one to follow.
+    with pytest.raises(helm.HelmError, match="proxy.controlPlaneUrl is required when controlPlane.enabled is false"):
+        render_chart({"controlPlane": {"enabled": False}})
+    with pytest.raises(helm.HelmError, match="proxy.controlPlaneUrl must be an https:// URL while grpcTls.enabled"):
+        render_chart({"grpcTls": {"enabled": True}, "proxy": {"controlPlaneUrl": "http://cp:9091"}})
+    with pytest.raises(helm.HelmError, match="proxies following another release's control plane need a CA"):
+        render_chart({"grpcTls": {"enabled": True}, "controlPlane": {"enabled": False},
+                      "proxy": {"controlPlaneUrl": "https://cp.example:9091"}})
+    with pytest.raises(helm.HelmError, match="grpcTls.certManager.issuerRef.name is required"):
+        render_chart({"grpcTls": {"enabled": True, "certManager": {"enabled": True}}})
+    with pytest.raises(helm.HelmError, match="grpcTls.caBundle must hold PEM certificates"):
+        render_chart({"grpcTls": {"enabled": True, "caBundle": "not a certificate"}})
+    with pytest.raises(helm.HelmError, match="grpcTls.caBundle holds a private key"):
+        render_chart({"grpcTls": {"enabled": True, "caBundle": TEST_CA_PEM + "-----BEGIN PRIVATE KEY-----\n"}})
+    with pytest.raises(helm.HelmError, match=r"proxy.autoscaling.minReplicas \(5\) must not exceed maxReplicas \(4\)"):
+        render_chart({"proxy": {"autoscaling": {"minReplicas": 5, "maxReplicas": 4}}})
+    # Secret key names: one per value in a Secret the chart makes; one source for the URL.
+    with pytest.raises(helm.HelmError, match="secrets.keys: the Secret the chart creates needs a different key"):
+        render_chart({"secrets": {**CHART_VARIANTS["secrets"]["secrets"], "keys": {"proxyToken": "admin-token"}}})
+    with pytest.raises(helm.HelmError, match="set secrets.databaseUrl or secrets.databaseUrlSecret, not both"):
+        render_chart({"secrets": {**CHART_VARIANTS["secrets"]["secrets"], "databaseUrlSecret": "pg-app"}})
 
 
 def test_every_value_a_template_reads_is_defined(chart_values):
     """values.yaml promises it lists every key the templates read (Helm renders a missing one as
     empty without a word, even with lint --strict)."""
     missing = []
-    for template in sorted((CHART / "templates").glob("*")):
+    for template in sorted(p for p in (CHART / "templates").rglob("*") if p.is_file()):
         for path in re.findall(r"\.Values((?:\.[A-Za-z_][A-Za-z0-9_]*)+)", template.read_text()):
             node = chart_values
             for key in path.strip(".").split("."):
@@ -730,7 +778,8 @@ def named_port(c: dict, name) -> int:
 
 
 @pytest.mark.parametrize("variant", ["default", "features", "azure", "telemetry", "secrets", "redis", "redis-secret",
-                                     "sleep-action", "proxies-only"])
+                                     "sleep-action", "proxies-only", "grpc-tls", "grpc-tls-ca", "proxies-only-mtls",
+                                     "cnpg"])
 def test_chart_container_args_and_env_are_real(rendered, cli, variant):
     for deployment in rendered[variant].of_kind("Deployment"):
         c = container(deployment)
@@ -751,7 +800,7 @@ def test_chart_container_args_and_env_are_real(rendered, cli, variant):
         check_argv([*c["args"], *env_as_flags(plain, command, cli)], cli, where)
 
 
-@pytest.mark.parametrize("variant", ["default", "features", "sleep-action"])
+@pytest.mark.parametrize("variant", ["default", "features", "sleep-action", "exposed", "grpc-tls"])
 def test_chart_ports_and_probes_match_the_flags(rendered, cli, variant):
     out = rendered[variant]
     for component, listen in LISTEN_FLAGS.items():
@@ -781,12 +830,14 @@ def test_chart_ports_and_probes_match_the_flags(rendered, cli, variant):
             assert c["readinessProbe"]["httpGet"]["path"] == "/readyz"
 
         # Services target named container ports of the pods they select.
-        service = out.component("Service", component)
         pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
-        assert service["spec"]["selector"].items() <= pod_labels.items()
+        services = [s for s in out.of_kind("Service") if s["metadata"]["labels"]["app.kubernetes.io/component"] == component]
+        assert services
+        for service in services:
+            assert service["spec"]["selector"].items() <= pod_labels.items()
+            for port in service["spec"]["ports"]:
+                assert named_port(c, port["targetPort"]) == port["port"], port
         assert deployment["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
-        for port in service["spec"]["ports"]:
-            assert named_port(c, port["targetPort"]) == port["port"], port
         pdb = out.component("PodDisruptionBudget", component)
         assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
 
@@ -858,6 +909,632 @@ def test_chart_cache_shutdown_and_security(rendered, cli, variant):
             assert "emptyDir" in volume, "the cache outlives container restarts inside the pod"
         else:
             assert pod["terminationGracePeriodSeconds"] > sleep
+
+
+# ------------------------------------------------------------------------------------------------
+# Helm chart: values schema, checksums, Secret keys, exposure, NetworkPolicy, gRPC TLS, helm test
+# ------------------------------------------------------------------------------------------------
+
+def schema_closed_keys(schema: dict, values, path: str = "") -> list[str]:
+    """Differences between values.yaml and the schema's closed objects: keys of values.yaml the
+    schema does not describe, and properties the schema describes that values.yaml lacks (an
+    empty default, like `timeouts: {}`, leaves its optional keys out)."""
+    problems = []
+    if not isinstance(values, dict) or schema.get("additionalProperties") is not False:
+        return problems
+    properties = schema.get("properties", {})
+    for key, value in values.items():
+        if key not in properties:
+            problems.append(f"values.yaml {path}{key} is not in values.schema.json")
+        else:
+            problems += schema_closed_keys(properties[key], value, f"{path}{key}.")
+    for key in properties if values else ():
+        if key not in values and f"{path}{key}" not in ("global", "workloadIdentity"):
+            problems.append(f"values.schema.json {path}{key} is not in values.yaml")
+    return problems
+
+
+def test_values_schema_describes_values_yaml(chart_values):
+    """values.schema.json and values.yaml list the same keys (a key only in the schema is a value
+    nobody documented; one only in values.yaml would be refused at install), and the defaults
+    pass the schema."""
+    import jsonschema
+
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert not schema_closed_keys(schema, chart_values), schema_closed_keys(schema, chart_values)
+    jsonschema.validate(chart_values, schema)
+
+
+# (values, what Helm's refusal says). Each is refused by `helm template`/`install` (render) and
+# reported by `helm lint`.
+BAD_VALUES = [
+    ({"proxy": {"replica": 2}}, "at '/proxy': additional properties 'replica' not allowed"),
+    ({"controlPlan": {"replicas": 2}}, "additional properties 'controlPlan' not allowed"),
+    ({"proxy": {"port": "8080"}}, "at '/proxy/port': got string, want integer"),
+    ({"controlPlane": {"adminPort": 70000}}, "at '/controlPlane/adminPort': maximum: got 70,000, want 65,535"),
+    ({"controlPlane": {"replicas": 0}}, "at '/controlPlane/replicas': minimum: got 0, want 1"),
+    ({"logFormat": "xml"}, "at '/logFormat': value must be one of 'json', 'text'"),
+    ({"image": {"repository": ""}}, "at '/image/repository': minLength: got 0, want 1"),
+    ({"image": {"tag": 1.2}}, "at '/image/tag': got number, want string"),
+    ({"azure": {"credential": "client-cert"}}, "at '/azure/credential': value must be one of"),
+    ({"azure": {"keyvaultUrlTemplate": "http://{vault}.vault.azure.net"}},
+     "at '/azure/keyvaultUrlTemplate': 'http://{vault}.vault.azure.net' does not match pattern"),
+    ({"redis": {"url": "redis://r:6379", "syncMs": 5}}, "minimum: got 5, want 10"),
+    ({"redis": {"existingSecret": "sluice-redis", "secretKey": ""}}, "at '/redis/secretKey'"),
+    ({"telemetry": {"protocol": "http"}}, "at '/telemetry/protocol': value must be one of '', 'grpc', 'http/protobuf', 'http/json'"),
+    ({"telemetry": {"otlpEndpoint": "otel-collector:4317"}}, "at '/telemetry/otlpEndpoint'"),
+    ({"proxy": {"cacheSizeLimit": "64MB"}}, "at '/proxy/cacheSizeLimit': '64MB' does not match pattern"),
+    ({"serviceMonitor": {"interval": "30 seconds"}}, "at '/serviceMonitor/interval'"),
+    ({"proxy": {"service": {"type": "Ingress"}}}, "at '/proxy/service/type': value must be one of"),
+    ({"proxy": {"httpRoute": {"enabled": True}}}, "at '/proxy/httpRoute/parentRefs': minItems: got 0, want 1"),
+    ({"proxy": {"ingress": {"enabled": True, "hosts": [{"host": "a.example", "paths": [{"path": "v1"}]}]}}},
+     "at '/proxy/ingress/hosts/0/paths/0/path': 'v1' does not match pattern '^/'"),
+    ({"secrets": {"keys": {"databaseUrl": "uri/x"}}}, "at '/secrets/keys/databaseUrl'"),
+    ({"grpcTls": {"enabled": "yes"}}, "at '/grpcTls/enabled': got string, want boolean"),
+    ({"grpcTls": {"certManager": {"duration": "90d"}}}, "at '/grpcTls/certManager/duration'"),
+    ({"networkPolicy": {"clientsFrom": {"namespaceSelector": {}}}}, "at '/networkPolicy/clientsFrom': got object, want array"),
+    ({"workloadIdentity": {"enabled": True, "clientId": "x"}},
+     "at '/workloadIdentity': value must be 'moved to azure.workloadIdentity (same keys: enabled, clientId, tenantId)'"),
+]
+
+
+@pytest.mark.parametrize("values,message", BAD_VALUES, ids=[m.split("'")[1] if "'" in m else m for _, m in BAD_VALUES])
+def test_bad_values_are_refused_by_the_schema(values, message):
+    import helm_python as helm
+
+    with pytest.raises(helm.HelmValuesError) as refused:
+        render_chart(values)
+    assert message in str(refused.value), str(refused.value)
+    report = helm.lint(str(CHART), values, strict=True, namespace=NAMESPACE)
+    assert any(message in error for error in report["errors"]), report
+
+
+def test_schema_refusals_never_print_a_secret():
+    """Values that hold credentials have no pattern in the schema, so a refusal (which prints a
+    value that fails a pattern) cannot show one."""
+    import helm_python as helm
+
+    for values in ({"secrets": {"adminToken": 1234567890123456789}},
+                   {"secrets": {"databaseUrl": ["postgres://u:s3cret@h/db"]}},
+                   {"redis": {"url": {"u": "rediss://:s3cret@h:6380"}}}):
+        with pytest.raises(helm.HelmValuesError) as refused:
+            render_chart(values)
+        assert "s3cret" not in str(refused.value) and "1234567890123456789" not in str(refused.value)
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    for section, keys in (("secrets", ("adminToken", "proxyToken", "acceptedProxyTokens", "databaseUrl")),
+                          ("redis", ("url",))):
+        for key in keys:
+            assert "pattern" not in schema["properties"][section]["properties"][key], f"{section}.{key}"
+
+
+def rendered_objects(files: dict[str, str]) -> list[dict]:
+    """The Kubernetes objects of a render_chart() result (NOTES.txt left out)."""
+    return [d for path, text in files.items() if path.endswith(".yaml") for d in yaml.safe_load_all(text) if d]
+
+
+def pod_annotations(out: Rendered, component: str) -> dict:
+    return out.component("Deployment", component)["spec"]["template"]["metadata"].get("annotations", {})
+
+
+def test_checksum_annotations_roll_exactly_the_pods_that_read_a_change(rendered):
+    """checksum/secret (a Secret the chart makes) covers what each component reads from it;
+    checksum/config covers the CA bundle ConfigMap. A change restarts the pods that read it."""
+    base = CHART_VARIANTS["secrets"]["secrets"]
+
+    def checksums(values: dict) -> dict[str, dict]:
+        files = render_chart(values)
+        out = Rendered(values=values, files=files, docs=[("", d) for d in rendered_objects(files)])
+        return {c: pod_annotations(out, c) for c in ("control-plane", "proxy")}
+
+    start = checksums({"secrets": base})
+    assert all("checksum/secret" in a for a in start.values()), start
+    admin = checksums({"secrets": {**base, "adminToken": "another-admin-token-1"}})
+    assert admin["control-plane"]["checksum/secret"] != start["control-plane"]["checksum/secret"]
+    assert admin["proxy"]["checksum/secret"] == start["proxy"]["checksum/secret"], "the proxies read no admin token"
+    proxy = checksums({"secrets": {**base, "proxyToken": "another-proxy-token-1"}})
+    for component in ("control-plane", "proxy"):  # the control planes accept it, the proxies present it
+        assert proxy[component]["checksum/secret"] != start[component]["checksum/secret"], component
+    assert checksums({"secrets": base}) == start, "the checksum is stable"
+    # The Secret is yours: the chart cannot see it, so there is no checksum.
+    for component in ("control-plane", "proxy"):
+        assert "checksum/secret" not in pod_annotations(rendered["default"], component)
+        assert "checksum/config" not in pod_annotations(rendered["default"], component)
+
+    out = rendered["grpc-tls-ca"]
+    configmap = out.named("ConfigMap", f"{RELEASE}-grpc-ca")
+    assert configmap["data"]["ca.crt"].strip() == TEST_CA_PEM.strip()
+    other_ca = TEST_CA_PEM.replace("MIIBtest", "MIIBother")
+    changed = checksums({"grpcTls": {**CHART_VARIANTS["grpc-tls-ca"]["grpcTls"], "caBundle": other_ca}})
+    for component in ("control-plane", "proxy"):
+        assert pod_annotations(out, component)["checksum/config"] != changed[component]["checksum/config"], component
+
+
+def secret_refs(deployment: dict) -> dict[str, dict]:
+    return {e["name"]: e["valueFrom"]["secretKeyRef"] for e in env_of(deployment)
+            if "secretKeyRef" in e.get("valueFrom", {})}
+
+
+def test_secret_key_names_are_configurable(rendered):
+    """The database URL can come from CloudNativePG's application Secret (key `uri`) while the
+    tokens come from the chart's Secret; a Secret the chart makes uses the configured key names."""
+    out = rendered["cnpg"]
+    cp = secret_refs(out.component("Deployment", "control-plane"))
+    assert cp["SLUICE_DATABASE_URL"] == {"name": "pg-app", "key": "uri"}
+    assert cp["SLUICE_ADMIN_TOKEN"] == {"name": f"{RELEASE}-secrets", "key": "admin-token"}
+    assert cp["SLUICE_PROXY_TOKEN"] == {"name": f"{RELEASE}-secrets", "key": "proxy-tokens"}
+    assert "pg-app" in out.files[f"{RELEASE}/templates/NOTES.txt"]
+
+    keys = {"adminToken": "ADMIN_TOKEN", "acceptedProxyTokens": "PROXY_TOKENS", "proxyToken": "PROXY_TOKEN",
+            "databaseUrl": "DATABASE_URL"}
+    files = render_chart({"secrets": {**CHART_VARIANTS["secrets"]["secrets"], "keys": keys}})
+    docs = rendered_objects(files)
+    secret = next(d for d in docs if d["kind"] == "Secret")
+    assert set(secret["stringData"]) == set(keys.values())
+    for deployment in (d for d in docs if d["kind"] == "Deployment"):
+        for ref in secret_refs(deployment).values():
+            assert ref["name"] == secret["metadata"]["name"] and ref["key"] in secret["stringData"], ref
+
+    # Made by the chart, with the URL elsewhere: the chart's Secret holds the tokens only.
+    files = render_chart({"secrets": {**{k: v for k, v in CHART_VARIANTS["secrets"]["secrets"].items() if k != "databaseUrl"},
+                                      "databaseUrlSecret": "pg-app", "keys": {"databaseUrl": "uri"}}})
+    secret = next(d for d in rendered_objects(files) if d["kind"] == "Secret")
+    assert set(secret["stringData"]) == {"admin-token", "proxy-token", "proxy-tokens"}
+
+
+def test_control_plane_takes_a_cloudnativepg_uri(fresh_database, processes, tmp_path):
+    """CloudNativePG's `uri` key holds a postgresql:// URL; the control plane connects with it."""
+    url = fresh_database.replace("postgres://", "postgresql://", 1)
+    assert url.startswith("postgresql://")
+    cp = processes("cp", ["--log-format", "json", "control-plane", "--admin-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"],
+                   {"SLUICE_DATABASE_URL": url, "SLUICE_ADMIN_TOKEN": "chart-test-admin-token",
+                    "SLUICE_PROXY_TOKEN": "chart-test-proxy-token"})
+    admin = cp.wait_for_field("admin.addr")
+    wait_until(lambda: http("GET", f"http://{admin}/readyz")[0] == 200, what="the control plane's database to answer")
+
+
+def test_ops_port_has_its_own_service(rendered):
+    """The proxies' client Service carries client traffic only, whatever its type; /metrics and
+    the health endpoints are on a ClusterIP Service of their own, which the ServiceMonitor and
+    `helm test` use."""
+    out = rendered["exposed"]
+    client = out.named("Service", f"{RELEASE}-proxy")
+    ops = out.named("Service", f"{RELEASE}-proxy-ops")
+    assert client["spec"]["type"] == "LoadBalancer"
+    assert [p["name"] for p in client["spec"]["ports"]] == ["http"]
+    assert ops["spec"]["type"] == "ClusterIP"
+    assert [p["name"] for p in ops["spec"]["ports"]] == ["ops"]
+    proxy = container(out.component("Deployment", "proxy"))
+    assert ops["spec"]["ports"][0]["port"] == port_of(flag_values(proxy["args"])["--ops-addr"])
+    monitor = out.of_kind("ServiceMonitor")[0]
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    for endpoint in monitor["spec"]["endpoints"]:
+        matched = [s["metadata"]["name"] for s in out.of_kind("Service")
+                   if selector.items() <= s["metadata"]["labels"].items()
+                   and endpoint["port"] in {p["name"] for p in s["spec"]["ports"]}]
+        expected = {"ops": [f"{RELEASE}-proxy-ops"], "admin": [f"{RELEASE}-control-plane"]}[endpoint["port"]]
+        assert matched == expected, (endpoint, matched)
+
+
+def test_ingress_and_httproute_reach_the_proxies_only(rendered):
+    out = rendered["exposed"]
+    client = out.named("Service", f"{RELEASE}-proxy")
+    proxy_port = client["spec"]["ports"][0]
+
+    ingress = out.named("Ingress", f"{RELEASE}-proxy")
+    values = CHART_VARIANTS["exposed"]["proxy"]["ingress"]
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    assert ingress["metadata"]["annotations"] == values["annotations"]
+    assert ingress["spec"]["tls"] == values["tls"]
+    rules = ingress["spec"]["rules"]
+    assert [r["host"] for r in rules] == ["sluice.example.com"]
+    for rule in rules:
+        for path in rule["http"]["paths"]:
+            assert (path["path"], path["pathType"]) == ("/", "Prefix")
+            assert path["backend"]["service"] == {"name": client["metadata"]["name"], "port": {"name": proxy_port["name"]}}
+    # Streaming through ingress-nginx: no response buffering, long reads, bodies up to maxBodyBytes.
+    annotations = ingress["metadata"]["annotations"]
+    assert annotations["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"
+    body_size = int(annotations["nginx.ingress.kubernetes.io/proxy-body-size"].rstrip("m")) * 1024 * 1024
+    assert body_size >= out.values["proxy"]["maxBodyBytes"]
+
+    route = out.named("HTTPRoute", f"{RELEASE}-proxy")
+    assert route["apiVersion"] == "gateway.networking.k8s.io/v1"
+    spec = route["spec"]
+    assert spec["parentRefs"] == CHART_VARIANTS["exposed"]["proxy"]["httpRoute"]["parentRefs"]
+    assert spec["hostnames"] == ["sluice.example.com"]
+    assert len(spec["rules"]) == 1
+    rule = spec["rules"][0]
+    assert rule["matches"] == [{"path": {"type": "PathPrefix", "value": "/"}}]
+    assert rule["backendRefs"] == [{"name": client["metadata"]["name"], "port": proxy_port["port"]}]
+    assert rule["timeouts"] == {"request": "3600s"}
+
+    # Nothing routes to the admin API or the ops port, in any variant.
+    for variant, rendered_variant in rendered.items():
+        for doc in rendered_variant.of_kind("Ingress") + rendered_variant.of_kind("HTTPRoute"):
+            text = json.dumps(doc)
+            assert "control-plane" not in text and "proxy-ops" not in text, variant
+    assert not rendered["default"].of_kind("Ingress") and not rendered["default"].of_kind("HTTPRoute")
+
+    # No hosts: one rule for every host.
+    files = render_chart({"proxy": {"ingress": {"enabled": True}}})
+    ingress = next(d for d in rendered_objects(files) if d["kind"] == "Ingress")
+    assert len(ingress["spec"]["rules"]) == 1 and "host" not in ingress["spec"]["rules"][0]
+
+
+def peer_matches(peer: dict, pod_labels: dict) -> bool:
+    """Whether a NetworkPolicyPeer admits a pod of the release's own namespace with these labels
+    (matchLabels only: what the chart renders)."""
+    if "namespaceSelector" in peer or "ipBlock" in peer:
+        return False
+    return peer["podSelector"].get("matchLabels", {}).items() <= pod_labels.items()
+
+
+def test_network_policies_keep_the_admin_api_private(rendered):
+    out = rendered["exposed"]
+    values = CHART_VARIANTS["exposed"]["networkPolicy"]
+    policies = {p["metadata"]["labels"]["app.kubernetes.io/component"]: p for p in out.of_kind("NetworkPolicy")}
+    assert set(policies) == {"proxy", "control-plane"}
+    pods = {c: out.component("Deployment", c)["spec"]["template"]["metadata"]["labels"] for c in policies}
+    test_pod = out.of_kind("Pod")[0]["metadata"]["labels"]
+
+    def rules(component: str) -> dict[str, list | None]:
+        """port name -> peers allowed (None: anyone)."""
+        policy = policies[component]["spec"]
+        assert policy["policyTypes"] == ["Ingress"], "egress stays open (values.yaml says why)"
+        assert policy["podSelector"]["matchLabels"].items() <= pods[component].items()
+        c = container(out.component("Deployment", component))
+        allowed = {}
+        for rule in policy["ingress"]:
+            for port in rule["ports"]:
+                named_port(c, port["port"])  # a port the container has
+                allowed[port["port"]] = rule.get("from")
+        return allowed
+
+    proxy = rules("proxy")
+    assert set(proxy) == {"http", "ops"}
+    assert proxy["http"] is None, "clients may come from anywhere unless clientsFrom names them"
+    assert any(peer_matches(p, test_pod) for p in proxy["ops"])
+    assert values["metricsFrom"][0] in proxy["ops"]
+    assert not any(peer_matches(p, pods["control-plane"]) for p in proxy["ops"])
+
+    cp = rules("control-plane")
+    assert set(cp) == {"grpc", "admin"}
+    assert any(peer_matches(p, pods["proxy"]) for p in cp["grpc"]), "this release's proxies follow the control plane"
+    assert values["grpcFrom"][0] in cp["grpc"]
+    assert not any(peer_matches(p, test_pod) for p in cp["grpc"])
+    assert not any(peer_matches(p, pods["proxy"]) for p in cp["admin"]), "proxies never call the admin API"
+    assert any(peer_matches(p, test_pod) for p in cp["admin"])
+    assert values["adminFrom"][0] in cp["admin"] and values["metricsFrom"][0] in cp["admin"]
+    assert all(p in [*values["adminFrom"], *values["metricsFrom"]] or peer_matches(p, test_pod) for p in cp["admin"])
+
+    clients = [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}]
+    files = render_chart({"networkPolicy": {"enabled": True, "clientsFrom": clients}})
+    policy = next(d for d in rendered_objects(files)
+                  if d["kind"] == "NetworkPolicy" and d["metadata"]["name"] == f"{RELEASE}-proxy")
+    http_rule = next(r for r in policy["spec"]["ingress"] if r["ports"][0]["port"] == "http")
+    assert http_rule["from"] == clients
+    assert not rendered["default"].of_kind("NetworkPolicy")
+
+
+def mounted_file(deployment: dict, path: str) -> tuple[dict, str]:
+    """The pod volume a file path lies in, and the key (file name) inside it."""
+    c = container(deployment)
+    mount = next((m for m in c["volumeMounts"] if path.startswith(m["mountPath"].rstrip("/") + "/")), None)
+    assert mount, f"{path} is in no mounted volume"
+    volume = next(v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == mount["name"])
+    key = path[len(mount["mountPath"].rstrip("/")) + 1:]
+    return volume, key
+
+
+def volume_source(volume: dict, key: str) -> tuple[str, str]:
+    """("Secret" | "ConfigMap", name) a file of a Secret or ConfigMap volume comes from; the key
+    is projected (items, when listed)."""
+    kind, source = ("Secret", volume["secret"]) if "secret" in volume else ("ConfigMap", volume["configMap"])
+    name = source.get("secretName") or source.get("name")
+    if "items" in source:
+        assert key in {i["path"] for i in source["items"]}, f"{key} is not projected from {name}"
+    return kind, name
+
+
+def test_grpc_tls_values_map_to_the_flags_and_mounted_certificates(rendered):
+    out = rendered["grpc-tls"]
+    cp = out.component("Deployment", "control-plane")
+    proxy = out.component("Deployment", "proxy")
+    cp_flags = flag_values(container(cp)["args"])
+    proxy_flags = flag_values(container(proxy)["args"])
+    certificates = {c["spec"]["secretName"]: c for c in out.of_kind("Certificate")}
+    assert set(certificates) == {f"{RELEASE}-grpc-server", f"{RELEASE}-grpc-client"}
+    for certificate in certificates.values():
+        assert certificate["apiVersion"] == "cert-manager.io/v1"
+        assert certificate["spec"]["issuerRef"] == {"name": "sluice-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}
+        assert certificate["spec"]["privateKey"] == {"algorithm": "ECDSA", "size": 256, "encoding": "PKCS8",
+                                                     "rotationPolicy": "Always"}
+        assert re.fullmatch(r"\d+h", certificate["spec"]["duration"]) and re.fullmatch(r"\d+h", certificate["spec"]["renewBefore"])
+
+    # Control plane: serves with the server certificate, asks proxies for one signed by its CA.
+    for flag, key in (("--grpc-tls-cert", "tls.crt"), ("--grpc-tls-key", "tls.key"), ("--grpc-client-ca", "ca.crt")):
+        volume, file = mounted_file(cp, cp_flags[flag])
+        assert file == key and volume_source(volume, file) == ("Secret", f"{RELEASE}-grpc-server"), flag
+    server = certificates[f"{RELEASE}-grpc-server"]["spec"]
+    assert "server auth" in server["usages"]
+    # Proxies dial a name the server certificate holds, and present the client certificate.
+    url = proxy_flags["--control-plane"]
+    host = re.fullmatch(r"https://([^:/]+):(\d+)", url)
+    assert host, url
+    assert host.group(1) in server["dnsNames"] and "sluice-cp.example.internal" in server["dnsNames"]
+    assert int(host.group(2)) == next(p["port"] for p in out.component("Service", "control-plane")["spec"]["ports"]
+                                      if p["name"] == "grpc")
+    for flag, key in (("--control-plane-ca", "ca.crt"), ("--client-cert", "tls.crt"), ("--client-key", "tls.key")):
+        volume, file = mounted_file(proxy, proxy_flags[flag])
+        assert file == key and volume_source(volume, file) == ("Secret", f"{RELEASE}-grpc-client"), flag
+    assert "client auth" in certificates[f"{RELEASE}-grpc-client"]["spec"]["usages"]
+    # The proxies never mount the server's key.
+    for volume in proxy["spec"]["template"]["spec"]["volumes"]:
+        assert volume.get("secret", {}).get("secretName") != f"{RELEASE}-grpc-server"
+
+    # TLS without client certificates, your Secrets, the CA inline: proxies read the CA from
+    # the ConfigMap, control planes ask for no client certificate.
+    out = rendered["grpc-tls-ca"]
+    cp = out.component("Deployment", "control-plane")
+    proxy = out.component("Deployment", "proxy")
+    cp_flags = flag_values(container(cp)["args"])
+    proxy_flags = flag_values(container(proxy)["args"])
+    assert "--grpc-client-ca" not in cp_flags and "--client-cert" not in proxy_flags
+    assert volume_source(*mounted_file(cp, cp_flags["--grpc-tls-cert"])) == ("Secret", "my-grpc-server")
+    assert volume_source(*mounted_file(proxy, proxy_flags["--control-plane-ca"])) == ("ConfigMap", f"{RELEASE}-grpc-ca")
+    assert not out.of_kind("Certificate")
+    # Without caBundle the proxies read ca.crt alone from the server Secret.
+    files = render_chart({"grpcTls": {"enabled": True}})
+    proxy = next(d for d in rendered_objects(files)
+                 if d["kind"] == "Deployment" and d["metadata"]["name"] == f"{RELEASE}-proxy")
+    volume, _ = mounted_file(proxy, flag_values(container(proxy)["args"])["--control-plane-ca"])
+    assert volume["secret"] == {"secretName": f"{RELEASE}-grpc-server", "items": [{"key": "ca.crt", "path": "ca.crt"}]}
+
+    # Proxies following another release: their own client Secret, the URL given.
+    out = rendered["proxies-only-mtls"]
+    proxy = out.component("Deployment", "proxy")
+    flags = flag_values(container(proxy)["args"])
+    assert flags["--control-plane"] == "https://sluice-control-plane.sluice-core.svc:9091"
+    for flag in ("--control-plane-ca", "--client-cert", "--client-key"):
+        assert volume_source(*mounted_file(proxy, flags[flag])) == ("Secret", "edge-grpc-client"), flag
+    assert not out.of_kind("Certificate")
+
+
+def openssl(*args: str, cwd: Path) -> None:
+    result = subprocess.run(["openssl", *args], cwd=cwd, capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+
+
+def issue_certificates(certificates: list[dict], workdir: Path, extra_dns: list[str]) -> dict[str, dict[str, str]]:
+    """What cert-manager would put in each Certificate's Secret (tls.crt, tls.key, ca.crt), from
+    one CA, following each spec's names, usages and key (ECDSA P-256, PKCS#8); `extra_dns` names
+    are added to server certificates so the test can dial them locally."""
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is not installed")
+    workdir.mkdir(parents=True)
+    openssl("req", "-x509", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+            "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=sluice test CA",
+            "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign", cwd=workdir)
+    usages = {"digital signature": ("keyUsage", "digitalSignature"), "server auth": ("extendedKeyUsage", "serverAuth"),
+              "client auth": ("extendedKeyUsage", "clientAuth")}
+    secrets = {}
+    for certificate in certificates:
+        spec = certificate["spec"]
+        assert (spec["privateKey"]["algorithm"], spec["privateKey"]["size"], spec["privateKey"]["encoding"]) == ("ECDSA", 256, "PKCS8")
+        name = spec["secretName"]
+        extensions: dict[str, list[str]] = {}
+        for usage in spec["usages"]:
+            field_name, value = usages[usage]
+            extensions.setdefault(field_name, []).append(value)
+        names = list(spec.get("dnsNames", []))
+        if "serverAuth" in extensions.get("extendedKeyUsage", []):
+            names += extra_dns
+        ext = [f"{k}=critical,{','.join(v)}" if k == "keyUsage" else f"{k}={','.join(v)}" for k, v in extensions.items()]
+        if names:
+            ext.append("subjectAltName=" + ",".join(f"DNS:{n}" for n in names))
+        (workdir / f"{name}.ext").write_text("\n".join(["basicConstraints=CA:FALSE", *ext]) + "\n")
+        openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", f"{name}.key",
+                "-out", f"{name}.csr", "-subj", f"/CN={spec['commonName']}", cwd=workdir)
+        openssl("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+                "-out", f"{name}.crt", "-days", "2", "-extfile", f"{name}.ext", cwd=workdir)
+        key = (workdir / f"{name}.key").read_text()
+        assert key.startswith("-----BEGIN PRIVATE KEY-----"), "PKCS#8, as the Certificate asks"
+        secrets[name] = {"tls.crt": (workdir / f"{name}.crt").read_text(), "tls.key": key,
+                         "ca.crt": (workdir / "ca.crt").read_text()}
+    return secrets
+
+
+def materialize_volumes(deployment: dict, secrets: dict[str, dict[str, str]], root: Path) -> list[str]:
+    """Writes the Secret volumes of a pod (what the kubelet mounts) under `root` and returns its
+    args with the mount paths pointing there."""
+    args = list(container(deployment)["args"])
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    for mount in container(deployment)["volumeMounts"]:
+        volume = volumes[mount["name"]]
+        if "secret" not in volume:
+            continue
+        data = secrets[volume["secret"]["secretName"]]
+        keys = [i["key"] for i in volume["secret"].get("items", [])] or list(data)
+        target = root / mount["name"]
+        target.mkdir(parents=True)
+        for key in keys:
+            (target / key).write_text(data[key])
+        args = [a.replace(mount["mountPath"], str(target)) if a.startswith(mount["mountPath"] + "/") else a for a in args]
+    return args
+
+
+def test_grpc_mtls_values_work_with_the_binary(rendered, processes, tmp_path):
+    """The chart's mTLS settings against the real binary: certificates made as the rendered
+    cert-manager Certificates ask, mounted where the rendered volumes put them, the rendered
+    args: the proxy gets its config over mTLS, and a proxy without the client certificate gets
+    nothing."""
+    out = rendered["grpc-tls"]
+    secrets = issue_certificates(out.of_kind("Certificate"), tmp_path / "pki", ["localhost"])
+    cp_args = materialize_volumes(out.component("Deployment", "control-plane"), secrets, tmp_path / "cp-volumes")
+    proxy_args = materialize_volumes(out.component("Deployment", "proxy"), secrets, tmp_path / "proxy-volumes")
+
+    tokens = {"SLUICE_ADMIN_TOKEN": "chart-test-admin-token", "SLUICE_PROXY_TOKEN": "chart-test-proxy-token"}
+    cp_args = rewrite_argv(cp_args, {"--admin-addr": "127.0.0.1:0", "--grpc-addr": "127.0.0.1:0",
+                                     "--database-url": f"sqlite://{tmp_path / 'cp.db'}"})
+    cp = processes("control-plane", cp_args, tokens)
+    admin = cp.wait_for_field("admin.addr")
+    grpc_port = port_of(cp.wait_for_field("grpc.addr"))
+
+    def start_proxy(name: str, args: list[str]) -> str:
+        args = rewrite_argv(args, {"--control-plane": f"https://localhost:{grpc_port}", "--addr": "127.0.0.1:0",
+                                   "--ops-addr": "127.0.0.1:0", "--cache-dir": str(tmp_path / f"{name}-cache")})
+        proc = processes(name, args, {"SLUICE_PROXY_TOKEN": tokens["SLUICE_PROXY_TOKEN"], "SLUICE_NODE_ID": name})
+        return proc.wait_for_field("ops.addr")
+
+    ops = start_proxy("proxy", proxy_args)
+    wait_until(lambda: http("GET", f"http://{ops}/readyz")[0] == 200, what="the proxy to get its config over mTLS")
+    listed = json.loads(http("GET", f"http://{admin}/api/v1/proxies",
+                             headers={"authorization": f"Bearer {tokens['SLUICE_ADMIN_TOKEN']}"})[2])
+    assert "proxy" in {p["node_id"] for p in listed["proxies"]}
+
+    without_certificate = list(proxy_args)
+    for flag in ("--client-cert", "--client-key"):
+        i = without_certificate.index(flag)
+        del without_certificate[i:i + 2]
+    refused = start_proxy("proxy-without-certificate", without_certificate)
+    time.sleep(3)
+    assert http("GET", f"http://{refused}/readyz")[0] == 503, "the control plane must refuse a proxy without a client certificate"
+
+
+def helm_test_pod(out: Rendered) -> dict:
+    pods = [d for d in out.of_kind("Pod") if d["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"]
+    assert len(pods) == 1
+    return pods[0]
+
+
+def test_helm_test_pod_checks_both_components(rendered):
+    for variant in ("default", "exposed", "proxies-only"):
+        out = rendered[variant]
+        pod = helm_test_pod(out)
+        assert pod["metadata"]["annotations"]["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
+        spec = pod["spec"]
+        assert spec["restartPolicy"] == "Never" and spec["automountServiceAccountToken"] is False
+        c = spec["containers"][0]
+        proxy = container(out.component("Deployment", "proxy"))
+        assert c["image"] == proxy["image"], "the chart's own image: nothing else to pull or configure"
+        assert c["securityContext"]["readOnlyRootFilesystem"] is True
+        assert c["command"][:2] == ["/bin/bash", "-c"]
+        targets = dict(arg.split("=", 1) for arg in c["command"][4:])
+        services = {s["metadata"]["name"]: s for s in out.of_kind("Service")}
+        expected = {"proxy": (f"{RELEASE}-proxy-ops", "ops")}
+        if out.values["controlPlane"]["enabled"]:
+            expected["control-plane"] = (f"{RELEASE}-control-plane", "admin")
+        assert set(targets) == set(expected), targets
+        for name, (service, port_name) in expected.items():
+            m = re.fullmatch(r"([a-z0-9-]+):(\d+)(/\S+)", targets[name])
+            assert m and m.group(1) == service, targets[name]
+            assert int(m.group(2)) == next(p["port"] for p in services[service]["spec"]["ports"] if p["name"] == port_name)
+            assert m.group(3) == "/readyz"
+    assert not render_chart({"helmTest": {"enabled": False}}).get(f"{RELEASE}/templates/tests/health.yaml", "").strip()
+
+
+def run_helm_test_pod(pod: dict, addresses: dict[str, str], attempts: int = 30) -> subprocess.CompletedProcess:
+    """The test pod's command, with each Service host:port replaced by a local address."""
+    command = list(pod["spec"]["containers"][0]["command"])
+    for i, arg in enumerate(command[4:], start=4):
+        name, target = arg.split("=", 1)
+        host_port, path = target.split("/", 1)
+        command[i] = f"{name}={addresses.get(host_port, host_port)}/{path}"
+    return subprocess.run(command, env={**os.environ, "ATTEMPTS": str(attempts)}, capture_output=True, text=True, timeout=120)
+
+
+def test_helm_test_pod_against_running_processes(rendered, processes, tmp_path):
+    """The `helm test` script passes against a control plane and a proxy that follows it, and
+    fails, naming the component, when the proxy has no config."""
+    out = rendered["default"]
+    pod = helm_test_pod(out)
+    tokens = {"SLUICE_ADMIN_TOKEN": "chart-test-admin-token", "SLUICE_PROXY_TOKEN": "chart-test-proxy-token"}
+    cp = processes("control-plane", ["--log-format", "json", "control-plane", "--database-url", f"sqlite://{tmp_path / 'cp.db'}",
+                                     "--admin-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"], tokens)
+    admin = cp.wait_for_field("admin.addr")
+    grpc = cp.wait_for_field("grpc.addr")
+    proxy = processes("proxy", ["--log-format", "json", "proxy", "--control-plane", f"http://{grpc}", "--addr", "127.0.0.1:0",
+                                "--ops-addr", "127.0.0.1:0", "--cache-dir", str(tmp_path / "cache")],
+                      {"SLUICE_PROXY_TOKEN": tokens["SLUICE_PROXY_TOKEN"]})
+    ops = proxy.wait_for_field("ops.addr")
+    services = {f"{RELEASE}-proxy-ops:{out.values['proxy']['opsPort']}": ops,
+                f"{RELEASE}-control-plane:{out.values['controlPlane']['adminPort']}": admin}
+
+    passed = run_helm_test_pod(pod, services)
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert "ok: proxy" in passed.stdout and "ok: control-plane" in passed.stdout
+
+    # A proxy that follows nothing it can reach holds no config: /readyz answers 503.
+    lost = processes("proxy-lost", ["--log-format", "json", "proxy", "--control-plane", f"http://127.0.0.1:{free_port()}",
+                                    "--addr", "127.0.0.1:0", "--ops-addr", "127.0.0.1:0", "--cache-dir", str(tmp_path / "lost")],
+                     {"SLUICE_PROXY_TOKEN": tokens["SLUICE_PROXY_TOKEN"]})
+    services[f"{RELEASE}-proxy-ops:{out.values['proxy']['opsPort']}"] = lost.wait_for_field("ops.addr")
+    failed = run_helm_test_pod(pod, services, attempts=2)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "FAILED: proxy" in failed.stdout and "answered 503, not 200" in failed.stdout, failed.stdout
+    assert "ok: control-plane" in failed.stdout
+
+
+# ------------------------------------------------------------------------------------------------
+# Docs: examples install the image you pushed; commands name objects the chart makes
+# ------------------------------------------------------------------------------------------------
+
+DOCS_WITH_CHART_EXAMPLES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), CHART / "README.md",
+                            CHART / "values.yaml", CHART / "templates" / "NOTES.txt"]
+
+
+HELM_COMMAND = r"helm(?:\s+(?:-n|--namespace)[= ]\S+)?\s+(?:install|upgrade|template)\b[^\n`]*"
+
+
+def helm_commands(text: str) -> list[str]:
+    """`helm install|upgrade|template` commands of this chart: lines that start with one (in
+    code blocks or comments, continuation lines joined) and inline code that is one."""
+    lines = [re.sub(r"^\s*#\s?", "", line) for line in text.splitlines()]
+    joined = "\n".join(lines).replace("\\\n", " ")
+    commands = [*re.findall(rf"^\s*(?:\$\s*)?({HELM_COMMAND})", joined, re.M), *re.findall(rf"`({HELM_COMMAND})`", joined)]
+    return [c for c in commands if "deploy/helm/sluice" in c]  # an example, not prose naming the command
+
+
+def test_every_helm_example_sets_the_image_repository(chart_values):
+    """Every install or upgrade the docs show, and every values file they show, names the image
+    you pushed: the default repository is only what a local `docker build` makes."""
+    found = 0
+    for path in DOCS_WITH_CHART_EXAMPLES:
+        for command in helm_commands(path.read_text()):
+            found += 1
+            assert "image.repository=" in command, f"{path.relative_to(ROOT)}: {command}"
+    assert found >= 4, found
+    top_level = set(chart_values)
+    values_files = 0
+    for path in [p for p in DOCS_WITH_CHART_EXAMPLES if p.suffix == ".md"]:
+        for indent, block in re.findall(r"^( *)```yaml\n(.*?)^\1```", path.read_text(), re.M | re.S):
+            doc = yaml.safe_load(textwrap.dedent(block))
+            if isinstance(doc, dict) and set(doc) <= top_level:  # a values file of this chart
+                values_files += 1
+                assert (doc.get("image") or {}).get("repository"), f"{path.relative_to(ROOT)}: values without image.repository:\n{block}"
+    assert values_files >= 10, values_files
+
+
+def test_docs_name_only_objects_the_chart_makes_or_reads(rendered):
+    """kubectl commands in the operations guide and the chart's README name objects of a release
+    called sluice: ones the chart renders, or the Secrets it reads."""
+    made = {(d["kind"], d["metadata"]["name"]) for out in rendered.values() for _, d in out.docs}
+    read = {ref["name"] for out in rendered.values() for d in out.of_kind("Deployment")
+            for ref in secret_refs(d).values()}
+    kinds = {"deployment": "Deployment", "deploy": "Deployment", "svc": "Service", "service": "Service",
+             "hpa": "HorizontalPodAutoscaler", "secret": "Secret", "pdb": "PodDisruptionBudget"}
+    checked = 0
+    for path in (ROOT / "docs" / "operations.md", CHART / "README.md"):
+        for line in path.read_text().splitlines():
+            if "kubectl" not in line:
+                continue
+            for kind, name in re.findall(r"\b(deployment|deploy|svc|service|hpa|secret|pdb)(?:/| )(sluice[a-z0-9-]*)", line):
+                checked += 1
+                if kinds[kind] == "Secret":
+                    assert name in read or ("Secret", name) in made or "redis" in name, f"{path.name}: secret {name}"
+                else:
+                    assert (kinds[kind], name) in made, f"{path.name}: {kind} {name} is not an object the chart makes"
+    assert checked >= 5
 
 
 # ================================================================================================
@@ -1165,6 +1842,59 @@ def test_otel_collector_config_is_consistent(compose, cli):
     collector = compose["services"]["otel-collector"]
     config_path = collector["command"][0].split("=", 1)[1]
     assert f"./otel-collector.yaml:{config_path}:ro" in collector["volumes"]
+
+
+def test_compose_traces_reach_jaeger(compose):
+    """The collector sends the traces it receives to the compose Jaeger over OTLP/gRPC, Jaeger
+    takes OTLP on that port, its UI is published on loopback and Grafana has it as a data
+    source."""
+    config = yaml.safe_load((DEPLOY / "otel-collector.yaml").read_text())
+    traces = config["service"]["pipelines"]["traces"]["exporters"]
+    otlp = [e for e in traces if e.split("/")[0] == "otlp"]
+    assert len(otlp) == 1, traces
+    exporter = config["exporters"][otlp[0]]
+    host, port = exporter["endpoint"].rsplit(":", 1)
+    assert exporter["tls"]["insecure"] is True, "plaintext inside the compose network"
+    jaeger = compose["services"][host]
+    assert jaeger["image"].startswith("jaegertracing/all-in-one:") and re.search(r":\d+\.\d+\.\d+$", jaeger["image"])
+    assert int(port) == 4317 and environment_of(jaeger).get("COLLECTOR_OTLP_ENABLED") == "true"
+    assert "127.0.0.1:16686:16686" in jaeger["ports"]
+    assert host in compose["services"]["otel-collector"]["depends_on"]
+    # Metrics still go nowhere but the debug exporter (Prometheus scrapes /metrics).
+    assert config["service"]["pipelines"]["metrics"]["exporters"] == ["debug"]
+    source = yaml.safe_load((DEPLOY / "grafana/provisioning/datasources/jaeger.yaml").read_text())["datasources"][0]
+    assert (source["type"], source["url"]) == ("jaeger", f"http://{host}:16686")
+
+
+def test_compose_services_are_hardened(compose):
+    """Every service: read-only root filesystem, no capabilities, no privilege gain, a non-root
+    user (its image's, or one set here), writable only where a volume or tmpfs says so."""
+    image_users = {"postgres": None, "curlimages/curl": "curl_user", "otel/opentelemetry-collector-contrib": "10001",
+                   "prom/prometheus": "nobody", "grafana/grafana": "472", "jaegertracing/all-in-one": "10001",
+                   "valkey/valkey": None, "sluice": "65532"}
+    for name, service in compose["services"].items():
+        assert service.get("read_only") is True, name
+        assert service.get("cap_drop") == ["ALL"], name
+        assert "no-new-privileges:true" in service.get("security_opt", []), name
+        assert not service.get("cap_add") and not service.get("privileged"), name
+        image = service["image"].rsplit(":", 1)[0]
+        # Images that start as root (postgres, valkey) are given their own user instead.
+        assert service.get("user") or image_users[image], f"{name} would run as root"
+    assert compose["services"]["postgres"]["user"] == "postgres"
+    assert any(t.startswith("/var/run/postgresql:") for t in compose["services"]["postgres"]["tmpfs"]), \
+        "Postgres' socket directory must be writable"
+
+
+def test_compose_grafana_admin_password_comes_from_the_environment(compose_raw):
+    from conftest import interpolate
+
+    grafana = compose_raw["services"]["grafana"]["environment"]
+    raw = grafana["GF_SECURITY_ADMIN_PASSWORD"]
+    assert re.fullmatch(r"\$\{GRAFANA_ADMIN_PASSWORD:-[^}]+\}", raw), raw
+    assert interpolate(raw, {"GRAFANA_ADMIN_PASSWORD": "from-the-env"}) == "from-the-env"
+    assert interpolate(raw, {}) != "admin", "not the password everyone tries first"
+    header = (DEPLOY / "compose.yaml").read_text().split("\nname: sluice", 1)[0]
+    assert "GRAFANA_ADMIN_PASSWORD" in header, "the header lists the variables that override the demo defaults"
 
 
 # ================================================================================================
