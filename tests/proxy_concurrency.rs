@@ -128,7 +128,12 @@ async fn the_binary_takes_its_workers_cap_and_certificate_from_flags() {
     .collect::<Vec<_>>();
     let proxy = ProxyProcess::start("workers", &args, &HashMap::new()).await;
 
-    assert_eq!(worker_threads(proxy.pid()), 3);
+    // The address is logged as the workers start: give them a moment to be named.
+    eventually(Duration::from_secs(10), "three worker threads", || {
+        let threads = worker_threads(proxy.pid());
+        async move { threads == 3 }
+    })
+    .await;
     assert_eq!(proxy.metric("sluice_proxy_workers").await, Some(3.0));
     // Each worker takes its share of 5, rounded up: 2 each.
     assert_eq!(proxy.metric("sluice_concurrency_limit").await, Some(6.0));
