@@ -6,6 +6,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use sluice_testkit::azure::TestCa;
 use support::{ADMIN_TOKEN, PROXY_TOKEN, TestDatabase};
 
 fn sluice() -> Command {
@@ -136,11 +137,103 @@ fn refuses_bad_flag_values() {
         ["control-plane", "--admin-addr", "not-an-address"],
         ["control-plane", "--database-timeout-ms", "5"],
         ["control-plane", "--log-format", "xml"],
+        ["proxy", "--workers", "0"],
+        ["proxy", "--workers", "many"],
+        ["proxy", "--max-concurrent-requests", "lots"],
     ] {
         let (ok, text) = run(sluice().args(args));
         assert!(!ok);
         assert!(text.contains("invalid value"), "{args:?}: {text}");
     }
+}
+
+/// A certificate the listener could not present stops the start, naming the flag to fix.
+#[test]
+fn refuses_unusable_tls_files() {
+    let ca = TestCa::new().unwrap();
+    let (pem, other) = (
+        ca.server_pem(&["localhost"]).unwrap(),
+        ca.server_pem(&["localhost"]).unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let cert = write("tls.crt", &pem.chain);
+    let key = write("tls.key", &pem.key);
+    let other_key = write("other.key", &other.key);
+    let garbage = write("garbage.pem", "not PEM at all");
+    let missing = dir.path().join("missing.crt").display().to_string();
+    let config = write("sluice.yaml", "pools: []\n");
+    let proxy = |cert: &str, key: &str| {
+        let mut command = sluice();
+        command.args(["proxy", "--config", &config, "--addr", "127.0.0.1:0"]);
+        command.args([
+            "--ops-addr",
+            "127.0.0.1:0",
+            "--tls-cert",
+            cert,
+            "--tls-key",
+            key,
+        ]);
+        command
+    };
+    for (cert, key, expected) in [
+        (&missing, &key, format!("cannot read --tls-cert {missing}")),
+        (
+            &garbage,
+            &key,
+            format!("--tls-cert {garbage} holds no PEM certificate"),
+        ),
+        (
+            &cert,
+            &garbage,
+            format!("--tls-key {garbage} holds no PEM private key"),
+        ),
+        (
+            &cert,
+            &other_key,
+            format!(
+                "the private key in --tls-key {other_key} does not belong to the certificate in --tls-cert {cert}"
+            ),
+        ),
+    ] {
+        let (ok, text) = run(&mut proxy(cert, key));
+        assert!(!ok, "{text}");
+        assert!(text.contains(&expected), "{expected}: {text}");
+    }
+    // The same through the environment.
+    let (ok, text) = run(sluice()
+        .args(["proxy", "--config", &config, "--addr", "127.0.0.1:0"])
+        .args(["--ops-addr", "127.0.0.1:0"])
+        .env("SLUICE_TLS_CERT", &missing)
+        .env("SLUICE_TLS_KEY", &key));
+    assert!(!ok);
+    assert!(
+        text.contains(&format!("cannot read --tls-cert {missing}")),
+        "{text}"
+    );
+
+    // The admin API's, before the database is touched.
+    let db = TestDatabase::sqlite();
+    let (ok, text) = run(control_plane(&db)
+        .env("SLUICE_ADMIN_TOKEN", ADMIN_TOKEN)
+        .args(["--tls-cert", &missing, "--tls-key", &key]));
+    assert!(!ok);
+    assert!(
+        text.contains(&format!("cannot read --tls-cert {missing}")),
+        "{text}"
+    );
+
+    // One without the other.
+    let (ok, text) = run(sluice().args(["proxy", "--config", &config, "--tls-cert", &cert]));
+    assert!(!ok);
+    assert!(text.contains("--tls-key"), "{text}");
+    let (ok, text) = run(control_plane(&db).env("SLUICE_TLS_KEY", &key));
+    assert!(!ok);
+    assert!(text.contains("--tls-cert"), "{text}");
 }
 
 /// `--help` is complete: every flag of every command can also be set as `SLUICE_<FLAG>`.

@@ -111,6 +111,7 @@ impl Azure {
             },
             redis_urls: Vec::new(),
             report_interval: None,
+            listener: Default::default(),
         }
     }
 

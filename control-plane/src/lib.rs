@@ -2,6 +2,7 @@
 //! console and the fleet of proxies as they report.
 
 pub mod admin;
+mod admin_listener;
 pub mod console;
 pub mod distribution;
 pub mod fleet;

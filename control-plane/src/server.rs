@@ -6,11 +6,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
+use sluice_tls::{Alpn, CertificateError, ServerTls, TlsSettings};
 use tokio::net::TcpListener;
 
 use prometheus_client::encoding::prometheus_protobuf::{self, prometheus_data_model::MetricFamily};
 
 use crate::admin::{self, AdminAuth, AdminAuthError, AdminMetrics, AdminState};
+use crate::admin_listener::TlsListener;
 use crate::console::{self, ConsoleOptions};
 use crate::distribution::{self, GrpcServer, Snapshots};
 use crate::fleet::{FleetSettings, Flusher, ProxyRegistry};
@@ -23,6 +25,8 @@ pub struct ControlPlaneConfig {
     /// `postgres://…` or `sqlite://…`.
     pub database_url: String,
     pub admin_addr: SocketAddr,
+    /// Serve the admin API and the console over TLS (HTTPS) rather than plain HTTP.
+    pub admin_tls: Option<TlsSettings>,
     /// gRPC config-distribution address.
     pub grpc_addr: SocketAddr,
     /// Accepted admin bearer tokens; more than one during a rotation.
@@ -69,6 +73,8 @@ impl GrpcTls {
 pub enum StartError {
     #[error(transparent)]
     AdminAuth(#[from] AdminAuthError),
+    #[error(transparent)]
+    AdminTls(#[from] CertificateError),
     #[error(
         "no proxy token configured: set SLUICE_PROXY_TOKEN (or --proxy-token) so proxies can authenticate"
     )]
@@ -96,6 +102,7 @@ pub enum StartError {
 pub struct ControlPlane {
     store: Store,
     admin_listener: TcpListener,
+    admin_tls: Option<ServerTls>,
     admin_router: Router,
     grpc_listener: TcpListener,
     grpc_tls: Option<tonic::transport::ServerTlsConfig>,
@@ -124,6 +131,11 @@ impl ControlPlane {
         if proxy_tokens.is_empty() {
             return Err(StartError::NoProxyToken);
         }
+        let admin_tls = config
+            .admin_tls
+            .as_ref()
+            .map(|settings| ServerTls::new(settings, Alpn::Http1))
+            .transpose()?;
         let store = Store::connect(&config.database_url, config.store.clone()).await?;
         let bind = |addr| async move {
             TcpListener::bind(addr)
@@ -156,7 +168,9 @@ impl ControlPlane {
                 state,
                 auth,
                 config.console.clone(),
+                admin_tls.is_some(),
             )),
+            admin_tls,
             grpc_listener,
             grpc_tls: config.grpc_tls.as_ref().map(GrpcTls::server_config),
             proxy_tokens: Arc::new(proxy_tokens),
@@ -204,6 +218,7 @@ impl ControlPlane {
     ) -> io::Result<()> {
         tracing::info!(
             admin.addr = %self.admin_addr()?,
+            admin.tls = self.admin_tls.is_some(),
             grpc.addr = %self.grpc_addr()?,
             database = ?self.store.kind(),
             revision = self.store.last_known_revision(),
@@ -219,12 +234,27 @@ impl ControlPlane {
             send_timeout: self.proxy_send_timeout,
         };
         let grpc = tokio::spawn(grpc_server.serve(self.grpc_listener, stopped));
-        let served = axum::serve(self.admin_listener, self.admin_router)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                let _ = stop.send(true);
-            })
-            .await;
+        let shutdown = async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        };
+        let served = match self.admin_tls {
+            None => {
+                axum::serve(self.admin_listener, self.admin_router)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+            Some(tls) => {
+                let _reloader = tls.spawn_reloader();
+                let listener = TlsListener {
+                    tcp: self.admin_listener,
+                    tls,
+                };
+                axum::serve(listener, self.admin_router)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+        };
         match grpc.await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => tracing::error!(%error, "config distribution server failed"),

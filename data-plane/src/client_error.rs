@@ -273,6 +273,20 @@ impl ClientError {
         )
     }
 
+    /// The proxy is at `--max-concurrent-requests`; a moment later, or another proxy, has room.
+    pub fn at_capacity() -> Self {
+        Self {
+            retry_after: Some(Duration::from_secs(1)),
+            should_retry: Some(true),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_error",
+                "too_many_concurrent_requests",
+                "The proxy is serving as many requests as it takes at once; retry in a second.",
+            )
+        }
+    }
+
     pub fn not_ready() -> Self {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -387,5 +401,18 @@ mod tests {
         let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body["error"]["code"], "rate_limit_exceeded");
         assert_eq!(body["error"]["type"], "rate_limit_error");
+    }
+
+    #[tokio::test]
+    async fn at_capacity_asks_for_a_retry_in_a_second() {
+        let response = ClientError::at_capacity().into_response();
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()["retry-after"], "1");
+        assert_eq!(response.headers()["retry-after-ms"], "1000");
+        assert_eq!(response.headers()["x-should-retry"], "true");
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], "too_many_concurrent_requests");
+        assert_eq!(body["error"]["type"], "server_error");
     }
 }

@@ -13,6 +13,7 @@ mod canonical_path;
 mod client_auth;
 mod client_error;
 pub mod clock;
+mod concurrency;
 pub mod config;
 pub mod control_plane;
 mod credential_refresh;
@@ -34,16 +35,19 @@ mod usage_event;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::encoding::prometheus_protobuf::{self, prometheus_data_model::MetricFamily};
+use sluice_tls::{Alpn, CertificateError, ServerTls, TlsSettings};
 use tokio::net::TcpListener;
 
 use crate::azure::{Azure, AzureOptions, IdentityError};
 use crate::backend::RefreshPolicy;
 use crate::cache::SnapshotCache;
+use crate::concurrency::Load;
 use crate::config::{ConfigBuilder, ConfigFileError};
 use crate::control_plane::ControlPlaneClient;
 use crate::metrics::ProxyMetrics;
@@ -92,6 +96,8 @@ pub struct ClientTls {
 pub struct DataPlaneConfig {
     pub addr: SocketAddr,
     pub ops_addr: SocketAddr,
+    /// How the client port serves: TLS, workers, the cap on in-flight requests.
+    pub listener: ListenerOptions,
     pub source: ConfigSource,
     pub options: ProxyOptions,
     pub connect_timeout: Duration,
@@ -101,6 +107,30 @@ pub struct DataPlaneConfig {
     pub azure: AzureOptions,
     pub credential_refresh: RefreshPolicy,
     pub quota: QuotaOptions,
+}
+
+/// How the client port serves.
+#[derive(Clone, Debug, Default)]
+pub struct ListenerOptions {
+    /// Threads serving clients, each with its own runtime and listening socket (one per core
+    /// when `None`).
+    pub workers: Option<NonZeroUsize>,
+    /// In-flight client requests the process serves at once, split over the workers; more get
+    /// 503. `None`: no cap.
+    pub max_concurrent_requests: Option<NonZeroUsize>,
+    /// HTTPS with HTTP/2 by ALPN instead of HTTP/1.1 and h2c.
+    pub tls: Option<TlsSettings>,
+}
+
+impl ListenerOptions {
+    fn worker_count(&self) -> NonZeroUsize {
+        if cfg!(not(unix)) {
+            // Without SO_REUSEPORT only one socket can listen on the address.
+            return NonZeroUsize::MIN;
+        }
+        self.workers
+            .unwrap_or_else(|| std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN))
+    }
 }
 
 /// Where client-key limits are counted.
@@ -128,6 +158,8 @@ pub enum StartError {
     ControlPlane(#[from] tonic::transport::Error),
     #[error(transparent)]
     Identity(#[from] IdentityError),
+    #[error(transparent)]
+    ListenerTls(#[from] CertificateError),
     #[error("invalid Redis URL for client-key limits")]
     QuotaStore(#[source] quota::store::StoreError),
     #[error("the proxy token cannot be sent as a header (it must be visible ASCII)")]
@@ -146,15 +178,24 @@ pub struct DataPlane {
     quota_sync: Arc<QuotaSync>,
     credential_refresh: RefreshPolicy,
     follower: Option<ControlPlaneClient>,
-    /// One per core, all on the proxy address.
-    listeners: Vec<std::net::TcpListener>,
+    /// One socket per worker, all on the proxy address.
+    listeners: server::ProxyListeners,
     ops_listener: TcpListener,
     drain_timeout: Duration,
 }
 
 impl DataPlane {
     pub async fn bind(config: DataPlaneConfig) -> Result<Self, StartError> {
-        let metrics = Arc::new(ProxyMetrics::new());
+        // A certificate that cannot be served stops the start before anything else is done.
+        let tls = config
+            .listener
+            .tls
+            .as_ref()
+            .map(|settings| ServerTls::new(settings, Alpn::Http2AndHttp1))
+            .transpose()?;
+        let workers = config.listener.worker_count();
+        let load = Arc::new(Load::new(workers, config.listener.max_concurrent_requests));
+        let metrics = Arc::new(ProxyMetrics::new().with_listener(&load));
         let azure = Arc::new(Azure::new(config.azure)?);
         let resolver: Arc<dyn SecretResolver> = Arc::new(Secrets::new(azure));
         let store: Arc<dyn SharedCounts> = if config.quota.redis_urls.is_empty() {
@@ -205,10 +246,16 @@ impl DataPlane {
             quota_sync,
             credential_refresh: config.credential_refresh,
             follower,
-            listeners: server::bind_per_core(config.addr).map_err(|source| StartError::Bind {
-                addr: config.addr,
-                source,
-            })?,
+            listeners: server::ProxyListeners {
+                sockets: server::bind_workers(config.addr, workers).map_err(|source| {
+                    StartError::Bind {
+                        addr: config.addr,
+                        source,
+                    }
+                })?,
+                load,
+                tls,
+            },
             ops_listener: bind(config.ops_addr).await?,
             drain_timeout: config.drain_timeout,
         })
@@ -216,6 +263,7 @@ impl DataPlane {
 
     pub fn addr(&self) -> std::io::Result<SocketAddr> {
         self.listeners
+            .sockets
             .first()
             .ok_or_else(|| std::io::Error::other("no listener"))?
             .local_addr()
@@ -247,7 +295,16 @@ impl DataPlane {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let (addr, ops_addr) = (self.addr()?, self.ops_addr()?);
-        tracing::info!(proxy.addr = %addr, ops.addr = %ops_addr, threads = self.listeners.len(), "proxy serving");
+        let listeners = &self.listeners;
+        tracing::info!(
+            proxy.addr = %addr,
+            ops.addr = %ops_addr,
+            tls = listeners.tls.is_some(),
+            workers = listeners.sockets.len(),
+            max_concurrent_requests = listeners.load.limit(),
+            "proxy serving"
+        );
+        let _reloader = listeners.tls.as_ref().map(ServerTls::spawn_reloader);
         let follower = self.follower.map(|client| tokio::spawn(client.run()));
         let quota_sync = tokio::spawn(self.quota_sync.clone().run());
         let refresher = tokio::spawn(credential_refresh::run(

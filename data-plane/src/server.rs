@@ -1,8 +1,9 @@
-//! Listeners: HTTP/1.1 and h2c on the proxy port, the ops endpoints on their own port, and a
-//! graceful drain on shutdown.
+//! Listeners: the proxy port (HTTP/1.1 and h2c, or HTTP/2 and HTTP/1.1 over TLS by ALPN), the
+//! ops endpoints on their own port, and a graceful drain on shutdown.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,23 +16,29 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use sluice_tls::ServerTls;
 use std::io;
 use std::net::SocketAddr;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::{oneshot, watch};
 
+use crate::client_error::ClientError;
 use crate::clock::Nanos;
+use crate::concurrency::{CountedBody, InFlight, Load, WorkerLoad};
 use crate::metrics::Exposition;
 use crate::proxy::Proxy;
 
-/// One listening socket per core on the same address (`SO_REUSEPORT`, so the kernel spreads
+/// One listening socket per worker on the same address (`SO_REUSEPORT`, so the kernel spreads
 /// connections over them); with port 0 all share the port the first one got.
-pub fn bind_per_core(addr: SocketAddr) -> io::Result<Vec<std::net::TcpListener>> {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut listeners = Vec::with_capacity(cores);
+pub fn bind_workers(
+    addr: SocketAddr,
+    workers: NonZeroUsize,
+) -> io::Result<Vec<std::net::TcpListener>> {
+    let mut listeners = Vec::with_capacity(workers.get());
     let mut addr = addr;
-    for _ in 0..cores {
+    for _ in 0..workers.get() {
         let socket = if addr.is_ipv4() {
             TcpSocket::new_v4()?
         } else {
@@ -44,30 +51,55 @@ pub fn bind_per_core(addr: SocketAddr) -> io::Result<Vec<std::net::TcpListener>>
         let listener = socket.listen(1024)?;
         addr = listener.local_addr()?;
         listeners.push(listener.into_std()?);
-        if cfg!(not(unix)) {
-            break;
-        }
     }
     Ok(listeners)
 }
 
-/// Serves client traffic with one single-threaded runtime per listener (per core) until
+/// What a worker's requests share: the proxy, and the worker's count of them.
+struct Worker {
+    proxy: Arc<Proxy>,
+    load: Arc<WorkerLoad>,
+}
+
+impl AsRef<WorkerLoad> for Worker {
+    fn as_ref(&self) -> &WorkerLoad {
+        &self.load
+    }
+}
+
+/// How the proxy port serves: TLS or not, and its workers' loads (one per listener).
+pub struct ProxyListeners {
+    pub sockets: Vec<std::net::TcpListener>,
+    pub load: Arc<Load>,
+    pub tls: Option<ServerTls>,
+}
+
+/// Serves client traffic with one single-threaded runtime per listener (per worker) until
 /// `shutdown`, then lets each drain its in-flight requests for up to `drain`.
 pub async fn serve_proxy(
-    listeners: Vec<std::net::TcpListener>,
+    listeners: ProxyListeners,
     proxy: Arc<Proxy>,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) -> io::Result<()> {
     let (stop, stopped) = watch::channel(false);
-    let mut finished = Vec::with_capacity(listeners.len());
-    for (index, listener) in listeners.into_iter().enumerate() {
-        let (proxy, stopped) = (proxy.clone(), stopped.clone());
+    let mut finished = Vec::with_capacity(listeners.sockets.len());
+    for (index, (listener, load)) in listeners
+        .sockets
+        .into_iter()
+        .zip(listeners.load.workers())
+        .enumerate()
+    {
+        let worker = Arc::new(Worker {
+            proxy: proxy.clone(),
+            load: load.clone(),
+        });
+        let (tls, stopped) = (listeners.tls.clone(), stopped.clone());
         let (done, finished_rx) = oneshot::channel::<()>();
         std::thread::Builder::new()
             .name(format!("sluice-proxy-{index}"))
             .spawn(move || {
-                serve_on_own_runtime(listener, proxy, stopped, drain);
+                serve_on_own_runtime(listener, worker, tls, stopped, drain);
                 let _ = done.send(());
             })?;
         finished.push(finished_rx);
@@ -82,7 +114,8 @@ pub async fn serve_proxy(
 
 fn serve_on_own_runtime(
     listener: std::net::TcpListener,
-    proxy: Arc<Proxy>,
+    worker: Arc<Worker>,
+    tls: Option<ServerTls>,
     mut stopped: watch::Receiver<bool>,
     drain: Duration,
 ) {
@@ -92,7 +125,7 @@ fn serve_on_own_runtime(
     {
         Ok(runtime) => runtime,
         Err(error) => {
-            tracing::error!(%error, "cannot start a proxy runtime; this core serves nothing");
+            tracing::error!(%error, "cannot start a proxy runtime; this worker serves nothing");
             return;
         }
     };
@@ -107,14 +140,26 @@ fn serve_on_own_runtime(
                 return;
             }
         };
+        // The request is counted from here until its response body is dropped; the worker's
+        // handle, cloned per request anyway, doubles as the count's guard.
         let service = service_fn(move |request: Request<Incoming>| {
-            let proxy = proxy.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(request).await) }
+            let admitted = InFlight::admit(worker.clone());
+            async move {
+                Ok::<_, Infallible>(match admitted {
+                    Some(in_flight) => {
+                        let response = in_flight.worker().proxy.handle(request).await;
+                        response.map(|body| CountedBody::new(body, Some(in_flight)))
+                    }
+                    None => ClientError::at_capacity()
+                        .into_response()
+                        .map(|body| CountedBody::new(body, None)),
+                })
+            }
         });
         let shutdown = async move {
             let _ = stopped.wait_for(|stop| *stop).await;
         };
-        serve(listener, service, shutdown, drain).await;
+        serve(listener, tls, service, shutdown, drain).await;
     });
 }
 
@@ -127,11 +172,12 @@ pub async fn serve_ops(
         let proxy = proxy.clone();
         async move { Ok::<_, Infallible>(ops(&proxy, &request)) }
     });
-    serve(listener, service, shutdown, Duration::from_secs(1)).await;
+    serve(listener, None, service, shutdown, Duration::from_secs(1)).await;
 }
 
 async fn serve<S, B>(
     listener: TcpListener,
+    tls: Option<ServerTls>,
     service: S,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
@@ -160,13 +206,11 @@ async fn serve<S, B>(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service.clone());
-                let connection = graceful.watch(connection.into_owned());
-                tokio::spawn(async move {
-                    if let Err(error) = connection.await {
-                        tracing::debug!(%error, "client connection ended with an error");
-                    }
-                });
+                match &tls {
+                    None => spawn_connection(&builder, &graceful, service.clone(), stream),
+                    // The handshake runs on the connection's task, not in this loop.
+                    Some(tls) => spawn_connection(&builder, &graceful, service.clone(), tls.accept(stream)),
+                }
             }
             () = &mut shutdown => break,
         }
@@ -176,6 +220,29 @@ async fn serve<S, B>(
         () = graceful.shutdown() => tracing::info!("drained"),
         () = tokio::time::sleep(drain) => tracing::warn!(drain_secs = drain.as_secs(), "drain timed out; closing remaining connections"),
     }
+}
+
+fn spawn_connection<IO, S, B>(
+    builder: &auto::Builder<TokioExecutor>,
+    graceful: &GracefulShutdown,
+    service: S,
+    io: IO,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let connection = graceful.watch(connection.into_owned());
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, "client connection ended with an error");
+        }
+    });
 }
 
 fn ops<B>(proxy: &Proxy, request: &Request<B>) -> Response<Full<Bytes>> {

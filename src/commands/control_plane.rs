@@ -9,7 +9,7 @@ use sluice_control_plane::fleet::{FleetSettings, default_replica_name};
 use sluice_control_plane::store::StoreOptions;
 use sluice_control_plane::{ControlPlane, ControlPlaneConfig, GrpcTls};
 
-use super::read_pem;
+use super::{listener_tls, read_pem};
 use crate::shutdown;
 use crate::telemetry::Telemetry;
 use crate::telemetry::metrics_export::MetricsSource;
@@ -26,6 +26,14 @@ pub struct ControlPlaneArgs {
     /// Admin REST API address (port 0 picks a free port).
     #[arg(long, env = "SLUICE_ADMIN_ADDR", default_value = "0.0.0.0:9090")]
     admin_addr: SocketAddr,
+    /// PEM certificate chain to serve the admin API and console over HTTPS; the file is
+    /// re-read when it changes, as when cert-manager renews it. (The config stream has its own:
+    /// --grpc-tls-cert.)
+    #[arg(long, env = "SLUICE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "SLUICE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// gRPC config-stream address for proxies (port 0 picks a free port).
     #[arg(long, env = "SLUICE_GRPC_ADDR", default_value = "0.0.0.0:9091")]
     grpc_addr: SocketAddr,
@@ -139,6 +147,7 @@ impl ControlPlaneArgs {
         let config = ControlPlaneConfig {
             database_url: self.database_url,
             admin_addr: self.admin_addr,
+            admin_tls: listener_tls(&self.tls_cert, &self.tls_key),
             grpc_addr: self.grpc_addr,
             admin_tokens: self.admin_token,
             insecure_no_admin_auth: self.insecure_no_admin_auth,

@@ -13,7 +13,7 @@ use sluice_control_plane::{ControlPlane, ControlPlaneConfig};
 use sluice_data_plane::proxy::ProxyOptions;
 use sluice_data_plane::{
     ConfigSource, ControlPlaneSource, DEFAULT_REPORT_INTERVAL, DataPlane, DataPlaneConfig,
-    QuotaOptions,
+    ListenerOptions, QuotaOptions,
 };
 use sluice_model::{Backend, Limits, Name, Pool, generate_client_secret};
 use sluice_testkit::mock_upstream::{MockConfig, MockHandle, MockUpstream};
@@ -80,6 +80,7 @@ impl DevArgs {
         let control_plane = ControlPlane::bind(ControlPlaneConfig {
             database_url: format!("sqlite://{}", self.data_dir.join("dev.db").display()),
             admin_addr: self.admin_addr,
+            admin_tls: None,
             grpc_addr: self.grpc_addr,
             admin_tokens: Vec::new(),
             insecure_no_admin_auth: true,
@@ -105,6 +106,7 @@ impl DevArgs {
         let data_plane = DataPlane::bind(DataPlaneConfig {
             addr: self.addr,
             ops_addr: self.ops_addr,
+            listener: ListenerOptions::default(),
             source: ConfigSource::ControlPlane(ControlPlaneSource {
                 url: format!("http://{grpc}"),
                 proxy_token,

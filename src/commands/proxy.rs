@@ -1,4 +1,5 @@
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -9,10 +10,11 @@ use sluice_data_plane::azure::{AzureOptions, CredentialKind, IdentityConfig, Vau
 use sluice_data_plane::backend::RefreshPolicy;
 use sluice_data_plane::proxy::ProxyOptions;
 use sluice_data_plane::{
-    ClientTls, ConfigSource, ControlPlaneSource, DataPlane, DataPlaneConfig, QuotaOptions,
+    ClientTls, ConfigSource, ControlPlaneSource, DataPlane, DataPlaneConfig, ListenerOptions,
+    QuotaOptions,
 };
 
-use super::read_pem;
+use super::{listener_tls, read_pem};
 use crate::shutdown;
 use crate::telemetry::Telemetry;
 use crate::telemetry::metrics_export::MetricsSource;
@@ -52,9 +54,23 @@ pub struct ProxyArgs {
     /// PEM private key for --client-cert.
     #[arg(long, env = "SLUICE_CLIENT_KEY", requires = "client_cert")]
     client_key: Option<PathBuf>,
-    /// Client-facing address (HTTP/1.1 and h2c).
+    /// Client-facing address (HTTP/1.1 and h2c; HTTPS with --tls-cert).
     #[arg(long, env = "SLUICE_ADDR", default_value = "0.0.0.0:8080")]
     addr: SocketAddr,
+    /// PEM certificate chain to serve clients over HTTPS (HTTP/2 by ALPN, and HTTP/1.1); the
+    /// file is re-read when it changes, as when cert-manager renews it.
+    #[arg(long, env = "SLUICE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "SLUICE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Most client requests served at once, streams counted until they end; past it clients
+    /// get 503 with retry-after. Split evenly over the workers. 0: no cap.
+    #[arg(long, env = "SLUICE_MAX_CONCURRENT_REQUESTS", default_value_t = 0)]
+    max_concurrent_requests: usize,
+    /// Threads serving clients, each with its own listening socket (default: one per CPU).
+    #[arg(long, env = "SLUICE_WORKERS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    workers: Option<u16>,
     /// Operations address: /healthz, /readyz, /metrics.
     #[arg(long, env = "SLUICE_OPS_ADDR", default_value = "0.0.0.0:8081")]
     ops_addr: SocketAddr,
@@ -162,6 +178,11 @@ impl ProxyArgs {
         let data_plane = DataPlane::bind(DataPlaneConfig {
             addr: self.addr,
             ops_addr: self.ops_addr,
+            listener: ListenerOptions {
+                workers: self.workers.and_then(|n| NonZeroUsize::new(n.into())),
+                max_concurrent_requests: NonZeroUsize::new(self.max_concurrent_requests),
+                tls: listener_tls(&self.tls_cert, &self.tls_key),
+            },
             source,
             options: ProxyOptions {
                 allow_anonymous: self.allow_anonymous,

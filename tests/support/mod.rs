@@ -66,6 +66,7 @@ pub fn test_config(database_url: String) -> ControlPlaneConfig {
     ControlPlaneConfig {
         database_url,
         admin_addr: "127.0.0.1:0".parse().unwrap(),
+        admin_tls: None,
         grpc_addr: "127.0.0.1:0".parse().unwrap(),
         admin_tokens: vec![ADMIN_TOKEN.to_owned()],
         insecure_no_admin_auth: false,

@@ -12,7 +12,7 @@ use sluice_data_plane::backend::RefreshPolicy;
 use sluice_data_plane::proxy::ProxyOptions;
 use sluice_data_plane::{
     ClientTls, ConfigSource, ControlPlaneSource, DEFAULT_REPORT_INTERVAL, DataPlane,
-    DataPlaneConfig, QuotaOptions,
+    DataPlaneConfig, ListenerOptions, QuotaOptions,
 };
 use sluice_testkit::mock_upstream::{MockConfig, MockHandle, MockUpstream};
 use tempfile::TempDir;
@@ -29,6 +29,8 @@ pub struct ProxySettings {
     pub redis_urls: Vec<String>,
     /// How often a proxy following a control plane reports; the default when `None`.
     pub report_interval: Option<Duration>,
+    /// The client port: TLS, workers, the cap on in-flight requests.
+    pub listener: ListenerOptions,
 }
 
 pub struct TestProxy {
@@ -185,6 +187,7 @@ impl TestProxy {
         let data_plane = DataPlane::bind(DataPlaneConfig {
             addr: "127.0.0.1:0".parse().unwrap(),
             ops_addr: "127.0.0.1:0".parse().unwrap(),
+            listener: settings.listener,
             source,
             options: ProxyOptions {
                 allow_anonymous: settings.allow_anonymous,

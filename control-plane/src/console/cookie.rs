@@ -20,9 +20,9 @@ pub(crate) fn session_id(headers: &HeaderMap) -> Option<&str> {
         .filter(|value| !value.is_empty())
 }
 
-/// Whether the browser reached us over TLS. The control plane itself serves plain HTTP, so
-/// TLS means a terminating proxy in front, which says so in `X-Forwarded-Proto` or
-/// `Forwarded`. Trusting them only ever adds `Secure`, which cannot weaken the cookie.
+/// Whether a terminating proxy in front says the browser reached it over TLS, in
+/// `X-Forwarded-Proto` or `Forwarded` (when the control plane serves TLS itself, the console
+/// knows without asking). Trusting them only ever adds `Secure`, which cannot weaken the cookie.
 pub(crate) fn over_tls(headers: &HeaderMap) -> bool {
     let forwarded_proto = headers
         .get("x-forwarded-proto")

@@ -50,11 +50,20 @@ impl Default for ConsoleOptions {
 pub(crate) struct ConsoleState {
     admin: AdminState,
     sessions: Arc<Sessions>,
+    /// The admin listener itself serves TLS, so every browser reaches the console over it.
+    served_over_tls: bool,
 }
 
 /// The console's routes, all under `/ui`; merged into the admin API's router.
-pub fn router(admin: AdminState, auth: Arc<AdminAuth>, options: ConsoleOptions) -> Router {
+/// `served_over_tls`: the admin listener serves TLS itself (session cookies get `Secure`).
+pub fn router(
+    admin: AdminState,
+    auth: Arc<AdminAuth>,
+    options: ConsoleOptions,
+    served_over_tls: bool,
+) -> Router {
     let state = ConsoleState {
+        served_over_tls,
         sessions: Arc::new(Sessions::new(
             admin.store.clone(),
             auth,

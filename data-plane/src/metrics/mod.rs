@@ -2,6 +2,7 @@
 //! request path only touches atomics: no label hashing, no registry lock.
 
 mod histogram;
+mod listener;
 
 pub use histogram::LatencyHistogram;
 
@@ -15,6 +16,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+use crate::concurrency::Load;
 use crate::quota::LimitKind;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -376,6 +378,12 @@ impl ProxyMetrics {
             registry,
             ..metrics
         }
+    }
+
+    /// Adds the client listener's metrics: its workers, their in-flight requests and refusals.
+    pub fn with_listener(mut self, load: &Arc<Load>) -> Self {
+        listener::register(&mut self.registry, load);
+        self
     }
 
     pub fn backend(&self, pool: &str, backend: &str) -> BackendMetrics {

@@ -58,7 +58,7 @@ pub use keyvault::{
     FakeKeyVault, RECORDED_VAULT_REQUESTS, SUPPORTED_API_VERSIONS, VAULT_DOMAIN, VAULT_RESOURCE,
     VAULT_SCOPE, VaultRequest,
 };
-pub use tls::{TestCa, TlsError};
+pub use tls::{ServerPem, TestCa, TlsError};
 pub use tokens::IssuedToken;
 pub use transport::{LoopbackResolver, fake_client_options, loopback_client};
 pub use vault_store::KeyVaultError;

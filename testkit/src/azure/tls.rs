@@ -10,8 +10,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose, SanType,
+    BasicConstraints, Certificate, CertificateParams, CertifiedIssuer, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
 };
 use rustls::ServerConfig;
 use rustls::pki_types::{CertificateDer, DnsName, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -82,11 +82,29 @@ impl TestCa {
         Ok(Arc::new(config))
     }
 
+    /// A server certificate as PEM files hold it (what `--tls-cert` and `--tls-key` read):
+    /// the chain, leaf then this CA, and the leaf's PKCS#8 key. Made for `dns_names` plus IP
+    /// `127.0.0.1`, with a new key and serial on every call.
+    pub fn server_pem(&self, dns_names: &[&str]) -> Result<ServerPem, TlsError> {
+        let (certificate, key) = self.signed_leaf(dns_names)?;
+        Ok(ServerPem {
+            chain: format!("{}{}", certificate.pem(), self.ca_pem()),
+            key: key.serialize_pem(),
+            leaf_der: certificate.der().to_vec(),
+        })
+    }
+
     /// A leaf certificate chain (leaf, then CA) and its key.
     fn leaf(
         &self,
         dns_names: &[&str],
     ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+        let (certificate, key) = self.signed_leaf(dns_names)?;
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        Ok((vec![certificate.der().clone(), self.ca_der()], key))
+    }
+
+    fn signed_leaf(&self, dns_names: &[&str]) -> Result<(Certificate, KeyPair), TlsError> {
         let first = dns_names.first().ok_or(TlsError::NoDnsNames)?;
         let mut params = CertificateParams::default();
         params.distinguished_name.push(DnType::CommonName, *first);
@@ -101,10 +119,18 @@ impl TestCa {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let key = KeyPair::generate()?;
-        let cert = params.signed_by(&key, &self.issuer)?;
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        Ok((vec![cert.der().clone(), self.ca_der()], key))
+        let certificate = params.signed_by(&key, &self.issuer)?;
+        Ok((certificate, key))
     }
+}
+
+/// A server certificate and key in PEM, as written to files.
+pub struct ServerPem {
+    /// The leaf, then the CA.
+    pub chain: String,
+    pub key: String,
+    /// The leaf alone in DER, as a client sees it in the handshake.
+    pub leaf_der: Vec<u8>,
 }
 
 impl fmt::Debug for TestCa {

@@ -58,7 +58,11 @@ pub(crate) async fn sign_in(
             let mut response = see("/ui/");
             response.headers_mut().insert(
                 header::SET_COOKIE,
-                cookie::set(&opened.id, opened.ttl, cookie::over_tls(&headers)),
+                cookie::set(
+                    &opened.id,
+                    opened.ttl,
+                    state.served_over_tls || cookie::over_tls(&headers),
+                ),
             );
             response
         }
@@ -89,7 +93,7 @@ pub(crate) async fn sign_out(
     let mut response = see("/ui/sign-in").into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
-        cookie::clear(cookie::over_tls(&headers)),
+        cookie::clear(state.served_over_tls || cookie::over_tls(&headers)),
     );
     response
 }
