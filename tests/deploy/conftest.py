@@ -293,6 +293,30 @@ CHART_VARIANTS: dict[str, dict] = {
         "proxy": {"controlPlaneUrl": "https://sluice-control-plane.sluice-core.svc:9091"},
         "grpcTls": {"enabled": True, "clientAuth": True, "clientSecret": "edge-grpc-client"},
     },
+    # HTTPS on the proxies' client port and the admin port from Secrets of your own, the
+    # proxies' concurrency settings, the in-flight HPA metric, exposed through ingress-nginx and
+    # scraped over HTTPS, with NetworkPolicies.
+    "https-secrets": {
+        "controlPlane": {"tls": {"enabled": True, "secretName": "my-admin-tls"}},
+        "proxy": {
+            "tls": {"enabled": True, "secretName": "my-proxy-tls"},
+            "workers": 2,
+            "maxConcurrentRequests": 1000,
+            "autoscaling": {"inflightTarget": 700},
+            "ingress": {"enabled": True, "className": "nginx", "hosts": [{"host": "sluice.example.com"}]},
+        },
+        "serviceMonitor": {"enabled": True},
+        "networkPolicy": {"enabled": True},
+    },
+    # The same with both certificates from cert-manager.
+    "https-cert-manager": {
+        "controlPlane": {"tls": {"enabled": True, "certManager": {
+            "enabled": True, "issuerRef": {"name": "internal-ca", "kind": "ClusterIssuer"}}}},
+        "proxy": {"tls": {"enabled": True, "certManager": {
+            "enabled": True, "issuerRef": {"name": "internal-ca", "kind": "ClusterIssuer"},
+            "extraDnsNames": ["llm.example.com"]}}},
+        "serviceMonitor": {"enabled": True},
+    },
     # The database URL from CloudNativePG's application Secret, the tokens from the chart's.
     "cnpg": {
         "secrets": {"databaseUrlSecret": "pg-app", "keys": {"databaseUrl": "uri"}},

@@ -739,6 +739,13 @@ def test_required_values_are_enforced():
         render_chart({"grpcTls": {"enabled": True, "caBundle": "not a certificate"}})
     with pytest.raises(helm.HelmError, match="grpcTls.caBundle holds a private key"):
         render_chart({"grpcTls": {"enabled": True, "caBundle": TEST_CA_PEM + "-----BEGIN PRIVATE KEY-----\n"}})
+    # HTTPS from cert-manager needs an issuer; an in-flight target the cap never lets pods reach
+    # would never scale.
+    for key in ("proxy", "controlPlane"):
+        with pytest.raises(helm.HelmError, match=f"{key}.tls.certManager.issuerRef.name is required"):
+            render_chart({key: {"tls": {"enabled": True, "certManager": {"enabled": True}}}})
+    with pytest.raises(helm.HelmError, match=r"proxy.autoscaling.inflightTarget \(1000\) must be below proxy.maxConcurrentRequests \(1000\)"):
+        render_chart({"proxy": {"maxConcurrentRequests": 1000, "autoscaling": {"inflightTarget": 1000}}})
     with pytest.raises(helm.HelmError, match=r"proxy.autoscaling.minReplicas \(5\) must not exceed maxReplicas \(4\)"):
         render_chart({"proxy": {"autoscaling": {"minReplicas": 5, "maxReplicas": 4}}})
     # Secret key names: one per value in a Secret the chart makes; one source for the URL.
@@ -779,7 +786,7 @@ def named_port(c: dict, name) -> int:
 
 @pytest.mark.parametrize("variant", ["default", "features", "azure", "telemetry", "secrets", "redis", "redis-secret",
                                      "sleep-action", "proxies-only", "grpc-tls", "grpc-tls-ca", "proxies-only-mtls",
-                                     "cnpg"])
+                                     "cnpg", "https-secrets", "https-cert-manager"])
 def test_chart_container_args_and_env_are_real(rendered, cli, variant):
     for deployment in rendered[variant].of_kind("Deployment"):
         c = container(deployment)
@@ -800,12 +807,15 @@ def test_chart_container_args_and_env_are_real(rendered, cli, variant):
         check_argv([*c["args"], *env_as_flags(plain, command, cli)], cli, where)
 
 
-@pytest.mark.parametrize("variant", ["default", "features", "sleep-action", "exposed", "grpc-tls"])
+@pytest.mark.parametrize("variant", ["default", "features", "sleep-action", "exposed", "grpc-tls", "https-secrets",
+                                     "https-cert-manager"])
 def test_chart_ports_and_probes_match_the_flags(rendered, cli, variant):
     out = rendered[variant]
     for component, listen in LISTEN_FLAGS.items():
         if component == "mock-upstream":
             continue
+        if component == "proxy" and out.values["proxy"]["tls"]["enabled"]:
+            listen = {"https": listen["http"], "ops": listen["ops"]}
         deployment = out.component("Deployment", component)
         c = container(deployment)
         flags = flag_values(c["args"])
@@ -823,6 +833,9 @@ def test_chart_ports_and_probes_match_the_flags(rendered, cli, variant):
             get = probe["httpGet"]
             assert named_port(c, get["port"]) == named_port(c, ops_port), f"{component} {kind} must hit the {ops_port} port"
             assert get["path"] in {"/healthz", "/readyz"}, get
+            # Only the admin port serves TLS; the proxies' ops port stays plain.
+            https = component == "control-plane" and out.values["controlPlane"]["tls"]["enabled"]
+            assert get.get("scheme", "HTTP") == ("HTTPS" if https else "HTTP"), f"{component} {kind}: {get}"
         assert c["livenessProbe"]["httpGet"]["path"] == "/healthz"
         assert c["readinessProbe"]["httpGet"]["path"] in {"/healthz", "/readyz"}
         if component == "proxy":
@@ -971,6 +984,14 @@ BAD_VALUES = [
      "at '/proxy/ingress/hosts/0/paths/0/path': 'v1' does not match pattern '^/'"),
     ({"secrets": {"keys": {"databaseUrl": "uri/x"}}}, "at '/secrets/keys/databaseUrl'"),
     ({"grpcTls": {"enabled": "yes"}}, "at '/grpcTls/enabled': got string, want boolean"),
+    ({"proxy": {"workers": 0}}, "at '/proxy/workers'"),
+    ({"proxy": {"workers": "2"}}, "at '/proxy/workers'"),
+    ({"proxy": {"maxConcurrentRequests": -1}}, "at '/proxy/maxConcurrentRequests'"),
+    ({"proxy": {"autoscaling": {"inflightTarget": 0}}}, "at '/proxy/autoscaling/inflightTarget'"),
+    ({"proxy": {"tls": {"enabled": "true"}}}, "at '/proxy/tls/enabled': got string, want boolean"),
+    ({"proxy": {"tls": {"secret": "my-proxy-tls"}}}, "at '/proxy/tls': additional properties 'secret' not allowed"),
+    ({"controlPlane": {"tls": {"secretName": "My_Secret"}}}, "at '/controlPlane/tls/secretName'"),
+    ({"controlPlane": {"tls": {"certManager": {"renewBefore": "30d"}}}}, "at '/controlPlane/tls/certManager/renewBefore'"),
     ({"grpcTls": {"certManager": {"duration": "90d"}}}, "at '/grpcTls/certManager/duration'"),
     ({"networkPolicy": {"clientsFrom": {"namespaceSelector": {}}}}, "at '/networkPolicy/clientsFrom': got object, want array"),
     ({"workloadIdentity": {"enabled": True, "clientId": "x"}},
@@ -1401,6 +1422,215 @@ def test_grpc_mtls_values_work_with_the_binary(rendered, processes, tmp_path):
     assert http("GET", f"http://{refused}/readyz")[0] == 503, "the control plane must refuse a proxy without a client certificate"
 
 
+# ---- HTTPS on the proxies' client port and the admin port; concurrency settings --------------
+
+HTTPS_COMPONENTS = {"control-plane": "controlPlane", "proxy": "proxy"}
+CONCURRENCY_SETTINGS = {"SLUICE_WORKERS", "SLUICE_MAX_CONCURRENT_REQUESTS"}
+
+
+@pytest.mark.parametrize("variant", ["https-secrets", "https-cert-manager"])
+def test_https_values_map_to_the_env_and_mounted_certificates(rendered, cli, variant):
+    out = rendered[variant]
+    certificates = {c["spec"]["secretName"]: c for c in out.of_kind("Certificate")}
+    for component, key in HTTPS_COMPONENTS.items():
+        deployment = out.component("Deployment", component)
+        c = container(deployment)
+        tls = out.values[key]["tls"]
+        secret = tls["secretName"] or f"{RELEASE}-{component}-tls"
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        # The variables of the real flags, pointing at the two files of the mounted Secret.
+        for name, file in (("SLUICE_TLS_CERT", "tls.crt"), ("SLUICE_TLS_KEY", "tls.key")):
+            assert name in cli[component].envs, (component, name)
+            volume, mounted = mounted_file(deployment, env[name])
+            assert mounted == file and volume_source(volume, mounted) == ("Secret", secret), (component, name)
+        mount = next(m for m in c["volumeMounts"] if env["SLUICE_TLS_CERT"].startswith(m["mountPath"] + "/"))
+        assert mount["readOnly"] is True
+        assert "subPath" not in mount, "a subPath mount never sees a renewed certificate"
+        if tls["certManager"]["enabled"]:
+            spec = certificates[secret]["spec"]
+            service = f"{RELEASE}-{component}"
+            assert {service, f"{service}.{NAMESPACE}.svc", f"{service}.{NAMESPACE}.svc.cluster.local"} <= set(spec["dnsNames"])
+            assert set(tls["certManager"]["extraDnsNames"]) <= set(spec["dnsNames"])
+            assert spec["usages"] == ["digital signature", "server auth"]
+            assert spec["issuerRef"] == {"name": "internal-ca", "kind": "ClusterIssuer", "group": "cert-manager.io"}
+            assert spec["privateKey"]["algorithm"] == "ECDSA" and spec["privateKey"]["rotationPolicy"] == "Always"
+        else:
+            assert secret not in certificates, "your own Secret: the chart issues nothing"
+    if not any(out.values[k]["tls"]["certManager"]["enabled"] for k in HTTPS_COMPONENTS.values()):
+        assert not out.of_kind("Certificate")
+
+    # The proxies' client port is named and declared https end to end; the ops port stays plain.
+    proxy = container(out.component("Deployment", "proxy"))
+    assert {p["name"] for p in proxy["ports"]} == {"https", "ops"}
+    service = out.named("Service", f"{RELEASE}-proxy")
+    assert [(p["name"], p["targetPort"], p["appProtocol"]) for p in service["spec"]["ports"]] == [("https", "https", "https")]
+    admin = next(p for p in out.component("Service", "control-plane")["spec"]["ports"] if p["name"] == "admin")
+    assert admin["appProtocol"] == "https"
+    assert next(p for p in out.component("Service", "control-plane")["spec"]["ports"] if p["name"] == "grpc")["appProtocol"] == "grpc"
+
+    # Prometheus scrapes the admin port over HTTPS, verifying the Service name against the CA.
+    monitor = out.of_kind("ServiceMonitor")[0]
+    endpoints = {e["port"]: e for e in monitor["spec"]["endpoints"]}
+    assert endpoints["admin"]["scheme"] == "https"
+    assert endpoints["admin"]["tlsConfig"] == {
+        "serverName": f"{RELEASE}-control-plane",
+        "ca": {"secret": {"name": out.values["controlPlane"]["tls"]["secretName"] or f"{RELEASE}-control-plane-tls",
+                          "key": "ca.crt"}}}
+    assert "scheme" not in endpoints["ops"] and "tlsConfig" not in endpoints["ops"]
+    custom = render_chart({**CHART_VARIANTS[variant], "serviceMonitor": {
+        "enabled": True, "adminTlsConfig": {"insecureSkipVerify": True}}})
+    monitor = next(d for d in rendered_objects(custom) if d["kind"] == "ServiceMonitor")
+    assert monitor["spec"]["endpoints"][0]["tlsConfig"] == {"insecureSkipVerify": True}
+
+    # `helm test` speaks HTTPS to the admin port, plain HTTP to the proxies' ops port.
+    targets = dict(arg.split("=", 1) for arg in helm_test_pod(out)["spec"]["containers"][0]["command"][4:])
+    assert targets == {"proxy": f"{RELEASE}-proxy-ops:8081/readyz",
+                       "control-plane": f"https://{RELEASE}-control-plane:9090/readyz"}
+    # Without TLS nothing of it is rendered.
+    for variant_off in ("default", "features", "exposed", "grpc-tls"):
+        for deployment in rendered[variant_off].of_kind("Deployment"):
+            assert not {"SLUICE_TLS_CERT", "SLUICE_TLS_KEY"} & set(env_names(deployment)), variant_off
+            assert "tls" not in {v["name"] for v in deployment["spec"]["template"]["spec"]["volumes"]}
+        for monitor in rendered[variant_off].of_kind("ServiceMonitor"):
+            assert all("scheme" not in e for e in monitor["spec"]["endpoints"])
+
+
+def test_https_proxies_behind_ingress_nginx_and_network_policies(rendered):
+    out = rendered["https-secrets"]
+    ingress = out.component("Ingress", "proxy")
+    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/backend-protocol"] == "HTTPS"
+    backend = ingress["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]
+    assert backend == {"name": f"{RELEASE}-proxy", "port": {"name": "https"}}
+    # The NetworkPolicy opens the renamed port to clients.
+    policy = next(p for p in out.of_kind("NetworkPolicy") if p["metadata"]["name"] == f"{RELEASE}-proxy")
+    assert {"port": "https", "protocol": "TCP"} in policy["spec"]["ingress"][0]["ports"]
+    # An annotation set by hand wins; the automatic one can be turned off; none without TLS.
+    values = CHART_VARIANTS["https-secrets"]
+
+    def annotations(ingress_values: dict) -> dict:
+        files = render_chart({**values, "proxy": {**values["proxy"], "ingress": {**values["proxy"]["ingress"], **ingress_values}}})
+        return next(d for d in rendered_objects(files) if d["kind"] == "Ingress")["metadata"].get("annotations", {})
+
+    assert annotations({"annotations": {"nginx.ingress.kubernetes.io/backend-protocol": "GRPCS"}}) == {
+        "nginx.ingress.kubernetes.io/backend-protocol": "GRPCS"}
+    assert annotations({"backendProtocolAnnotation": False}) == {}
+    assert "nginx.ingress.kubernetes.io/backend-protocol" not in \
+        rendered["exposed"].component("Ingress", "proxy")["metadata"]["annotations"]
+    assert rendered["exposed"].component("Ingress", "proxy")["spec"]["rules"][0]["http"]["paths"][0]["backend"][
+        "service"]["port"] == {"name": "http"}
+
+
+def test_chart_concurrency_settings_only_when_set(rendered, cli):
+    """proxy.workers and proxy.maxConcurrentRequests reach the proxies as SLUICE_WORKERS and
+    SLUICE_MAX_CONCURRENT_REQUESTS only when set (unset: the binary's defaults), and
+    proxy.autoscaling.inflightTarget adds the in-flight Pods metric to the HPA."""
+    for variant, out in rendered.items():
+        if variant == "https-secrets":
+            continue
+        for deployment in out.of_kind("Deployment"):
+            assert not set(env_names(deployment)) & CONCURRENCY_SETTINGS, (variant, deployment["metadata"]["name"])
+        for hpa in out.of_kind("HorizontalPodAutoscaler"):
+            assert [m["type"] for m in hpa["spec"]["metrics"]] == ["Resource"], variant
+    out = rendered["https-secrets"]
+    env = {e["name"]: e.get("value") for e in env_of(out.component("Deployment", "proxy"))}
+    assert (env["SLUICE_WORKERS"], env["SLUICE_MAX_CONCURRENT_REQUESTS"]) == ("2", "1000")
+    assert not set(env_names(out.component("Deployment", "control-plane"))) & CONCURRENCY_SETTINGS
+    for name in CONCURRENCY_SETTINGS:
+        assert name in cli["proxy"].envs, name
+    check_argv(["proxy", "--control-plane", "http://cp:9091",
+                *env_as_flags({n: env[n] for n in CONCURRENCY_SETTINGS}, "proxy", cli)], cli, "concurrency values")
+    # 0 is the binary's "no cap", so leaving it out changes nothing.
+    assert "SLUICE_MAX_CONCURRENT_REQUESTS" not in "".join(render_chart({"proxy": {"maxConcurrentRequests": 0}}).values())
+
+    cpu, inflight = out.component("HorizontalPodAutoscaler", "proxy")["spec"]["metrics"]
+    assert cpu["resource"]["name"] == "cpu"
+    assert inflight == {"type": "Pods", "pods": {"metric": {"name": "sluice_inflight_requests"},
+                                                 "target": {"type": "AverageValue", "averageValue": "700"}}}
+    # The metric the HPA asks for is the one docs/operations.md's prometheus-adapter rule serves.
+    guide = (ROOT / "docs" / "operations.md").read_text()
+    assert "name: { as: sluice_inflight_requests }" in guide
+    assert "proxy.autoscaling.inflightTarget" in guide
+
+
+def materialized_env(deployment: dict, root: Path) -> dict[str, str]:
+    """Plain env values of a pod whose Secret volumes materialize_volumes wrote under `root`,
+    with mount paths pointing there."""
+    env = {e["name"]: e["value"] for e in env_of(deployment) if "value" in e}
+    for mount in container(deployment)["volumeMounts"]:
+        for name, value in env.items():
+            if value.startswith(mount["mountPath"] + "/"):
+                env[name] = str(root / mount["name"]) + value[len(mount["mountPath"]):]
+    return env
+
+
+def curl(*args: str) -> subprocess.CompletedProcess:
+    if not shutil.which("curl"):
+        pytest.skip("curl is not installed")
+    return subprocess.run(["curl", "--silent", "--show-error", "--max-time", "10", *args],
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_https_values_work_with_the_binary(rendered, processes, tmp_path):
+    """The chart's HTTPS settings against the real binary: certificates made as the rendered
+    cert-manager Certificates ask, mounted where the rendered volumes put them, the rendered env:
+    the proxy serves its client port over HTTPS (HTTP/2 by ALPN) that curl verifies with the CA,
+    the control plane its admin port, and the `helm test` script passes against both."""
+    out = rendered["https-cert-manager"]
+    secrets = issue_certificates(out.of_kind("Certificate"), tmp_path / "pki", ["localhost"])
+    ca = tmp_path / "pki" / "ca.crt"
+    tokens = {"SLUICE_ADMIN_TOKEN": "chart-test-admin-token", "SLUICE_PROXY_TOKEN": "chart-test-proxy-token"}
+    started = {}
+    for component in ("control-plane", "proxy"):
+        deployment = out.component("Deployment", component)
+        args = materialize_volumes(deployment, secrets, tmp_path / f"{component}-volumes")
+        env = materialized_env(deployment, tmp_path / f"{component}-volumes")
+        env = {k: v for k, v in env.items() if k.startswith("SLUICE_")}
+        if component == "control-plane":
+            args = rewrite_argv(args, {"--admin-addr": "127.0.0.1:0", "--grpc-addr": "127.0.0.1:0",
+                                       "--database-url": f"sqlite://{tmp_path / 'cp.db'}"})
+            proc = processes(component, args, {**env, **tokens})
+            started[component] = (proc.wait_for_field("admin.addr"), proc.wait_for_field("grpc.addr"))
+        else:
+            # 4 workers, a cap of 10: 3 each, so 12 as enforced (docs/operations.md).
+            env.update(SLUICE_WORKERS="4", SLUICE_MAX_CONCURRENT_REQUESTS="10", SLUICE_NODE_ID="proxy",
+                       SLUICE_PROXY_TOKEN=tokens["SLUICE_PROXY_TOKEN"])
+            args = rewrite_argv(args, {"--control-plane": f"http://{started['control-plane'][1]}",
+                                       "--addr": "127.0.0.1:0", "--ops-addr": "127.0.0.1:0",
+                                       "--cache-dir": str(tmp_path / "proxy-cache")})
+            proc = processes(component, args, env)
+            started[component] = (proc.wait_for_field("proxy.addr"), proc.wait_for_field("ops.addr"))
+    admin = started["control-plane"][0]
+    client, ops = started["proxy"]
+    wait_until(lambda: http("GET", f"http://{ops}/readyz")[0] == 200, what="the proxy to get its config")
+
+    port = port_of(client)
+    answered = curl("--cacert", str(ca), "--resolve", f"localhost:{port}:127.0.0.1", "--http2",
+                    "--write-out", "%{http_version} %{http_code}", "--output", os.devnull,
+                    f"https://localhost:{port}/v1/models")
+    assert answered.returncode == 0, answered.stderr
+    assert answered.stdout == "2 401", "HTTP/2 over TLS, verified with the CA; no client key given"
+    plain = curl("--output", os.devnull, "--write-out", "%{http_code}", f"http://127.0.0.1:{port}/v1/models")
+    assert plain.returncode != 0 or plain.stdout == "000", "the client port serves HTTPS only"
+    admin_port = port_of(admin)
+    health = curl("--cacert", str(ca), "--resolve", f"localhost:{admin_port}:127.0.0.1",
+                  f"https://localhost:{admin_port}/healthz")
+    assert health.returncode == 0, health.stderr
+    assert metric_value(f"http://{ops}/metrics", "sluice_proxy_workers") == "4"
+    assert metric_value(f"http://{ops}/metrics", "sluice_concurrency_limit") == "12"
+
+    pod = helm_test_pod(out)
+    services = {f"{RELEASE}-proxy-ops:{out.values['proxy']['opsPort']}": ops,
+                f"{RELEASE}-control-plane:{out.values['controlPlane']['adminPort']}": admin}
+    passed = run_helm_test_pod(pod, services)
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert f"ok: control-plane (GET https://{admin}/readyz)" in passed.stdout, passed.stdout
+    assert "ok: proxy" in passed.stdout
+    # Pointed at a plain-HTTP port, the HTTPS check fails and says so.
+    services[f"{RELEASE}-control-plane:{out.values['controlPlane']['adminPort']}"] = ops
+    failed = run_helm_test_pod(pod, services, attempts=1)
+    assert failed.returncode == 1 and "FAILED: control-plane: GET https://" in failed.stdout, failed.stdout
+
+
 def helm_test_pod(out: Rendered) -> dict:
     pods = [d for d in out.of_kind("Pod") if d["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"]
     assert len(pods) == 1
@@ -1438,8 +1668,9 @@ def run_helm_test_pod(pod: dict, addresses: dict[str, str], attempts: int = 30) 
     command = list(pod["spec"]["containers"][0]["command"])
     for i, arg in enumerate(command[4:], start=4):
         name, target = arg.split("=", 1)
-        host_port, path = target.split("/", 1)
-        command[i] = f"{name}={addresses.get(host_port, host_port)}/{path}"
+        scheme = "https://" if target.startswith("https://") else ""
+        host_port, path = target.removeprefix(scheme).split("/", 1)
+        command[i] = f"{name}={scheme}{addresses.get(host_port, host_port)}/{path}"
     return subprocess.run(command, env={**os.environ, "ATTEMPTS": str(attempts)}, capture_output=True, text=True, timeout=120)
 
 

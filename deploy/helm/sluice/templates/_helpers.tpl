@@ -300,3 +300,73 @@ the proxy container, each only when set. A password never goes into a plain valu
   value: {{ . | int | quote }}
 {{- end }}
 {{- end -}}
+
+{{/*
+HTTPS on a component's own listener (proxy client port, control-plane admin port), from
+proxy.tls / controlPlane.tls. Called with (dict "root" $ "component" "proxy"|"control-plane").
+*/}}
+{{- define "sluice.tls.values" -}}
+{{- toJson (ternary .root.Values.proxy.tls .root.Values.controlPlane.tls (eq .component "proxy")) -}}
+{{- end -}}
+
+{{/* The kubernetes.io/tls Secret a component serves with; default "<fullname>-<component>-tls". */}}
+{{- define "sluice.tls.secretName" -}}
+{{- $tls := include "sluice.tls.values" . | fromJson -}}
+{{- default (printf "%s-%s-tls" (include "sluice.fullname" .root) .component) $tls.secretName -}}
+{{- end -}}
+
+{{- define "sluice.tls.dir" -}}/etc/sluice/tls{{- end -}}
+
+{{/* SLUICE_TLS_CERT / SLUICE_TLS_KEY of a component's container (list items), only with TLS on. */}}
+{{- define "sluice.tls.env" -}}
+{{- $tls := include "sluice.tls.values" . | fromJson -}}
+{{- if $tls.enabled }}
+{{- $dir := include "sluice.tls.dir" .root }}
+- name: SLUICE_TLS_CERT
+  value: {{ printf "%s/tls.crt" $dir | quote }}
+- name: SLUICE_TLS_KEY
+  value: {{ printf "%s/tls.key" $dir | quote }}
+{{- end }}
+{{- end -}}
+
+{{/*
+The serving certificate's volume or its mount ("part": "volumes"|"mounts"), only with TLS on.
+A whole-directory mount, never subPath: the kubelet swaps the files in place on renewal and
+Sluice re-reads them, which a subPath mount would never show it.
+*/}}
+{{- define "sluice.tls.volume" -}}
+{{- $tls := include "sluice.tls.values" . | fromJson -}}
+{{- if $tls.enabled }}
+{{- if eq .part "mounts" }}
+- name: tls
+  mountPath: {{ include "sluice.tls.dir" .root | quote }}
+  readOnly: true
+{{- else }}
+- name: tls
+  secret:
+    secretName: {{ include "sluice.tls.secretName" . | quote }}
+    items:
+      - key: tls.crt
+        path: tls.crt
+      - key: tls.key
+        path: tls.key
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* Name and appProtocol of the proxies' client port: https once they serve TLS themselves. */}}
+{{- define "sluice.proxy.clientPortName" -}}
+{{- ternary "https" "http" .Values.proxy.tls.enabled -}}
+{{- end -}}
+
+{{/* SLUICE_WORKERS and SLUICE_MAX_CONCURRENT_REQUESTS of the proxy container, each only when set. */}}
+{{- define "sluice.proxy.concurrencyEnv" -}}
+{{- with .Values.proxy.workers }}
+- name: SLUICE_WORKERS
+  value: {{ . | int | quote }}
+{{- end }}
+{{- with .Values.proxy.maxConcurrentRequests }}
+- name: SLUICE_MAX_CONCURRENT_REQUESTS
+  value: {{ . | int | quote }}
+{{- end }}
+{{- end -}}
