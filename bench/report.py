@@ -13,12 +13,13 @@ import json
 import statistics
 import sys
 
-ORDER = ["direct", "nginx", "sluice", "limits"]
+ORDER = ["direct", "nginx", "sluice", "limits", "baseline"]
 LABEL = {
     "direct": "mock, called directly",
     "nginx": "nginx, round-robin reverse proxy",
     "sluice": "Sluice",
     "limits": "Sluice, key with limits (Redis)",
+    "baseline": "Sluice, baseline binary (A/B)",
 }
 
 
@@ -168,6 +169,31 @@ def main():
                 ratio(med_ratio("limits", "sluice", w, "cpu")),
                 "–" if per_req is None else f"{per_req:.5f}",
                 f"{fmt(med('limits', w, 'store_per_s'), 1)} / {fmt(med('sluice', w, 'store_per_s'), 1)}",
+            ]) + " |")
+        out.append("")
+    if "baseline" in targets and "sluice" in targets:
+        out.append(
+            "A/B: *Sluice* (this build) against *baseline* (another binary, same config and mocks, its own "
+            "port), in the same interleaved rounds. Δ and ratios: medians of per-round values (range: lowest "
+            f"and highest round). {meta.get('baseline_note', '')}"
+        )
+        out.append("")
+        out.append("| workload | req/s baseline | req/s this build | req/s × baseline | CPU µs/req baseline "
+                   "| CPU µs/req this build | Δ CPU µs/req (range) | CPU × baseline | p99 ms baseline / this build |")
+        out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for w in workloads:
+            diffs = per_round_diffs("sluice", "baseline", w, "cpu")
+            spread = f" ({min(diffs):+.1f} … {max(diffs):+.1f})" if len(diffs) > 1 else ""
+            out.append("| " + " | ".join([
+                "JSON chat" if w == "json" else "SSE stream",
+                fmt(med("baseline", w, "rps")),
+                fmt(med("sluice", w, "rps")),
+                ratio(med_ratio("sluice", "baseline", w, "rps")),
+                fmt(med("baseline", w, "cpu"), 1),
+                fmt(med("sluice", w, "cpu"), 1),
+                signed(med_diff("sluice", "baseline", w, "cpu")) + spread,
+                ratio(med_ratio("sluice", "baseline", w, "cpu")),
+                f"{fmt(med('baseline', w, 'p99'), 2)} / {fmt(med('sluice', w, 'p99'), 2)}",
             ]) + " |")
         out.append("")
     if ttfb:

@@ -4,7 +4,7 @@
 use http::HeaderMap;
 use http::header::{self, HeaderName, HeaderValue};
 
-const HOP_BY_HOP: [HeaderName; 8] = [
+static HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -15,55 +15,65 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::PROXY_AUTHORIZATION,
 ];
 
-/// Removes hop-by-hop headers (including those `Connection` names) and `also_drop`, in place:
-/// the request and response header maps are owned, so nothing needs copying.
-fn keep_end_to_end(headers: &mut HeaderMap, also_drop: &[HeaderName]) {
-    let named_by_connection: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+/// Client headers that never go upstream, besides the hop-by-hop ones: credentials, host,
+/// framing (the proxy's client to the backend sets its own), cookies, and what claims to say
+/// where the request came from (a client could spoof it to a backend that trusts it).
+static CLIENT_ONLY: [HeaderName; 9] = [
+    header::AUTHORIZATION,
+    HeaderName::from_static("api-key"),
+    header::HOST,
+    header::CONTENT_LENGTH,
+    header::EXPECT,
+    header::PROXY_AUTHENTICATE,
+    header::COOKIE,
+    header::FORWARDED,
+    HeaderName::from_static("x-real-ip"),
+];
+
+/// Removes hop-by-hop headers (including those `Connection` names), the names `also_drop`
+/// lists and those `also_drop_when` matches, in place: the header maps are owned, so nothing
+/// needs copying.
+///
+/// One pass over the headers present (a handful) decides what goes; looking up every name
+/// that could be there instead cost a hash and a probe each, most for absent names.
+fn keep_end_to_end(
+    headers: &mut HeaderMap,
+    also_drop: &[HeaderName],
+    also_drop_when: impl Fn(&HeaderName) -> bool,
+) {
+    let named_by_connection = || {
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+    };
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            HOP_BY_HOP.contains(name)
+                || also_drop.contains(name)
+                || also_drop_when(name)
+                || named_by_connection().any(|named| named.eq_ignore_ascii_case(name.as_str()))
+        })
+        .cloned()
         .collect();
-    for name in HOP_BY_HOP
-        .iter()
-        .chain(also_drop)
-        .chain(&named_by_connection)
-    {
+    for name in doomed {
         headers.remove(name);
     }
 }
 
-/// Client request headers to send upstream: no credentials, no host, no framing headers
-/// (the client to the backend sets its own), no cookies, and nothing that claims to say where
-/// the request came from (a client could spoof it to a backend that trusts it).
+/// Client request headers to send upstream: no hop-by-hop headers, none of [`CLIENT_ONLY`],
+/// no `x-forwarded-*`.
 ///
 /// The backend is asked for an uncompressed body: the proxy reads token usage from every
 /// response, and a compressed one would hide it. (Without `Accept-Encoding` a server may pick
 /// any coding, so `identity` is said explicitly.)
 pub fn strip_for_upstream(headers: &mut HeaderMap) {
-    keep_end_to_end(
-        headers,
-        &[
-            header::AUTHORIZATION,
-            HeaderName::from_static("api-key"),
-            header::HOST,
-            header::CONTENT_LENGTH,
-            header::EXPECT,
-            header::PROXY_AUTHENTICATE,
-            header::COOKIE,
-            header::FORWARDED,
-            HeaderName::from_static("x-real-ip"),
-        ],
-    );
-    let forwarded: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| name.as_str().starts_with("x-forwarded-"))
-        .cloned()
-        .collect();
-    for name in forwarded {
-        headers.remove(name);
-    }
+    keep_end_to_end(headers, &CLIENT_ONLY, |name| {
+        name.as_str().starts_with("x-forwarded-")
+    });
     headers.insert(
         header::ACCEPT_ENCODING,
         HeaderValue::from_static("identity"),
@@ -72,7 +82,7 @@ pub fn strip_for_upstream(headers: &mut HeaderMap) {
 
 /// Upstream response headers to send to the client.
 pub fn strip_for_client(headers: &mut HeaderMap) {
-    keep_end_to_end(headers, &[header::PROXY_AUTHENTICATE]);
+    keep_end_to_end(headers, &[header::PROXY_AUTHENTICATE], |_| false);
 }
 
 #[cfg(test)]

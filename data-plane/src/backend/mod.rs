@@ -11,7 +11,6 @@ use bytes::Bytes;
 use http::header::HeaderValue;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full};
-use hyper::body::Incoming;
 use sluice_model::{ApiVersion, Backend, BackendKind};
 use tower::Service as _;
 use tower::load::peak_ewma::Cost;
@@ -23,7 +22,7 @@ use crate::metrics::{BackendMetrics, EjectionReason};
 use crate::report::AttemptCounts;
 use crate::secrets::SecretResolver;
 use crate::trace;
-use crate::upstream::{Upstream, UpstreamBody, UpstreamService};
+use crate::upstream::{ResponseBody, Upstream, UpstreamBody, UpstreamService};
 use crate::upstream_uri::{UpstreamUriError, upstream_uri};
 
 pub use credential::{Credential, CredentialSlot, CredentialSource, RefreshPolicy, Refreshed};
@@ -208,7 +207,7 @@ impl BackendEndpoint {
     async fn look_into_not_found(
         &self,
         call: &ClientCall,
-        response: Response<Incoming>,
+        response: Response<ResponseBody>,
     ) -> Response<UpstreamBody> {
         let (mut parts, body) = response.into_parts();
         let (read, rest) = read_some(body, NOT_FOUND_READ_LIMIT).await;
@@ -253,7 +252,7 @@ impl BackendEndpoint {
         per_try_timeout: Duration,
         measure_latency: bool,
         span: &tracing::Span,
-    ) -> Result<Response<Incoming>, NoResponse> {
+    ) -> Result<Response<ResponseBody>, NoResponse> {
         let mut request = self.upstream_request(call).map_err(|error| {
             tracing::error!(pool.name = %call.requested, backend.name = %self.spec.name, %error, "cannot build the upstream URI; failing the call");
             NoResponse::BadUri
@@ -292,7 +291,7 @@ impl BackendEndpoint {
 
     fn observe(
         &self,
-        response: &Response<Incoming>,
+        response: &Response<ResponseBody>,
         now: Nanos,
         seconds: f64,
         span: &tracing::Span,
@@ -384,7 +383,7 @@ impl BackendEndpoint {
 }
 
 /// Up to `limit` bytes of `body`, and what is left of it when it was longer, failed or slow.
-async fn read_some(mut body: Incoming, limit: usize) -> (Bytes, Option<Incoming>) {
+async fn read_some(mut body: ResponseBody, limit: usize) -> (Bytes, Option<ResponseBody>) {
     let mut read = bytes::BytesMut::new();
     let deadline = tokio::time::Instant::now() + NOT_FOUND_READ_TIME;
     loop {

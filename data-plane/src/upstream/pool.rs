@@ -1,0 +1,274 @@
+//! Each proxy thread's connections to backends, by origin: idle HTTP/1 connections to reuse,
+//! the most recently used first, and one shared HTTP/2 connection where the backend offers it.
+//!
+//! A connection stays on the thread that opened it: the proxy runs one single-threaded
+//! runtime per core, and a socket is driven by the runtime it was registered with.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use http::Uri;
+use http::header::HeaderValue;
+use http::uri::{Authority, Scheme};
+use hyper::client::conn::http2;
+
+use super::http1::Http1;
+use super::{Connector, Payload, Upstream};
+use crate::clock::Nanos;
+
+/// Idle connections older than this are closed rather than reused: load balancers in front
+/// of backends (Azure's among them) drop idle flows silently after a few minutes.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// How often a thread's pool looks for idle connections past [`IDLE_TIMEOUT`].
+const SWEEP_EVERY: Duration = Duration::from_secs(30);
+/// Idle connections kept per origin; more than this in flight at once are closed after use.
+const MAX_IDLE_PER_ORIGIN: usize = 1024;
+
+/// Where a backend lives: scheme and authority.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Origin {
+    https: bool,
+    authority: Authority,
+}
+
+impl Origin {
+    pub fn of(uri: &Uri) -> Option<Self> {
+        Some(Self {
+            https: uri.scheme() == Some(&Scheme::HTTPS),
+            authority: uri.authority()?.clone(),
+        })
+    }
+
+    /// `uri` (origin form) on this origin.
+    pub fn absolute(&self, uri: &Uri) -> Uri {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(if self.https {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        });
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = uri.path_and_query().cloned();
+        Uri::from_parts(parts).unwrap_or_default()
+    }
+
+    /// The `Host` header for this origin: the port only when it is not the scheme's default.
+    fn host(&self) -> HeaderValue {
+        let default_port = if self.https { 443 } else { 80 };
+        let host = match self.authority.port_u16() {
+            Some(port) if port != default_port => self.authority.as_str(),
+            _ => self.authority.host(),
+        };
+        // An authority is always a valid header value.
+        HeaderValue::from_str(host).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+}
+
+/// What a request gets from its thread's pool.
+pub enum Checkout {
+    /// An idle HTTP/1 connection (still to be checked: the backend may have closed it).
+    Idle(Http1),
+    /// The origin's HTTP/2 connection, shared by every request.
+    Shared(http2::SendRequest<Payload>),
+    /// Nothing to reuse: open a connection with this connector.
+    Connect(Connector),
+}
+
+struct Slot {
+    host: HeaderValue,
+    idle: Vec<Idle>,
+    shared: Option<http2::SendRequest<Payload>>,
+}
+
+struct Idle {
+    connection: Http1,
+    since: Nanos,
+}
+
+pub struct ThreadPool {
+    connector: Connector,
+    origins: HashMap<Origin, Slot>,
+    swept: Nanos,
+}
+
+thread_local! {
+    /// This thread's pool for each live [`Upstream`].
+    static POOLS: RefCell<Vec<(Weak<Upstream>, ThreadPool)>> = const { RefCell::new(Vec::new()) };
+    static THREAD: u64 = {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    };
+}
+
+/// Runs `f` on the calling thread's pool for `upstream`, creating it on first use.
+pub fn with_pool<R>(upstream: &Arc<Upstream>, f: impl FnOnce(&mut ThreadPool) -> R) -> R {
+    POOLS.with(|pools| {
+        let mut pools = pools.borrow_mut();
+        let index = match pools
+            .iter()
+            .position(|(owner, _)| owner.as_ptr() == Arc::as_ptr(upstream))
+        {
+            Some(index) => index,
+            None => {
+                // First use on this thread (or a new Upstream): forget dead ones.
+                pools.retain(|(owner, _)| owner.strong_count() > 0);
+                pools.push((
+                    Arc::downgrade(upstream),
+                    ThreadPool::new(upstream.connector()),
+                ));
+                pools.len() - 1
+            }
+        };
+        f(&mut pools[index].1)
+    })
+}
+
+impl ThreadPool {
+    fn new(connector: Connector) -> Self {
+        Self {
+            connector,
+            origins: HashMap::new(),
+            swept: Nanos::now(),
+        }
+    }
+
+    /// A connection for `origin`, and the `Host` header to send on it.
+    pub fn checkout(&mut self, origin: &Origin) -> (Checkout, HeaderValue) {
+        let slot = match self.origins.get_mut(origin) {
+            Some(slot) => slot,
+            None => self.origins.entry(origin.clone()).or_insert_with(|| Slot {
+                host: origin.host(),
+                idle: Vec::new(),
+                shared: None,
+            }),
+        };
+        let host = slot.host.clone();
+        if let Some(shared) = &slot.shared {
+            if !shared.is_closed() {
+                return (Checkout::Shared(shared.clone()), host);
+            }
+            slot.shared = None;
+        }
+        if let Some(idle) = slot.idle.pop() {
+            if fresh(idle.since, Nanos::now()) && !idle.connection.is_closed() {
+                return (Checkout::Idle(idle.connection), host);
+            }
+            // The most recently used one is stale: so are all the others.
+            slot.idle.clear();
+        }
+        (Checkout::Connect(self.connector.clone()), host)
+    }
+
+    /// Makes `sender` the origin's shared HTTP/2 connection, unless one is already open.
+    pub fn share(&mut self, origin: &Origin, sender: &http2::SendRequest<Payload>) {
+        if let Some(slot) = self.origins.get_mut(origin)
+            && slot.shared.as_ref().is_none_or(|s| s.is_closed())
+        {
+            slot.shared = Some(sender.clone());
+        }
+    }
+
+    fn give_back(&mut self, origin: &Origin, connection: Http1) {
+        let now = Nanos::now();
+        if let Some(slot) = self.origins.get_mut(origin)
+            && slot.idle.len() < MAX_IDLE_PER_ORIGIN
+        {
+            slot.idle.push(Idle {
+                connection,
+                since: now,
+            });
+        }
+        if now.0.saturating_sub(self.swept.0) > SWEEP_EVERY.as_nanos() as u64 {
+            self.swept = now;
+            self.sweep(now);
+        }
+    }
+
+    /// Closes idle connections past their time and forgets origins with nothing open (a
+    /// backend removed from the config).
+    fn sweep(&mut self, now: Nanos) {
+        self.origins.retain(|_, slot| {
+            slot.idle.retain(|idle| fresh(idle.since, now));
+            if slot.shared.as_ref().is_some_and(|s| s.is_closed()) {
+                slot.shared = None;
+            }
+            !slot.idle.is_empty() || slot.shared.is_some()
+        });
+    }
+
+    #[cfg(test)]
+    fn idle_count(&self, origin: &Origin) -> usize {
+        self.origins.get(origin).map_or(0, |slot| slot.idle.len())
+    }
+}
+
+fn fresh(since: Nanos, now: Nanos) -> bool {
+    now.0.saturating_sub(since.0) < IDLE_TIMEOUT.as_nanos() as u64
+}
+
+/// Where a connection in use came from, so its body can give it back: the same thread's
+/// pool of the same [`Upstream`], if both still exist.
+pub struct PoolHome {
+    upstream: Weak<Upstream>,
+    thread: u64,
+}
+
+impl PoolHome {
+    pub fn here(upstream: &Arc<Upstream>) -> Self {
+        Self {
+            upstream: Arc::downgrade(upstream),
+            thread: THREAD.with(|t| *t),
+        }
+    }
+
+    pub fn give_back(&self, origin: &Origin, connection: Http1) {
+        // Thread-locals are gone while a thread exits; the connection is then just closed.
+        let same_thread = THREAD.try_with(|t| *t == self.thread).unwrap_or(false);
+        let Some(upstream) = self.upstream.upgrade() else {
+            return;
+        };
+        if same_thread {
+            let _ =
+                POOLS.try_with(|_| with_pool(&upstream, |pool| pool.give_back(origin, connection)));
+        }
+    }
+}
+
+#[cfg(test)]
+pub(super) fn idle_connections(upstream: &Arc<Upstream>, uri: &Uri) -> usize {
+    let origin = Origin::of(uri).expect("absolute URI");
+    with_pool(upstream, |pool| pool.idle_count(&origin))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_header_omits_the_default_port_only() {
+        let host = |uri: &str| Origin::of(&uri.parse().unwrap()).unwrap().host();
+        assert_eq!(
+            host("https://example.openai.azure.com/x"),
+            "example.openai.azure.com"
+        );
+        assert_eq!(
+            host("https://example.openai.azure.com:443/x"),
+            "example.openai.azure.com"
+        );
+        assert_eq!(host("http://127.0.0.1:80/"), "127.0.0.1");
+        assert_eq!(host("http://127.0.0.1:8080/"), "127.0.0.1:8080");
+        assert_eq!(host("https://[::1]:8443/"), "[::1]:8443");
+        assert!(Origin::of(&"/relative".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn origins_differ_by_scheme_and_authority() {
+        let origin = |uri: &str| Origin::of(&uri.parse().unwrap()).unwrap();
+        assert_eq!(origin("http://a:1/x"), origin("http://a:1/y?z"));
+        assert_ne!(origin("http://a:1/"), origin("https://a:1/"));
+        assert_ne!(origin("http://a:1/"), origin("http://a:2/"));
+    }
+}
