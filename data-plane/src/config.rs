@@ -22,7 +22,9 @@ use crate::upstream::Upstream;
 
 pub struct RuntimeConfig {
     pub revision: u64,
-    pub pools: HashMap<String, Arc<PoolRuntime>>,
+    /// Read per request by the name a client sent: a fast hasher (the table is built from
+    /// config; lookups cannot fill it).
+    pub pools: HashMap<String, Arc<PoolRuntime>, foldhash::fast::RandomState>,
     pub keys: ClientKeys,
 }
 
@@ -49,7 +51,7 @@ impl ConfigBuilder {
         snapshot: Snapshot,
         previous: Option<&RuntimeConfig>,
     ) -> RuntimeConfig {
-        let mut pools = HashMap::with_capacity(snapshot.pools.len());
+        let mut pools = HashMap::with_capacity_and_hasher(snapshot.pools.len(), Default::default());
         let mut unresolved = Vec::new();
         for pool in snapshot.pools {
             let earlier = previous.and_then(|p| p.pools.get(pool.name.as_str()));

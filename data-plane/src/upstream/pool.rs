@@ -90,7 +90,7 @@ struct Idle {
 
 pub struct ThreadPool {
     connector: Connector,
-    origins: HashMap<Origin, Slot>,
+    origins: HashMap<Origin, Slot, foldhash::fast::RandomState>,
     swept: Nanos,
 }
 
@@ -130,7 +130,7 @@ impl ThreadPool {
     fn new(connector: Connector) -> Self {
         Self {
             connector,
-            origins: HashMap::new(),
+            origins: HashMap::default(),
             swept: Nanos::now(),
         }
     }
