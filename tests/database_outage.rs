@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use sluice_control_plane::store::StoreOptions;
 use support::database::postgres_server_url;
+use support::process::metric_value;
 use support::relay::{Link, TcpRelay};
 use support::{TestControlPlane, TestDatabase, expect_error, expect_status, pool_json};
 
@@ -55,6 +56,8 @@ async fn partitioned_database_answers_503_promptly_and_recovers() {
         assert!(elapsed < ANSWER_WITHIN, "{method} {path} took {elapsed:?}");
     }
     expect_status(cp.get("/healthz").await, 200).await;
+    // The periodic check notices without any admin call.
+    wait_for_database_up(&cp, 0.0).await;
 
     relay.set(Link::Up);
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -70,4 +73,21 @@ async fn partitioned_database_answers_503_promptly_and_recovers() {
     }
     expect_status(cp.post("/api/v1/pools", &pool_json("q", &[])).await, 201).await;
     expect_status(cp.get("/readyz").await, 200).await;
+    wait_for_database_up(&cp, 1.0).await;
+}
+
+/// `sluice_database_up` reaches `value` within two check periods and a ping's timeout.
+async fn wait_for_database_up(cp: &TestControlPlane, value: f64) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = cp.get("/metrics").await.text().await.unwrap();
+        if metric_value(&text, "sluice_database_up") == Some(value) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "sluice_database_up never became {value}:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

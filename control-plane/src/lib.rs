@@ -4,6 +4,7 @@
 pub mod admin;
 mod admin_listener;
 pub mod console;
+mod database_health;
 pub mod distribution;
 pub mod fleet;
 pub mod quota_usage;

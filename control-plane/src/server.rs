@@ -226,6 +226,10 @@ impl ControlPlane {
         );
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let flusher = Flusher::spawn(self.store.clone(), self.proxies.clone(), self.fleet);
+        let database_health = tokio::spawn(crate::database_health::watch(
+            self.store.clone(),
+            self.admin_metrics.database_up(),
+        ));
         let grpc_server = GrpcServer {
             snapshots: self.snapshots,
             registry: self.proxies,
@@ -262,6 +266,7 @@ impl ControlPlane {
         }
         // After the streams closed, so the fleet table shows their proxies as gone at once.
         flusher.finish().await;
+        database_health.abort();
         served
     }
 }

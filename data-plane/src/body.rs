@@ -18,7 +18,7 @@ use crate::backend::BackendEndpoint;
 use crate::client_error::ClientError;
 use crate::clock::Nanos;
 use crate::idle_timer::IdleTimer;
-use crate::metrics::{EjectionReason, TokenCounters};
+use crate::metrics::{BodyTimes, BodyTiming, EjectionReason, TokenCounters};
 use crate::quota::Admitted;
 use crate::report::CallUsage;
 use crate::trace;
@@ -69,7 +69,12 @@ pub struct Passing {
 pub struct Accounting {
     backend: Arc<BackendEndpoint>,
     started: Instant,
-    first_byte_seen: bool,
+    /// Seconds from the request to the first body data, once seen.
+    first_byte: Option<f64>,
+    /// Server-sent events, whose first data is the first token.
+    sse: bool,
+    /// The client metrics' timing of this call, until the body ends.
+    client: Option<BodyTiming>,
     usage: UsageScanner,
     tokens: TokenCounters,
     /// The request's and the answering attempt's spans, while traces are exported: they end
@@ -96,8 +101,16 @@ impl ObservedBody {
             sse: passing.sse,
             cut: false,
             usage_events: (passing.sse && passing.strip_usage_event).then(Box::default),
-            accounting,
+            accounting: Accounting {
+                sse: passing.sse,
+                ..accounting
+            },
         }
+    }
+
+    /// Times the call for the client metrics when the body ends.
+    pub fn time_for_client(&mut self, timing: BodyTiming) {
+        self.accounting.client = Some(timing);
     }
 }
 
@@ -114,7 +127,9 @@ impl Accounting {
         Self {
             backend,
             started,
-            first_byte_seen: false,
+            first_byte: None,
+            sse: false,
+            client: None,
             usage: UsageScanner::default(),
             tokens,
             spans,
@@ -127,12 +142,10 @@ impl Accounting {
     }
 
     fn data(&mut self, data: &[u8]) {
-        if !self.first_byte_seen {
-            self.first_byte_seen = true;
-            self.backend
-                .metrics
-                .first_byte
-                .observe(self.started.elapsed().as_secs_f64());
+        if self.first_byte.is_none() {
+            let seconds = self.started.elapsed().as_secs_f64();
+            self.first_byte = Some(seconds);
+            self.backend.metrics.first_byte.observe(seconds);
         }
         // Azure's first stream chunk (prompt filter results) names no model: look further.
         if self.spans.is_some() && self.response_model.is_none() {
@@ -155,6 +168,13 @@ impl Accounting {
     fn report(&mut self) {
         if std::mem::replace(&mut self.reported, true) {
             return;
+        }
+        if let Some(client) = self.client.take() {
+            client.ended(BodyTimes {
+                ended: self.started.elapsed().as_secs_f64(),
+                first_event: self.first_byte.filter(|_| self.sse),
+                output_tokens: self.usage.found.map(|usage| usage.completion_tokens),
+            });
         }
         if let Some(usage) = self.usage.found {
             self.tokens.input.inc_by(usage.prompt_tokens);

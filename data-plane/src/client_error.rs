@@ -15,10 +15,84 @@ use crate::canonical_path::NonCanonical;
 use crate::quota::{LimitKind, Refused, go_duration};
 use sluice_model::{MicroUsd, Name};
 
+/// The `code` of an error the proxy answers itself. Also put on the response as an extension,
+/// so the client request counter labels it from a small fixed set, without reading the body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    InvalidApiKey,
+    PermissionDenied,
+    NotFound,
+    InvalidJson,
+    MissingModel,
+    DeploymentNotFound,
+    ModelNotFound,
+    RequestTooLarge,
+    InvalidPath,
+    BadUpstreamUri,
+    UpstreamIdleTimeout,
+    InvalidBody,
+    RateLimitExceeded,
+    InsufficientQuota,
+    NoBackend,
+    TooManyConcurrentRequests,
+    NotReady,
+    UpstreamUnreachable,
+    UpstreamTimeout,
+}
+
+impl ErrorCode {
+    pub const ALL: [Self; 19] = [
+        Self::InvalidApiKey,
+        Self::PermissionDenied,
+        Self::NotFound,
+        Self::InvalidJson,
+        Self::MissingModel,
+        Self::DeploymentNotFound,
+        Self::ModelNotFound,
+        Self::RequestTooLarge,
+        Self::InvalidPath,
+        Self::BadUpstreamUri,
+        Self::UpstreamIdleTimeout,
+        Self::InvalidBody,
+        Self::RateLimitExceeded,
+        Self::InsufficientQuota,
+        Self::NoBackend,
+        Self::TooManyConcurrentRequests,
+        Self::NotReady,
+        Self::UpstreamUnreachable,
+        Self::UpstreamTimeout,
+    ];
+
+    /// The code as OpenAI's SDKs read it in `error.code`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidApiKey => "invalid_api_key",
+            Self::PermissionDenied => "permission_denied",
+            Self::NotFound => "not_found",
+            Self::InvalidJson => "invalid_json",
+            Self::MissingModel => "missing_model",
+            Self::DeploymentNotFound => "DeploymentNotFound",
+            Self::ModelNotFound => "model_not_found",
+            Self::RequestTooLarge => "request_too_large",
+            Self::InvalidPath => "invalid_path",
+            Self::BadUpstreamUri => "bad_upstream_uri",
+            Self::UpstreamIdleTimeout => "upstream_idle_timeout",
+            Self::InvalidBody => "invalid_body",
+            Self::RateLimitExceeded => "rate_limit_exceeded",
+            Self::InsufficientQuota => "insufficient_quota",
+            Self::NoBackend => "no_backend",
+            Self::TooManyConcurrentRequests => "too_many_concurrent_requests",
+            Self::NotReady => "not_ready",
+            Self::UpstreamUnreachable => "upstream_unreachable",
+            Self::UpstreamTimeout => "upstream_timeout",
+        }
+    }
+}
+
 pub struct ClientError {
     status: StatusCode,
     kind: &'static str,
-    code: &'static str,
+    code: ErrorCode,
     message: String,
     param: Option<&'static str>,
     retry_after: Option<Duration>,
@@ -30,7 +104,7 @@ impl ClientError {
     fn new(
         status: StatusCode,
         kind: &'static str,
-        code: &'static str,
+        code: ErrorCode,
         message: impl Into<String>,
     ) -> Self {
         Self {
@@ -48,7 +122,7 @@ impl ClientError {
         Self::new(
             StatusCode::UNAUTHORIZED,
             "invalid_request_error",
-            "invalid_api_key",
+            ErrorCode::InvalidApiKey,
             "Missing API key: send it in the api-key header or as Authorization: Bearer <key>.",
         )
     }
@@ -57,7 +131,7 @@ impl ClientError {
         Self::new(
             StatusCode::UNAUTHORIZED,
             "invalid_request_error",
-            "invalid_api_key",
+            ErrorCode::InvalidApiKey,
             "Incorrect API key provided.",
         )
     }
@@ -66,7 +140,7 @@ impl ClientError {
         Self::new(
             StatusCode::FORBIDDEN,
             "invalid_request_error",
-            "permission_denied",
+            ErrorCode::PermissionDenied,
             format!("This API key may not use the deployment '{pool}'."),
         )
     }
@@ -75,7 +149,7 @@ impl ClientError {
         Self::new(
             StatusCode::NOT_FOUND,
             "invalid_request_error",
-            "not_found",
+            ErrorCode::NotFound,
             "Unknown path: call /openai/deployments/{deployment}/{operation}, /openai/v1/{operation} or /v1/{operation}.",
         )
     }
@@ -84,7 +158,7 @@ impl ClientError {
         Self::new(
             StatusCode::BAD_REQUEST,
             "invalid_request_error",
-            "invalid_json",
+            ErrorCode::InvalidJson,
             "We could not parse the JSON body of your request: it must be a JSON object with a \"model\".",
         )
     }
@@ -95,7 +169,7 @@ impl ClientError {
             ..Self::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_request_error",
-                "missing_model",
+                ErrorCode::MissingModel,
                 "The request body must be JSON with a \"model\" naming the deployment.",
             )
         }
@@ -105,7 +179,7 @@ impl ClientError {
         Self::new(
             StatusCode::NOT_FOUND,
             "invalid_request_error",
-            "DeploymentNotFound",
+            ErrorCode::DeploymentNotFound,
             format!("The API deployment '{}' does not exist.", echo(name)),
         )
     }
@@ -116,7 +190,7 @@ impl ClientError {
             ..Self::new(
                 StatusCode::NOT_FOUND,
                 "invalid_request_error",
-                "model_not_found",
+                ErrorCode::ModelNotFound,
                 format!(
                     "The model '{}' does not exist or you do not have access to it.",
                     echo(id)
@@ -129,7 +203,7 @@ impl ClientError {
         Self::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "invalid_request_error",
-            "request_too_large",
+            ErrorCode::RequestTooLarge,
             format!("The request body is larger than {limit} bytes."),
         )
     }
@@ -138,7 +212,7 @@ impl ClientError {
         Self::new(
             StatusCode::BAD_REQUEST,
             "invalid_request_error",
-            "invalid_path",
+            ErrorCode::InvalidPath,
             format!("The request path is not canonical: {why}."),
         )
     }
@@ -149,7 +223,7 @@ impl ClientError {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "server_error",
-            "bad_upstream_uri",
+            ErrorCode::BadUpstreamUri,
             "The proxy could not build a valid URI for the backend from this request.",
         )
     }
@@ -159,7 +233,7 @@ impl ClientError {
         Self::new(
             StatusCode::GATEWAY_TIMEOUT,
             "server_error",
-            "upstream_idle_timeout",
+            ErrorCode::UpstreamIdleTimeout,
             format!(
                 "The backend sent nothing for {} s in the middle of the response; the response is incomplete.",
                 idle.as_secs()
@@ -171,7 +245,7 @@ impl ClientError {
         Self::new(
             StatusCode::BAD_REQUEST,
             "invalid_request_error",
-            "invalid_body",
+            ErrorCode::InvalidBody,
             "The request body could not be read.",
         )
     }
@@ -183,7 +257,7 @@ impl ClientError {
             ..Self::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limit_error",
-                "rate_limit_exceeded",
+                ErrorCode::RateLimitExceeded,
                 format!(
                     "All backends of '{pool}' are rate limited or recovering. Please retry after {} ms.",
                     wait.as_millis()
@@ -203,7 +277,7 @@ impl ClientError {
         let (kind, code, message) = match refused.kind {
             LimitKind::RequestsPerMinute => (
                 "requests",
-                "rate_limit_exceeded",
+                ErrorCode::RateLimitExceeded,
                 format!(
                     "Rate limit reached for {scope} on requests per minute: Limit {}. Please try again in {}.",
                     refused.limit,
@@ -212,7 +286,7 @@ impl ClientError {
             ),
             LimitKind::TokensPerMinute => (
                 "tokens",
-                "rate_limit_exceeded",
+                ErrorCode::RateLimitExceeded,
                 format!(
                     "Rate limit reached for {scope} on tokens per minute: Limit {}. Please try again in {}.",
                     refused.limit,
@@ -221,7 +295,7 @@ impl ClientError {
             ),
             LimitKind::TokenQuota => (
                 "insufficient_quota",
-                "insufficient_quota",
+                ErrorCode::InsufficientQuota,
                 format!(
                     "You exceeded the token quota of {scope}: Limit {} tokens. It resets at {}.",
                     refused.limit,
@@ -230,7 +304,7 @@ impl ClientError {
             ),
             LimitKind::Budget => (
                 "insufficient_quota",
-                "insufficient_quota",
+                ErrorCode::InsufficientQuota,
                 format!(
                     "You exceeded the budget of {scope}: Limit {}. It resets at {}.",
                     amount(refused.kind, refused.limit),
@@ -266,7 +340,7 @@ impl ClientError {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "server_error",
-            "no_backend",
+            ErrorCode::NoBackend,
             format!(
                 "No backend of '{pool}' can take requests (none enabled, or their credentials are unavailable)."
             ),
@@ -281,7 +355,7 @@ impl ClientError {
             ..Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "server_error",
-                "too_many_concurrent_requests",
+                ErrorCode::TooManyConcurrentRequests,
                 "The proxy is serving as many requests as it takes at once; retry in a second.",
             )
         }
@@ -291,7 +365,7 @@ impl ClientError {
         Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "server_error",
-            "not_ready",
+            ErrorCode::NotReady,
             "The proxy has not received its configuration yet; retry shortly.",
         )
     }
@@ -300,7 +374,7 @@ impl ClientError {
         Self::new(
             StatusCode::BAD_GATEWAY,
             "server_error",
-            "upstream_unreachable",
+            ErrorCode::UpstreamUnreachable,
             "The backend could not be reached.",
         )
     }
@@ -309,7 +383,7 @@ impl ClientError {
         Self::new(
             StatusCode::GATEWAY_TIMEOUT,
             "server_error",
-            "upstream_timeout",
+            ErrorCode::UpstreamTimeout,
             "The backend did not answer in time.",
         )
     }
@@ -320,7 +394,7 @@ impl ClientError {
             "message": self.message,
             "type": self.kind,
             "param": self.param,
-            "code": self.code,
+            "code": self.code.as_str(),
         }})
         .to_string()
     }
@@ -328,6 +402,8 @@ impl ClientError {
     pub fn into_response(self) -> Response<ProxyBody> {
         let mut response = Response::new(Either::Right(Full::new(Bytes::from(self.body()))));
         *response.status_mut() = self.status;
+        // For the client request counter, which must not parse bodies.
+        response.extensions_mut().insert(self.code);
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if let Some(wait) = self.retry_after {
@@ -401,6 +477,22 @@ mod tests {
         let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(body["error"]["code"], "rate_limit_exceeded");
         assert_eq!(body["error"]["type"], "rate_limit_error");
+    }
+
+    #[test]
+    fn error_codes_are_listed_in_index_order() {
+        for (index, code) in ErrorCode::ALL.into_iter().enumerate() {
+            assert_eq!(code as usize, index, "{code:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_response_carries_its_code_for_the_metrics() {
+        let response = ClientError::wrong_key().into_response();
+        assert_eq!(
+            response.extensions().get::<ErrorCode>(),
+            Some(&ErrorCode::InvalidApiKey)
+        );
     }
 
     #[tokio::test]

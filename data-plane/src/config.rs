@@ -14,7 +14,7 @@ use crate::backend::{BackendEndpoint, RefreshPolicy};
 use crate::balance::PoolRuntime;
 use crate::client_auth::ClientKeys;
 use crate::clock::{Nanos, UnixTime};
-use crate::metrics::ProxyMetrics;
+use crate::metrics::{PoolClients, ProxyMetrics, UNKNOWN, key_labels};
 use crate::quota::Quotas;
 use crate::report::ReportLedger;
 use crate::secrets::{SecretError, SecretResolver};
@@ -26,6 +26,8 @@ pub struct RuntimeConfig {
     /// config; lookups cannot fill it).
     pub pools: HashMap<String, Arc<PoolRuntime>, foldhash::fast::RandomState>,
     pub keys: ClientKeys,
+    /// The client metrics of calls refused before a pool was chosen, by key slot.
+    pub unrouted: PoolClients,
 }
 
 /// Turns snapshots into [`RuntimeConfig`]s, keeping the state of unchanged backends.
@@ -53,6 +55,7 @@ impl ConfigBuilder {
     ) -> RuntimeConfig {
         let mut pools = HashMap::with_capacity_and_hasher(snapshot.pools.len(), Default::default());
         let mut unresolved = Vec::new();
+        let key_ids = key_labels(snapshot.client_keys.iter().map(|key| key.id.as_str()));
         for pool in snapshot.pools {
             let earlier = previous.and_then(|p| p.pools.get(pool.name.as_str()));
             let mut backends = Vec::with_capacity(pool.backends.len());
@@ -94,16 +97,22 @@ impl ConfigBuilder {
                 pool.price,
                 backends,
                 usage,
+                self.metrics
+                    .clients
+                    .pool(pool.name.as_str(), key_ids.clone()),
             );
             pools.insert(pool.name.to_string(), Arc::new(runtime));
         }
         self.resolve_credentials(unresolved).await;
-        self.metrics
-            .revision
-            .set(i64::try_from(snapshot.revision).unwrap_or(i64::MAX));
+        let revision = i64::try_from(snapshot.revision).unwrap_or(i64::MAX);
+        self.metrics.revision.set(revision);
+        // A config from a file or the cache was offered too: the lag is never negative.
+        let offered = &self.metrics.revision_offered;
+        offered.set(offered.get().max(revision));
         RuntimeConfig {
             revision: snapshot.revision,
             pools,
+            unrouted: self.metrics.clients.pool(UNKNOWN, key_ids),
             keys: ClientKeys::new(snapshot.client_keys, |key| {
                 self.quotas.key_rules(key, UnixTime::now())
             }),

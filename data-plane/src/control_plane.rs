@@ -20,6 +20,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::cache::{CacheWriter, SnapshotCache};
 use crate::config::ConfigBuilder;
+use crate::metrics::NackReason;
 use crate::proxy::Proxy;
 use crate::report::Reporter;
 
@@ -123,6 +124,7 @@ impl ControlPlaneClient {
     async fn apply(&self, update: ConfigUpdate, cache: Option<&CacheWriter>) -> Kind {
         let nonce = update.nonce;
         let Some(wire) = update.snapshot else {
+            self.proxy.metrics.nack(NackReason::no_snapshot);
             return Kind::Nack(Nack {
                 revision: 0,
                 nonce,
@@ -130,9 +132,15 @@ impl ControlPlaneClient {
             });
         };
         let revision = wire.revision;
+        let offered = i64::try_from(revision).unwrap_or(i64::MAX);
+        let metrics = &self.proxy.metrics;
+        metrics
+            .revision_offered
+            .set(metrics.revision_offered.get().max(offered));
         let snapshot = match Snapshot::try_from(wire) {
             Ok(snapshot) => snapshot,
             Err(error) => {
+                metrics.nack(NackReason::invalid_snapshot);
                 tracing::warn!(revision, %error, "rejecting config snapshot; keeping the previous one");
                 return Kind::Nack(Nack {
                     revision,

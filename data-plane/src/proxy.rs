@@ -25,7 +25,7 @@ use crate::client_error::{ClientError, set_retry_after};
 use crate::clock::{Nanos, UnixTime};
 use crate::config::RuntimeConfig;
 use crate::headers::{strip_for_client, strip_for_upstream};
-use crate::metrics::ProxyMetrics;
+use crate::metrics::{self, ClientCell, ProxyMetrics};
 use crate::models;
 use crate::quota::{self, Admitted, Demand, Estimate, KeyRules, Refused};
 use crate::report::CallUsage;
@@ -95,20 +95,29 @@ impl Proxy {
     }
 
     pub async fn handle(&self, request: Request<Incoming>) -> Response<ProxyBody> {
+        let started = Instant::now();
         let span = trace::server_span(request.method(), request.uri().path(), request.headers());
-        let response = match self.forward(request, &span).instrument(span.clone()).await {
+        let config = self.current();
+        let mut seen = Seen::default();
+        let forwarded = self.forward(request, &span, started, config.as_deref(), &mut seen);
+        let mut response = match forwarded.instrument(span.clone()).await {
             Ok(response) | Err(response) => response,
         };
         trace::status(&span, response.status().as_u16());
+        let client = seen.client(config.as_deref());
+        let client = client.unwrap_or_else(|| self.metrics.unidentified());
+        metrics::record_client_call(client, &mut response, started);
         response
     }
 
-    async fn forward(
+    async fn forward<'c>(
         &self,
         request: Request<Incoming>,
         span: &tracing::Span,
+        started: Instant,
+        config: Option<&'c RuntimeConfig>,
+        seen: &mut Seen<'c>,
     ) -> Result<Response<ProxyBody>, Response<ProxyBody>> {
-        let started = Instant::now();
         let (mut parts, body) = request.into_parts();
         // Before anything else: a path that some hop could read as another deployment or
         // resource is refused, whoever sends it.
@@ -119,7 +128,7 @@ impl Proxy {
             }
             Err(NoRoute::Unknown) => None,
         };
-        let Some(config) = self.current() else {
+        let Some(config) = config else {
             return Err(ClientError::not_ready().into_response());
         };
         let caller = if self.options.allow_anonymous {
@@ -134,9 +143,10 @@ impl Proxy {
                     .ok_or_else(|| ClientError::wrong_key().into_response())?,
             )
         };
+        seen.key_slot = Some(caller.map_or(config.keys.anonymous_slot(), |c| c.slot));
         let key = caller.map(|c| &c.key);
         if parts.method == Method::GET
-            && let Some(answer) = models::answer(&config, parts.uri.path(), key)
+            && let Some(answer) = models::answer(config, parts.uri.path(), key)
         {
             return Ok(answer);
         }
@@ -154,6 +164,7 @@ impl Proxy {
             .pools
             .get(&requested)
             .ok_or_else(|| ClientError::unknown_deployment(&requested).into_response())?;
+        seen.pool = Some(pool.as_ref());
         if key.is_some_and(|k| !k.allows(&requested)) {
             return Err(ClientError::key_not_allowed(&requested).into_response());
         }
@@ -325,6 +336,21 @@ impl Proxy {
                 response
             }
         }
+    }
+}
+
+/// How far a call got, for the client metrics: its key's slot once authenticated, its pool
+/// once routed.
+#[derive(Default)]
+struct Seen<'c> {
+    key_slot: Option<usize>,
+    pool: Option<&'c PoolRuntime>,
+}
+
+impl Seen<'_> {
+    fn client<'a>(&'a self, config: Option<&'a RuntimeConfig>) -> Option<&'a Arc<ClientCell>> {
+        let clients = self.pool.map_or(&config?.unrouted, |pool| &pool.clients);
+        clients.cell(self.key_slot?)
     }
 }
 

@@ -194,6 +194,7 @@ CHART_VARIANTS: dict[str, dict] = {
     "default": {},
     "features": {
         "serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
+        "prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}},
         "azure": {"workloadIdentity": {
             "enabled": True,
             "clientId": "00000000-0000-0000-0000-000000000001",

@@ -2215,7 +2215,9 @@ def test_dashboard_queries_use_metrics_sluice_really_exports(processes, tmp_path
     samples = scrape(f"{dev.ops}/metrics")
     for name, labels in scrape(f"{dev.admin}/metrics").items():
         samples.setdefault(name, set()).update(labels)
-    target_labels = {"instance", "job"}  # added by Prometheus
+    # Added by Prometheus (instance, job) and by the Prometheus Operator from the ServiceMonitor
+    # (namespace); compose series have no namespace, which `=~".*"` still matches.
+    target_labels = {"instance", "job", "namespace"}
 
     dashboard = json.loads((DEPLOY / "grafana/sluice-dashboard.json").read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
@@ -2231,7 +2233,7 @@ def test_dashboard_queries_use_metrics_sluice_really_exports(processes, tmp_path
         used = set()
         for name, selector in re.findall(r"\b(sluice_[a-z0-9_]+)\{([^}]*)\}", expr):
             for label in re.findall(r"(\w+)\s*(?:=~|!~|!=|=)", selector):
-                assert label in samples[name], f"{name} has no label {label}: {expr}"
+                assert label in samples[name] | target_labels, f"{name} has no label {label}: {expr}"
         for group in re.findall(r"\b(?:by|on)\s*\(([^)]*)\)", expr):
             used |= {g.strip() for g in group.split(",") if g.strip()}
         for label in re.findall(r"label_values\(\s*sluice_\w+\s*,\s*(\w+)\s*\)", expr):
@@ -2286,11 +2288,13 @@ def test_documented_metric_tables_match_what_sluice_exports(processes, tmp_path)
             assert documented[plane][name] == (kind, labels), f"docs/observability.md {name}: {documented[plane][name]}, /metrics: {(kind, labels)}"
 
 
+ALERT_RULES = CHART / "files" / "sluice-alerts.yml"
+ALERT_TESTS = ROOT / "tests" / "deploy" / "sluice-alerts-test.yml"
+
+
 def operations_alert_rules() -> str:
-    text = (ROOT / "docs" / "operations.md").read_text()
-    blocks = re.findall(r"^```yaml\n(groups:.*?)^```", text, re.M | re.S)
-    assert len(blocks) == 1, "docs/operations.md: one Prometheus rule file block expected"
-    return blocks[0]
+    """The shipped rule file: the chart's PrometheusRule and the compose Prometheus load it."""
+    return ALERT_RULES.read_text()
 
 
 def test_operations_alert_rules_are_valid_and_use_real_metrics(processes, tmp_path):
@@ -2312,6 +2316,45 @@ def test_operations_alert_rules_are_valid_and_use_real_metrics(processes, tmp_pa
                 assert name in samples, f"alert {rule['alert']} uses {name}, which neither /metrics serves"
                 for label in re.findall(r"(\w+)\s*(?:=~|!~|!=|=)", selector):
                     assert label in samples[name], f"alert {rule['alert']}: {name} has no label {label}"
+
+
+def test_alert_rules_pass_their_promtool_unit_tests(tmp_path):
+    """`promtool test rules`: the alerts fire on the series they watch and stay quiet on healthy
+    ones (tests/deploy/sluice-alerts-test.yml)."""
+    promtool = shutil.which("promtool")
+    assert promtool, "promtool is missing (Debian package prometheus; scripts/check-deploy installs it)"
+    shutil.copy(ALERT_RULES, tmp_path / "sluice-alerts.yml")
+    shutil.copy(ALERT_TESTS, tmp_path / "sluice-alerts-test.yml")
+    run = subprocess.run([promtool, "test", "rules", "sluice-alerts-test.yml"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
+def test_every_alert_has_a_runbook_section():
+    """Each alert links to a section of docs/operations.md named after it, and that section exists."""
+    text = (ROOT / "docs" / "operations.md").read_text()
+    sections = set(re.findall(r"^### (Sluice\w+)$", text, re.M))
+    alerts = [rule for group in yaml.safe_load(ALERT_RULES.read_text())["groups"] for rule in group["rules"]]
+    assert alerts
+    for rule in alerts:
+        assert rule["alert"] in sections, f"docs/operations.md has no runbook section for {rule['alert']}"
+        assert rule["annotations"]["runbook"] == f"docs/operations.md#{rule['alert'].lower()}", rule
+    assert sections == {rule["alert"] for rule in alerts}, "runbook sections for alerts that do not exist"
+
+
+def test_prometheus_rule_is_opt_in_and_carries_the_shipped_file(rendered, compose):
+    assert not rendered["default"].of_kind("PrometheusRule")
+    rules = rendered["features"].of_kind("PrometheusRule")
+    assert len(rules) == 1
+    rule = rules[0]
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert rule["spec"] == yaml.safe_load(ALERT_RULES.read_text())
+    # The compose Prometheus loads the same file.
+    prometheus = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
+    mounts = {m.split(":")[1]: m.split(":")[0] for m in compose["services"]["prometheus"]["volumes"] if ":" in m}
+    for path in prometheus["rule_files"]:
+        assert (DEPLOY / mounts[path]).resolve() == ALERT_RULES.resolve(), (path, mounts)
 
 
 def test_otel_variables_sluice_reads_are_the_documented_ones():

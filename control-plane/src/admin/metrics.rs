@@ -38,6 +38,8 @@ pub struct AdminMetrics {
     durations: HistogramFamily,
     revision: Gauge,
     proxies: Gauge,
+    /// 1 while the periodic database check succeeds.
+    database_up: Gauge,
 }
 
 impl AdminMetrics {
@@ -49,6 +51,7 @@ impl AdminMetrics {
         });
         let revision = Gauge::default();
         let proxies = Gauge::default();
+        let database_up = Gauge::default();
         registry.register(
             "sluice_admin_requests",
             "Admin API requests by method, route and status",
@@ -69,12 +72,18 @@ impl AdminMetrics {
             "Proxies with an open config stream to this replica",
             proxies.clone(),
         );
+        registry.register(
+            "sluice_database_up",
+            "1 while this replica's periodic database check (every 5 s) succeeds",
+            database_up.clone(),
+        );
         Self {
             registry,
             requests,
             durations,
             revision,
             proxies,
+            database_up,
         }
     }
 
@@ -82,6 +91,11 @@ impl AdminMetrics {
     /// Call [`Self::refresh`] first: two gauges are set when read, not when they change.
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// The gauge the periodic database check sets.
+    pub fn database_up(&self) -> Gauge {
+        self.database_up.clone()
     }
 
     /// Sets the gauges read at scrape time: the latest revision and the connected proxies.

@@ -13,6 +13,7 @@ use tower::retry::budget::TpsBudget;
 
 use crate::backend::{BackendEndpoint, State};
 use crate::clock::Nanos;
+use crate::metrics::PoolClients;
 use crate::report::UsageCell;
 
 /// Why no backend could be picked.
@@ -41,6 +42,8 @@ pub struct PoolRuntime {
     pub backends: Vec<Arc<BackendEndpoint>>,
     /// Each client key's traffic on this pool, by [`crate::client_auth::Caller::slot`].
     usage: Box<[Arc<UsageCell>]>,
+    /// Each client key's calls to this pool for the client metrics, by slot like `usage`.
+    pub clients: PoolClients,
     /// Bounds retries to a share of recent traffic so an outage doesn't multiply load.
     pub budget: TpsBudget,
     tiers: Vec<Tier>,
@@ -54,6 +57,7 @@ impl PoolRuntime {
         price: Option<Price>,
         backends: Vec<Arc<BackendEndpoint>>,
         usage: Box<[Arc<UsageCell>]>,
+        clients: PoolClients,
     ) -> Self {
         let mut priorities: Vec<u32> = backends.iter().map(|b| b.spec.priority).collect();
         priorities.sort_unstable();
@@ -89,6 +93,7 @@ impl PoolRuntime {
             price,
             backends,
             usage,
+            clients,
             // 10 s window, 10 retries per second always allowed, then 20% of requests.
             budget: TpsBudget::new(Duration::from_secs(10), 10, 0.2),
             tiers,

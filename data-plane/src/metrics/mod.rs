@@ -1,9 +1,14 @@
 //! Proxy metrics. Per-backend handles are resolved once when a config is applied, so the
 //! request path only touches atomics: no label hashing, no registry lock.
 
+mod client;
 mod histogram;
 mod listener;
 
+pub(crate) use client::record as record_client_call;
+pub use client::{
+    BodyTimes, BodyTiming, ClientCell, ClientFamilies, PoolClients, UNKNOWN, key_labels,
+};
 pub use histogram::LatencyHistogram;
 
 use std::collections::HashMap;
@@ -142,10 +147,41 @@ pub struct PoolLabels {
     pub pool: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    commit: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NackLabels {
+    reason: NackReason,
+}
+
+/// Why the proxy refused a config update (and kept serving the previous one).
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum NackReason {
+    /// The update carried no snapshot.
+    no_snapshot,
+    /// The snapshot failed validation.
+    invalid_snapshot,
+}
+
+impl NackReason {
+    const ALL: [Self; 2] = [Self::no_snapshot, Self::invalid_snapshot];
+}
+
+/// The commit the binary was built from, when the build said (`SLUICE_COMMIT`).
+const COMMIT: &str = match option_env!("SLUICE_COMMIT") {
+    Some(commit) => commit,
+    None => "unknown",
+};
+
 type HistogramFamily<L> = Family<L, LatencyHistogram>;
 
 /// Status classes by index: 0 = no response (transport error), then 1xx to 5xx.
-const CLASSES: [&str; 6] = ["error", "1xx", "2xx", "3xx", "4xx", "5xx"];
+pub(crate) const CLASSES: [&str; 6] = ["error", "1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// Everything the proxy exports on its ops port.
 pub struct ProxyMetrics {
@@ -169,6 +205,12 @@ pub struct ProxyMetrics {
     pub reports_sent: Counter,
     pub report_bytes: Counter,
     pub reports_deferred: Counter,
+    /// The newest config revision offered to the proxy, applied or not.
+    pub revision_offered: Gauge,
+    nacks: Family<NackLabels, Counter>,
+    pub clients: ClientFamilies,
+    /// Calls refused before their key was known (not ready, no or wrong key).
+    unidentified: PoolClients,
 }
 
 /// Metric handles of one backend, ready for the hot path.
@@ -231,7 +273,7 @@ impl KeyedTokens {
     }
 }
 
-fn status_class(status: Option<u16>) -> usize {
+pub(crate) fn status_class(status: Option<u16>) -> usize {
     status.map_or(0, |s| usize::from((s / 100).clamp(1, 5)))
 }
 
@@ -255,6 +297,8 @@ impl BackendMetrics {
 impl ProxyMetrics {
     pub fn new() -> Self {
         let mut registry = Registry::default();
+        let clients = ClientFamilies::default();
+        let unidentified = clients.pool(client::UNKNOWN, Arc::new([Box::from(client::UNKNOWN)]));
         let metrics = Self {
             responses: Family::default(),
             durations: HistogramFamily::default(),
@@ -274,8 +318,23 @@ impl ProxyMetrics {
             reports_sent: Counter::default(),
             report_bytes: Counter::default(),
             reports_deferred: Counter::default(),
+            revision_offered: Gauge::default(),
+            nacks: Family::default(),
+            clients,
+            unidentified,
             registry: Registry::default(),
         };
+        metrics.clients.register(&mut registry);
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+                commit: COMMIT,
+            })
+            .set(1);
+        for reason in NackReason::ALL {
+            let _ = metrics.nacks.get_or_create(&NackLabels { reason });
+        }
         // (name, help, metric): one table, so each metric is declared once.
         macro_rules! register {
             ($(($name:literal, $help:literal, $metric:expr)),* $(,)?) => {
@@ -373,6 +432,21 @@ impl ProxyMetrics {
                 "Reports put off because the config stream's queue was full (their counts go in the next one)",
                 metrics.reports_deferred
             ),
+            (
+                "sluice_build_info",
+                "1, labelled with the version and commit the binary was built from",
+                build_info
+            ),
+            (
+                "sluice_config_revision_offered",
+                "Newest config revision offered to the proxy, applied or not (minus sluice_config_revision: the revision lag)",
+                metrics.revision_offered
+            ),
+            (
+                "sluice_config_nacks",
+                "Config updates the proxy refused, keeping the previous config, by reason",
+                metrics.nacks
+            ),
         ];
         Self {
             registry,
@@ -438,6 +512,17 @@ impl ProxyMetrics {
                     .clone()
             }),
         }
+    }
+
+    /// The client cell of calls refused before their key was known.
+    pub fn unidentified(&self) -> &Arc<ClientCell> {
+        self.unidentified
+            .cell(0)
+            .expect("the unidentified pool has one slot")
+    }
+
+    pub fn nack(&self, reason: NackReason) {
+        self.nacks.get_or_create(&NackLabels { reason }).inc();
     }
 
     pub fn retry(&self, pool: &str, reason: RetryReason) {

@@ -6,7 +6,8 @@
 //! protobuf model exactly as for the text. Labels become string attributes, help becomes the
 //! description. Counters become monotonic cumulative sums, gauges and untyped metrics gauges,
 //! histograms cumulative explicit-bucket histograms, summaries summaries. Values are doubles,
-//! as in Prometheus.
+//! as in Prometheus. The exception: metrics the OpenTelemetry GenAI semantic conventions name
+//! are pushed under that name and unit ([`SEMCONV_NAMES`]).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -19,6 +20,36 @@ use opentelemetry_proto::tonic::metrics::v1::{
 use opentelemetry_proto::tonic::resource::v1::Resource;
 pub use prom::MetricFamily;
 use prometheus_client::encoding::prometheus_protobuf::prometheus_data_model as prom;
+
+/// Prometheus name → the GenAI semantic conventions' name and UCUM unit, for the pushed copy.
+const SEMCONV_NAMES: [(&str, &str, &str); 3] = [
+    (
+        "sluice_client_request_duration_seconds",
+        "gen_ai.server.request.duration",
+        "s",
+    ),
+    (
+        "sluice_time_to_first_token_seconds",
+        "gen_ai.server.time_to_first_token",
+        "s",
+    ),
+    (
+        "sluice_time_per_output_token_seconds",
+        "gen_ai.server.time_per_output_token",
+        "s",
+    ),
+];
+
+/// The name and unit a family is pushed under.
+fn otlp_name(family: &MetricFamily) -> (String, String) {
+    match SEMCONV_NAMES
+        .iter()
+        .find(|(prom, _, _)| *prom == family.name)
+    {
+        Some((_, name, unit)) => ((*name).to_owned(), (*unit).to_owned()),
+        None => (family.name.clone(), ucum_unit(&family.unit)),
+    }
+}
 
 /// When the running totals started (process start) and when they were read: OTLP wants both
 /// on cumulative points.
@@ -103,12 +134,15 @@ fn metric(family: &MetricFamily, times: Timestamps) -> Option<otlp::Metric> {
         Data::Summary(summary) => !summary.data_points.is_empty(),
         Data::ExponentialHistogram(histogram) => !histogram.data_points.is_empty(),
     };
-    has_points.then(|| otlp::Metric {
-        name: family.name.clone(),
-        description: family.help.clone(),
-        unit: ucum_unit(&family.unit),
-        data: Some(data),
-        ..Default::default()
+    has_points.then(|| {
+        let (name, unit) = otlp_name(family);
+        otlp::Metric {
+            name,
+            description: family.help.clone(),
+            unit,
+            data: Some(data),
+            ..Default::default()
+        }
     })
 }
 

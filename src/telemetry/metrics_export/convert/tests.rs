@@ -411,3 +411,44 @@ fn carries_resource_and_scopes() {
         ]
     );
 }
+
+/// Client durations and stream token times go out under the GenAI semantic conventions' names,
+/// in seconds; the rest keep their scrape names.
+#[test]
+fn genai_metrics_are_pushed_under_their_semconv_names() {
+    let proxy = ProxyMetrics::new();
+    let keys = sluice_data_plane::metrics::key_labels(["team-a"].into_iter());
+    let pool = proxy.clients.pool("gpt-4o", keys);
+    // A cell's series appear once it counts; the pool's stream histograms at once.
+    let _ = pool.cell(0);
+    let metrics = convert(proxy.registry());
+    let names = names(&metrics);
+    for (name, unit) in [
+        ("gen_ai.server.time_to_first_token", "s"),
+        ("gen_ai.server.time_per_output_token", "s"),
+    ] {
+        assert!(names.contains(name), "{names:?}");
+        assert_eq!(named(&metrics, name).unit, unit);
+    }
+    assert!(!names.contains("sluice_time_to_first_token_seconds"));
+
+    let mut registry = Registry::default();
+    let durations = Histogram::new([0.1]);
+    durations.observe(0.05);
+    registry.register(
+        "sluice_client_request_duration_seconds",
+        "Client calls",
+        durations,
+    );
+    let metrics = convert(&registry);
+    assert_eq!(
+        named(&metrics, "gen_ai.server.request.duration").unit,
+        "s",
+        "{:?}",
+        names_of(&metrics)
+    );
+}
+
+fn names_of(metrics: &[Metric]) -> Vec<&str> {
+    metrics.iter().map(|m| m.name.as_str()).collect()
+}
