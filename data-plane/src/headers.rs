@@ -16,13 +16,12 @@ static HOP_BY_HOP: [HeaderName; 8] = [
 ];
 
 /// Client headers that never go upstream, besides the hop-by-hop ones: credentials, host,
-/// framing (the proxy's client to the backend sets its own), cookies, and what claims to say
-/// where the request came from (a client could spoof it to a backend that trusts it).
-static CLIENT_ONLY: [HeaderName; 9] = [
+/// cookies, and what claims to say where the request came from (a client could spoof it to a
+/// backend that trusts it). `Content-Length` is [`strip_for_upstream`]'s own decision.
+static CLIENT_ONLY: [HeaderName; 8] = [
     header::AUTHORIZATION,
     HeaderName::from_static("api-key"),
     header::HOST,
-    header::CONTENT_LENGTH,
     header::EXPECT,
     header::PROXY_AUTHENTICATE,
     header::COOKIE,
@@ -49,13 +48,16 @@ fn keep_end_to_end(
             .flat_map(|v| v.split(','))
             .map(str::trim)
     };
+    // Looked up once: most messages have no `Connection` header to read names from.
+    let has_connection = headers.contains_key(header::CONNECTION);
     let doomed: Vec<HeaderName> = headers
         .keys()
         .filter(|name| {
             HOP_BY_HOP.contains(name)
                 || also_drop.contains(name)
                 || also_drop_when(name)
-                || named_by_connection().any(|named| named.eq_ignore_ascii_case(name.as_str()))
+                || (has_connection
+                    && named_by_connection().any(|named| named.eq_ignore_ascii_case(name.as_str())))
         })
         .cloned()
         .collect();
@@ -65,19 +67,37 @@ fn keep_end_to_end(
 }
 
 /// Client request headers to send upstream: no hop-by-hop headers, none of [`CLIENT_ONLY`],
-/// no `x-forwarded-*`.
+/// no `x-forwarded-*`. The client's `Content-Length` stays when it is the length of the
+/// `body` the proxy read (HTTP/1 then sends it as it came, without formatting a new one); the
+/// request to each backend corrects it when that backend gets a rewritten body.
 ///
 /// The backend is asked for an uncompressed body: the proxy reads token usage from every
 /// response, and a compressed one would hide it. (Without `Accept-Encoding` a server may pick
 /// any coding, so `identity` is said explicitly.)
-pub fn strip_for_upstream(headers: &mut HeaderMap) {
+pub fn strip_for_upstream(headers: &mut HeaderMap, body_len: usize) {
     keep_end_to_end(headers, &CLIENT_ONLY, |name| {
         name.as_str().starts_with("x-forwarded-")
     });
+    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
+    let exact = matches!(
+        (lengths.next(), lengths.next()),
+        (Some(length), None) if states_length(length, body_len)
+    );
+    if !exact {
+        headers.remove(header::CONTENT_LENGTH);
+    }
     headers.insert(
         header::ACCEPT_ENCODING,
         HeaderValue::from_static("identity"),
     );
+}
+
+/// Whether `value` is `len` in plain decimal digits, as a `Content-Length` must be.
+fn states_length(value: &HeaderValue, len: usize) -> bool {
+    let digits = value.as_bytes();
+    !digits.is_empty()
+        && digits.iter().all(u8::is_ascii_digit)
+        && std::str::from_utf8(digits).is_ok_and(|digits| digits.parse() == Ok(len))
 }
 
 /// Upstream response headers to send to the client.
@@ -115,7 +135,8 @@ mod tests {
         ] {
             client.append(HeaderName::from_static(name), value.parse().unwrap());
         }
-        strip_for_upstream(&mut client);
+        // The body read was not 12 bytes long: the client's length goes.
+        strip_for_upstream(&mut client, 5);
         let mut names: Vec<_> = client.keys().map(HeaderName::as_str).collect();
         names.sort_unstable();
         assert_eq!(
@@ -128,5 +149,30 @@ mod tests {
             ]
         );
         assert_eq!(client["accept-encoding"], "identity");
+    }
+
+    #[test]
+    fn keeps_the_clients_content_length_only_when_it_is_the_bodys() {
+        let upstream = |lengths: &[&str], body_len| {
+            let mut headers = HeaderMap::new();
+            for length in lengths {
+                headers.append(header::CONTENT_LENGTH, length.parse().unwrap());
+            }
+            strip_for_upstream(&mut headers, body_len);
+            headers
+                .get_all(header::CONTENT_LENGTH)
+                .iter()
+                .map(|v| v.to_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(upstream(&["42"], 42), ["42"]);
+        assert!(upstream(&["41"], 42).is_empty());
+        assert!(upstream(&["+42"], 42).is_empty(), "only plain digits");
+        assert!(upstream(&[" 42"], 42).is_empty());
+        assert!(
+            upstream(&["42", "42"], 42).is_empty(),
+            "one value, not a list"
+        );
+        assert!(upstream(&[], 42).is_empty());
     }
 }

@@ -192,7 +192,7 @@ impl Proxy {
             operation: route.operation.to_owned(),
             query: parts.uri.query().map(str::to_owned),
             headers: {
-                strip_for_upstream(&mut parts.headers);
+                strip_for_upstream(&mut parts.headers, body.len());
                 parts.headers
             },
             body,
@@ -397,6 +397,9 @@ fn client_response(
         parts.headers.remove(CONTENT_LENGTH);
     }
     strip_for_client(&mut parts.headers);
+    // Room for what is added below at once, rather than growing the map for it twice.
+    let added = TAG_HEADERS + observed.quota.as_ref().map_or(0, |_| quota::RATE_HEADERS);
+    parts.headers.reserve(added);
     if parts.status == StatusCode::TOO_MANY_REQUESTS {
         set_retry_after(&mut parts.headers, shortest_wait(pool));
     }
@@ -450,6 +453,9 @@ fn attempts_header(attempt: usize) -> HeaderValue {
         None => HeaderValue::from(attempt),
     }
 }
+
+/// How many headers [`tag`] adds.
+const TAG_HEADERS: usize = 2;
 
 fn tag(headers: &mut http::HeaderMap, pool: &PoolRuntime, backend: usize, attempt: usize) {
     headers.insert(

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::HeaderValue;
+use http::header::{CONTENT_LENGTH, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full};
 use sluice_model::{ApiVersion, Backend, BackendKind};
@@ -335,11 +335,16 @@ impl BackendEndpoint {
         )?;
         let include_usage = call.ask_for_usage && self.streams_usage(call);
         let body = call.upstream_body(self.body_model(call, deployment), include_usage);
+        let rewritten = body.len() != call.body.len();
         let mut request = Request::new(Full::new(body));
         *request.method_mut() = call.method.clone();
         *request.uri_mut() = uri;
         let headers = request.headers_mut();
         headers.clone_from(&call.headers);
+        if rewritten {
+            // The client's length no longer holds; HTTP/1 states the body's own.
+            headers.remove(CONTENT_LENGTH);
+        }
         if let Credential::Header(name, value) = &**self.credential.load() {
             headers.insert(name.clone(), value.clone());
         }

@@ -22,7 +22,7 @@ use sluice_model::{ClientKey, LimitEntry, LimitSet, Name, Price};
 
 pub use counter::Counter;
 pub use estimate::Estimate;
-pub use rate_headers::go_duration;
+pub use rate_headers::{RATE_HEADERS, go_duration};
 pub use store::{LocalCounts, RedisCounts, SharedCounts};
 
 use crate::clock::UnixTime;

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use bytes::{BufMut as _, BytesMut};
 use http::HeaderMap;
 use http::header::{HeaderName, HeaderValue};
 
@@ -23,11 +24,20 @@ static NAMES: [[HeaderName; 3]; 2] = [
     ],
 ];
 
+/// How many headers [`insert`] adds, at most.
+pub const RATE_HEADERS: usize = 6;
+
+/// Room for the six values: two 20-digit counts and a duration per kind.
+const VALUES_CAPACITY: usize = 2 * (20 + 20 + 16);
+
+/// Every response to a limited key carries these, so they are written without a `String` or
+/// an allocation per value: all six values share one buffer.
 pub fn insert<'a>(
     headers: &mut HeaderMap,
     rules: impl Iterator<Item = &'a Rule> + Clone,
     now: UnixTime,
 ) {
+    let mut values = BytesMut::new();
     for (kind, names) in [LimitKind::RequestsPerMinute, LimitKind::TokensPerMinute]
         .into_iter()
         .zip(&NAMES)
@@ -43,33 +53,71 @@ pub fn insert<'a>(
         let limit = rule.counter.limit();
         // As the window slides, capacity comes back at about the limit per minute.
         let reset = Duration::from_secs_f64((limit - remaining) as f64 / limit as f64 * 60.0);
-        headers.insert(names[0].clone(), HeaderValue::from(limit));
-        headers.insert(names[1].clone(), HeaderValue::from(remaining));
-        if let Ok(value) = HeaderValue::try_from(go_duration(reset)) {
-            headers.insert(names[2].clone(), value);
+        if values.capacity() == 0 {
+            values.reserve(VALUES_CAPACITY);
         }
+        let mut itoa = itoa::Buffer::new();
+        values.put_slice(itoa.format(limit).as_bytes());
+        insert_value(headers, &names[0], &mut values);
+        values.put_slice(itoa.format(remaining).as_bytes());
+        insert_value(headers, &names[1], &mut values);
+        write_go_duration(&mut values, reset);
+        insert_value(headers, &names[2], &mut values);
+    }
+}
+
+/// Moves what `values` holds into a header value (no copy: it keeps a share of the buffer).
+fn insert_value(headers: &mut HeaderMap, name: &HeaderName, values: &mut BytesMut) {
+    // Digits, letters and dots only: always a valid value.
+    if let Ok(value) = HeaderValue::from_maybe_shared(values.split().freeze()) {
+        headers.insert(name.clone(), value);
     }
 }
 
 /// A duration the way Go prints it, as OpenAI sends it: `0s`, `250ms`, `1.5s`, `6m0s`.
 pub fn go_duration(duration: Duration) -> String {
+    let mut text = BytesMut::with_capacity(16);
+    write_go_duration(&mut text, duration);
+    // Only ASCII digits and unit letters were written.
+    String::from_utf8_lossy(&text).into_owned()
+}
+
+fn write_go_duration(out: &mut BytesMut, duration: Duration) {
     let millis = duration.as_millis();
-    match millis {
-        0 => "0s".to_owned(),
-        1..=999 => format!("{millis}ms"),
-        1_000..=59_999 => {
-            let text = format!("{:.3}", millis as f64 / 1000.0);
-            format!("{}s", text.trim_end_matches('0').trim_end_matches('.'))
+    let mut itoa = itoa::Buffer::new();
+    if millis == 0 {
+        out.put_slice(b"0s");
+    } else if millis < 1_000 {
+        out.put_slice(itoa.format(millis).as_bytes());
+        out.put_slice(b"ms");
+    } else {
+        let (minutes, millis) = (millis / 60_000, millis % 60_000);
+        if minutes > 0 {
+            out.put_slice(itoa.format(minutes).as_bytes());
+            out.put_u8(b'm');
         }
-        _ => {
-            let seconds = millis / 1000;
-            let rest = format!("{:.3}", (millis % 60_000) as f64 / 1000.0);
-            format!(
-                "{}m{}s",
-                seconds / 60,
-                rest.trim_end_matches('0').trim_end_matches('.')
-            )
-        }
+        out.put_slice(itoa.format(millis / 1_000).as_bytes());
+        write_fraction(out, millis % 1_000);
+        out.put_u8(b's');
+    }
+}
+
+/// `.25` for 250 ms: the milliseconds as a decimal fraction of a second, trailing zeros cut.
+fn write_fraction(out: &mut BytesMut, millis: u128) {
+    if millis == 0 {
+        return;
+    }
+    let digits = [millis / 100, millis / 10 % 10, millis % 10];
+    let kept = if digits[2] != 0 {
+        3
+    } else if digits[1] != 0 {
+        2
+    } else {
+        1
+    };
+    out.put_u8(b'.');
+    for digit in &digits[..kept] {
+        out.put_u8(b'0' + *digit as u8);
     }
 }
 
@@ -88,6 +136,10 @@ mod tests {
             (60_000, "1m0s"),
             (360_000, "6m0s"),
             (61_250, "1m1.25s"),
+            (60_001, "1m0.001s"),
+            (1_010, "1.01s"),
+            (3_599_999, "59m59.999s"),
+            (7_200_000, "120m0s"),
         ] {
             assert_eq!(go_duration(Duration::from_millis(millis)), text);
         }

@@ -6,6 +6,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -28,10 +29,29 @@ const SWEEP_EVERY: Duration = Duration::from_secs(30);
 const MAX_IDLE_PER_ORIGIN: usize = 1024;
 
 /// Where a backend lives: scheme and authority.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+///
+/// Compared and hashed as written, not case-insensitively as [`Authority`] is: the authority
+/// comes from the backend's configured URL, spelled the same on every call, and hashing it
+/// byte by byte in lower case cost more than the rest of a pool checkout.
+#[derive(Clone, Debug)]
 pub struct Origin {
     https: bool,
     authority: Authority,
+}
+
+impl PartialEq for Origin {
+    fn eq(&self, other: &Self) -> bool {
+        self.https == other.https && self.authority.as_str() == other.authority.as_str()
+    }
+}
+
+impl Eq for Origin {}
+
+impl Hash for Origin {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.https.hash(state);
+        self.authority.as_str().hash(state);
+    }
 }
 
 impl Origin {
