@@ -9,7 +9,8 @@ pub(crate) use client::record as record_client_call;
 pub use client::{
     BodyTimes, BodyTiming, ClientCell, ClientFamilies, PoolClients, UNKNOWN, key_labels,
 };
-pub use histogram::{LatencyHistogram, TokenHistogram};
+pub use histogram::LatencyHistogram;
+use histogram::TokenHistogram;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -61,13 +61,13 @@ const SEMCONV_NAMES: [Semconv; 4] = [
 ];
 
 /// How a family is pushed: its name, unit and attribute names.
-struct Pushed<'a> {
+struct Pushed {
     name: String,
     unit: String,
-    renames: &'a [(&'a str, &'a str)],
+    renames: &'static [(&'static str, &'static str)],
 }
 
-impl Pushed<'_> {
+impl Pushed {
     fn of(family: &MetricFamily) -> Self {
         match SEMCONV_NAMES
             .iter()
