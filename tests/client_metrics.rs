@@ -1,11 +1,12 @@
 //! What a client's calls leave on the proxy's `/metrics`: one counter for every call, the
 //! proxy's own refusals included, by pool, client key, status class and error code; the
-//! end-to-end duration; stream token times; the build and the config revisions.
+//! end-to-end duration; stream token times; the build and the config revisions; and the
+//! standard process metrics of the proxy process itself.
 
 mod support;
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
 use sluice_testkit::mock_upstream::{MockConfig, MockUpstream};
@@ -131,6 +132,34 @@ async fn every_call_counts_under_its_pool_key_class_and_code() {
         metric_value(&text, "sluice_config_revision_offered"),
         metric_value(&text, "sluice_config_revision"),
         "{text}"
+    );
+}
+
+/// The process metrics are read from the proxy's `/proc` when scraped: sane values, and a
+/// start time of moments ago.
+#[tokio::test]
+async fn the_proxy_process_is_measured() {
+    let (proxy, _mock) = started_proxy().await;
+    assert_eq!(chat(&proxy, "gpt-4o", Some(TEAM_KEY), false).await, 200);
+    let text = proxy.metrics().await;
+    let value =
+        |name: &str| metric_value(&text, name).unwrap_or_else(|| panic!("no {name} in\n{text}"));
+    let resident = value("process_resident_memory_bytes");
+    assert!(resident > 0.0, "{text}");
+    assert!(value("process_virtual_memory_bytes") >= resident, "{text}");
+    assert!(value("process_cpu_seconds_total") > 0.0, "{text}");
+    // Its listeners and the backend connection at least.
+    let open = value("process_open_fds");
+    assert!(open >= 3.0, "{text}");
+    assert!(value("process_max_fds") >= open, "{text}");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let started = value("process_start_time_seconds");
+    assert!(
+        (now - 120.0..=now + 1.0).contains(&started),
+        "started at {started}, now is {now}"
     );
 }
 

@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sluice_testkit::mock_upstream::{Fault, MockHandle};
-use sluice_testkit::otlp::{OtlpReceiver, ReceivedSpan, SpanKind, Transport};
+use sluice_testkit::otlp::{
+    HistogramValue, OtlpReceiver, ReceivedMetric, ReceivedSpan, SpanKind, Transport,
+};
 use support::proxy::{CLIENT_KEY, mock};
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -459,6 +461,98 @@ async fn metrics_arrive(otlp: Otlp) {
         receiver.wait_for_metric(name, |_| true, WAIT).await;
     }
     assert_exported_over(&receiver, &proxy, transport);
+}
+
+/// The histogram point of `metric` whose attributes include `attributes`.
+fn histogram_at<'m>(metric: &'m ReceivedMetric, attributes: &[(&str, &str)]) -> &'m HistogramValue {
+    metric
+        .point(attributes)
+        .and_then(|point| point.histogram())
+        .unwrap_or_else(|| panic!("no histogram point {attributes:?} in {metric}"))
+}
+
+/// What the OpenTelemetry GenAI semantic conventions define goes out under their names, units
+/// and attribute names: tokens per call by `gen_ai.token.type`, summing to what the backend
+/// reported (the stream's included), and the server's durations in seconds.
+#[tokio::test]
+async fn genai_metrics_arrive_under_their_semconv_names() {
+    let Traced {
+        receiver,
+        proxy,
+        // Held, not used: dropping them would stop the backends and remove the config.
+        a: _a,
+        b: _b,
+        _dir,
+    } = Traced::start(Otlp::Grpc).await;
+    let (mut input, mut output) = (0, 0);
+    for stream in [false, true] {
+        let response = proxy.call(stream).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let (call_input, call_output) = reported_usage(&response.text().await.unwrap());
+        input += call_input;
+        output += call_output;
+    }
+
+    let both_calls = |metric: &ReceivedMetric| metric.total() >= 4.0;
+    let usage = receiver
+        .wait_for_metric("gen_ai.client.token.usage", both_calls, WAIT)
+        .await;
+    assert_eq!(usage.unit, "{token}");
+    for (token_type, tokens) in [("input", input), ("output", output)] {
+        let per_call = histogram_at(
+            &usage,
+            &[("pool", "gpt-4o"), ("gen_ai.token.type", token_type)],
+        );
+        assert_eq!(per_call.count, 2, "{token_type}");
+        assert_eq!(per_call.sum, Some(tokens as f64), "{token_type}");
+    }
+    assert!(
+        usage
+            .points
+            .iter()
+            .all(|p| p.str_attr("token_type").is_none()),
+        "{usage}"
+    );
+
+    let duration = receiver
+        .wait_for_metric("gen_ai.server.request.duration", |m| m.total() >= 2.0, WAIT)
+        .await;
+    assert_eq!(duration.unit, "s");
+    let calls = histogram_at(
+        &duration,
+        &[
+            ("pool", "gpt-4o"),
+            ("client_key", "team-a"),
+            ("class", "2xx"),
+        ],
+    );
+    assert_eq!(calls.count, 2);
+    // One stream: its first token, and the time per token after it.
+    for name in [
+        "gen_ai.server.time_to_first_token",
+        "gen_ai.server.time_per_output_token",
+    ] {
+        let stream = receiver
+            .wait_for_metric(name, |m| m.total() >= 1.0, WAIT)
+            .await;
+        assert_eq!(stream.unit, "s", "{name}");
+        assert_eq!(
+            histogram_at(&stream, &[("pool", "gpt-4o")]).count,
+            1,
+            "{name}"
+        );
+    }
+    for prometheus_name in [
+        "sluice_token_usage_tokens",
+        "sluice_client_request_duration_seconds",
+        "sluice_time_to_first_token_seconds",
+        "sluice_time_per_output_token_seconds",
+    ] {
+        assert!(
+            receiver.metric(prometheus_name).is_none(),
+            "{prometheus_name} is pushed under its semconv name only"
+        );
+    }
 }
 
 /// Over HTTP too, what is still buffered at SIGTERM goes out before the process exits: the

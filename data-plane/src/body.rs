@@ -177,8 +177,8 @@ impl Accounting {
             });
         }
         if let Some(usage) = self.usage.found {
-            self.tokens.input.inc_by(usage.prompt_tokens);
-            self.tokens.output.inc_by(usage.completion_tokens);
+            self.tokens
+                .record(usage.prompt_tokens, usage.completion_tokens);
             if let Some(report) = &self.report {
                 report.consumed(&usage);
             }

@@ -2265,7 +2265,7 @@ def documented_metric_tables() -> dict[str, dict[str, tuple[str, set[str]]]]:
         plane = "proxy" if heading.startswith("Proxy") else "control-plane" if heading.startswith("Control plane") else None
         assert plane, heading
         rows = {}
-        for row in re.findall(r"^\| `(sluice_[a-z0-9_]+)` \|(.*)$", table, re.M):
+        for row in re.findall(r"^\| `((?:sluice|process)_[a-z0-9_]+)` \|(.*)$", table, re.M):
             cells = [c.strip() for c in row[1].split("|")]
             rows[row[0]] = (cells[0], set(re.findall(r"`([a-z_]+)`", cells[1])))
         planes[plane] = rows

@@ -77,6 +77,7 @@ impl AdminMetrics {
             "1 while this replica's periodic database check (every 5 s) succeeds",
             database_up.clone(),
         );
+        sluice_process_metrics::register(&mut registry);
         Self {
             registry,
             requests,
@@ -209,6 +210,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("sluice_config_revision 7\n"), "{text}");
+        assert!(
+            text.contains("# TYPE process_resident_memory_bytes gauge\n"),
+            "{text}"
+        );
         assert!(!text.contains("# EOF"), "{text}");
         let openmetrics = metrics.encode(true);
         assert!(

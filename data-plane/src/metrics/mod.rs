@@ -10,6 +10,7 @@ pub use client::{
     BodyTimes, BodyTiming, ClientCell, ClientFamilies, PoolClients, UNKNOWN, key_labels,
 };
 pub use histogram::LatencyHistogram;
+use histogram::TokenHistogram;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -45,6 +46,13 @@ struct TokenLabels {
     /// The client key's id (`anonymous` without one): bounded by the configured keys.
     client_key: String,
     direction: Direction,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TokenUsageLabels {
+    pool: String,
+    /// Pushed over OTLP as `gen_ai.token.type`.
+    token_type: Direction,
 }
 
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -190,6 +198,7 @@ pub struct ProxyMetrics {
     durations: HistogramFamily<ResponseLabels>,
     first_byte: HistogramFamily<BackendLabels>,
     tokens: Family<TokenLabels, Counter>,
+    token_usage: Family<TokenUsageLabels, TokenHistogram>,
     credential_refreshes: Family<RefreshLabels, Counter>,
     retries: Family<RetryLabels, Counter>,
     ejections: Family<EjectionLabels, Counter>,
@@ -228,11 +237,29 @@ pub struct BackendMetrics {
     ejections: [Counter; 6],
 }
 
-/// Token counters of one client key at one backend.
+/// Token counters of one client key at one backend, and the pool's tokens-per-call histograms.
 #[derive(Clone)]
 pub struct TokenCounters {
-    pub input: Counter,
-    pub output: Counter,
+    input: Counter,
+    output: Counter,
+    per_call: TokensPerCall,
+}
+
+impl TokenCounters {
+    /// One call's usage, as the backend reported it.
+    pub fn record(&self, input: u64, output: u64) {
+        self.input.inc_by(input);
+        self.output.inc_by(output);
+        self.per_call.input.observe(input);
+        self.per_call.output.observe(output);
+    }
+}
+
+/// The tokens-per-call histograms of one pool, by token type.
+#[derive(Clone)]
+struct TokensPerCall {
+    input: TokenHistogram,
+    output: TokenHistogram,
 }
 
 /// Token counters of one backend, per client key: created on a key's first response and
@@ -241,6 +268,7 @@ pub struct KeyedTokens {
     family: Family<TokenLabels, Counter>,
     pool: String,
     backend: String,
+    per_call: TokensPerCall,
     by_key: ArcSwap<HashMap<Box<str>, TokenCounters>>,
 }
 
@@ -263,6 +291,7 @@ impl KeyedTokens {
         let counters = TokenCounters {
             input: counter(Direction::input),
             output: counter(Direction::output),
+            per_call: self.per_call.clone(),
         };
         self.by_key.rcu(|known| {
             let mut known = HashMap::clone(known);
@@ -304,6 +333,7 @@ impl ProxyMetrics {
             durations: HistogramFamily::default(),
             first_byte: HistogramFamily::default(),
             tokens: Family::default(),
+            token_usage: Family::default(),
             credential_refreshes: Family::default(),
             retries: Family::default(),
             ejections: Family::default(),
@@ -325,6 +355,7 @@ impl ProxyMetrics {
             registry: Registry::default(),
         };
         metrics.clients.register(&mut registry);
+        sluice_process_metrics::register(&mut registry);
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -361,6 +392,11 @@ impl ProxyMetrics {
                 "sluice_tokens",
                 "Tokens used, from upstream usage reports",
                 metrics.tokens
+            ),
+            (
+                "sluice_token_usage_tokens",
+                "Tokens per client call by pool and token type (input, output), from upstream usage reports",
+                metrics.token_usage
             ),
             (
                 "sluice_credential_refreshes",
@@ -474,6 +510,14 @@ impl ProxyMetrics {
                 })
                 .clone()
         };
+        let per_call = |token_type| {
+            self.token_usage
+                .get_or_create(&TokenUsageLabels {
+                    pool: pool.to_owned(),
+                    token_type,
+                })
+                .clone()
+        };
         let duration = |class| {
             self.durations
                 .get_or_create(&ResponseLabels {
@@ -491,6 +535,10 @@ impl ProxyMetrics {
                 family: self.tokens.clone(),
                 pool: pool.to_owned(),
                 backend: backend.to_owned(),
+                per_call: TokensPerCall {
+                    input: per_call(Direction::input),
+                    output: per_call(Direction::output),
+                },
                 by_key: ArcSwap::default(),
             }),
             credential_refreshes: ["ok", "error"].map(|outcome| {
@@ -663,6 +711,31 @@ mod tests {
             Exposition::negotiate(Some("application/openmetrics-text; q=0.0, text/plain")),
             Exposition::PrometheusText
         );
+    }
+
+    /// A call's usage goes to its key's counters at its backend and to its pool's
+    /// tokens-per-call histograms, which all backends of the pool share.
+    #[test]
+    fn call_usage_is_counted_and_recorded_per_pool_and_token_type() {
+        let metrics = ProxyMetrics::new();
+        for backend in ["a", "b"] {
+            metrics
+                .backend("p", backend)
+                .tokens
+                .for_key(Some("team-a"))
+                .record(100, 7);
+        }
+        let text = metrics.encode(Exposition::PrometheusText);
+        for sample in [
+            r#"sluice_tokens_total{pool="p",backend="a",client_key="team-a",direction="input"} 100"#,
+            r#"sluice_tokens_total{pool="p",backend="b",client_key="team-a",direction="output"} 7"#,
+            r#"sluice_token_usage_tokens_count{pool="p",token_type="input"} 2"#,
+            r#"sluice_token_usage_tokens_sum{pool="p",token_type="input"} 200"#,
+            r#"sluice_token_usage_tokens_bucket{pool="p",token_type="output",le="4"} 0"#,
+            r#"sluice_token_usage_tokens_bucket{pool="p",token_type="output",le="16"} 2"#,
+        ] {
+            assert!(text.contains(sample), "{sample} missing from\n{text}");
+        }
     }
 
     /// The classic format types counters by their sample name and has no `# EOF`, so

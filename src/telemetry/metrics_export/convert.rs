@@ -7,7 +7,8 @@
 //! description. Counters become monotonic cumulative sums, gauges and untyped metrics gauges,
 //! histograms cumulative explicit-bucket histograms, summaries summaries. Values are doubles,
 //! as in Prometheus. The exception: metrics the OpenTelemetry GenAI semantic conventions name
-//! are pushed under that name and unit ([`SEMCONV_NAMES`]).
+//! are pushed under that name and unit, with their labels under the conventions' attribute
+//! names ([`SEMCONV_NAMES`]).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -21,33 +22,82 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 pub use prom::MetricFamily;
 use prometheus_client::encoding::prometheus_protobuf::prometheus_data_model as prom;
 
-/// Prometheus name → the GenAI semantic conventions' name and UCUM unit, for the pushed copy.
-const SEMCONV_NAMES: [(&str, &str, &str); 3] = [
-    (
-        "sluice_client_request_duration_seconds",
-        "gen_ai.server.request.duration",
-        "s",
-    ),
-    (
-        "sluice_time_to_first_token_seconds",
-        "gen_ai.server.time_to_first_token",
-        "s",
-    ),
-    (
-        "sluice_time_per_output_token_seconds",
-        "gen_ai.server.time_per_output_token",
-        "s",
-    ),
+/// A metric the GenAI semantic conventions define, as Sluice pushes it.
+struct Semconv {
+    /// The family's Prometheus name.
+    prometheus: &'static str,
+    name: &'static str,
+    /// UCUM.
+    unit: &'static str,
+    /// Prometheus label → the conventions' attribute; other labels keep their names.
+    attributes: &'static [(&'static str, &'static str)],
+}
+
+const SEMCONV_NAMES: [Semconv; 4] = [
+    Semconv {
+        prometheus: "sluice_client_request_duration_seconds",
+        name: "gen_ai.server.request.duration",
+        unit: "s",
+        attributes: &[],
+    },
+    Semconv {
+        prometheus: "sluice_time_to_first_token_seconds",
+        name: "gen_ai.server.time_to_first_token",
+        unit: "s",
+        attributes: &[],
+    },
+    Semconv {
+        prometheus: "sluice_time_per_output_token_seconds",
+        name: "gen_ai.server.time_per_output_token",
+        unit: "s",
+        attributes: &[],
+    },
+    Semconv {
+        prometheus: "sluice_token_usage_tokens",
+        name: "gen_ai.client.token.usage",
+        unit: "{token}",
+        attributes: &[("token_type", "gen_ai.token.type")],
+    },
 ];
 
-/// The name and unit a family is pushed under.
-fn otlp_name(family: &MetricFamily) -> (String, String) {
-    match SEMCONV_NAMES
-        .iter()
-        .find(|(prom, _, _)| *prom == family.name)
-    {
-        Some((_, name, unit)) => ((*name).to_owned(), (*unit).to_owned()),
-        None => (family.name.clone(), ucum_unit(&family.unit)),
+/// How a family is pushed: its name, unit and attribute names.
+struct Pushed {
+    name: String,
+    unit: String,
+    renames: &'static [(&'static str, &'static str)],
+}
+
+impl Pushed {
+    fn of(family: &MetricFamily) -> Self {
+        match SEMCONV_NAMES
+            .iter()
+            .find(|semconv| semconv.prometheus == family.name)
+        {
+            Some(semconv) => Self {
+                name: semconv.name.to_owned(),
+                unit: semconv.unit.to_owned(),
+                renames: semconv.attributes,
+            },
+            None => Self {
+                name: family.name.clone(),
+                unit: ucum_unit(&family.unit),
+                renames: &[],
+            },
+        }
+    }
+
+    fn attributes(&self, labels: &[prom::LabelPair]) -> Vec<KeyValue> {
+        labels
+            .iter()
+            .map(|label| {
+                let key = self
+                    .renames
+                    .iter()
+                    .find(|(prometheus, _)| *prometheus == label.name)
+                    .map_or(label.name.as_str(), |(_, semconv)| semconv);
+                string_attribute(key, &label.value)
+            })
+            .collect()
     }
 }
 
@@ -107,22 +157,31 @@ fn scope_metrics(scope: &str, families: &[MetricFamily], times: Timestamps) -> S
 fn metric(family: &MetricFamily, times: Timestamps) -> Option<otlp::Metric> {
     use otlp::metric::Data;
     let kind = prom::MetricType::try_from(family.r#type).unwrap_or(prom::MetricType::Untyped);
+    let pushed = Pushed::of(family);
     let series = family.metric.iter();
     let data = match kind {
         prom::MetricType::Counter => Data::Sum(otlp::Sum {
-            data_points: series.filter_map(|m| counter_point(m, times)).collect(),
+            data_points: series
+                .filter_map(|m| counter_point(m, &pushed, times))
+                .collect(),
             aggregation_temporality: AggregationTemporality::Cumulative as i32,
             is_monotonic: true,
         }),
         prom::MetricType::Gauge | prom::MetricType::Untyped => Data::Gauge(otlp::Gauge {
-            data_points: series.filter_map(|m| gauge_point(m, times)).collect(),
+            data_points: series
+                .filter_map(|m| gauge_point(m, &pushed, times))
+                .collect(),
         }),
         prom::MetricType::Histogram => Data::Histogram(otlp::Histogram {
-            data_points: series.filter_map(|m| histogram_point(m, times)).collect(),
+            data_points: series
+                .filter_map(|m| histogram_point(m, &pushed, times))
+                .collect(),
             aggregation_temporality: AggregationTemporality::Cumulative as i32,
         }),
         prom::MetricType::Summary => Data::Summary(otlp::Summary {
-            data_points: series.filter_map(|m| summary_point(m, times)).collect(),
+            data_points: series
+                .filter_map(|m| summary_point(m, &pushed, times))
+                .collect(),
         }),
         // OTLP has no gauge histogram, and prometheus-client cannot produce one.
         prom::MetricType::GaugeHistogram => return None,
@@ -134,15 +193,12 @@ fn metric(family: &MetricFamily, times: Timestamps) -> Option<otlp::Metric> {
         Data::Summary(summary) => !summary.data_points.is_empty(),
         Data::ExponentialHistogram(histogram) => !histogram.data_points.is_empty(),
     };
-    has_points.then(|| {
-        let (name, unit) = otlp_name(family);
-        otlp::Metric {
-            name,
-            description: family.help.clone(),
-            unit,
-            data: Some(data),
-            ..Default::default()
-        }
+    has_points.then(|| otlp::Metric {
+        name: pushed.name,
+        description: family.help.clone(),
+        unit: pushed.unit,
+        data: Some(data),
+        ..Default::default()
     })
 }
 
@@ -163,33 +219,42 @@ fn ucum_unit(unit: &str) -> String {
     .to_owned()
 }
 
-fn counter_point(series: &prom::Metric, times: Timestamps) -> Option<NumberDataPoint> {
+fn counter_point(
+    series: &prom::Metric,
+    pushed: &Pushed,
+    times: Timestamps,
+) -> Option<NumberDataPoint> {
     let counter = series.counter.as_ref()?;
     let start = counter
         .start_timestamp
         .as_ref()
         .map(|t| timestamp_nanos(t.seconds, t.nanos));
-    Some(number_point(series, counter.value, start, times))
+    Some(number_point(series, pushed, counter.value, start, times))
 }
 
-fn gauge_point(series: &prom::Metric, times: Timestamps) -> Option<NumberDataPoint> {
+fn gauge_point(
+    series: &prom::Metric,
+    pushed: &Pushed,
+    times: Timestamps,
+) -> Option<NumberDataPoint> {
     // An untyped family carries its value in `untyped`, a gauge (or info) in `gauge`.
     let value = series
         .gauge
         .as_ref()
         .map(|gauge| gauge.value)
         .or_else(|| series.untyped.as_ref().map(|untyped| untyped.value))?;
-    Some(number_point(series, value, None, times))
+    Some(number_point(series, pushed, value, None, times))
 }
 
 fn number_point(
     series: &prom::Metric,
+    pushed: &Pushed,
     value: f64,
     start: Option<u64>,
     times: Timestamps,
 ) -> NumberDataPoint {
     NumberDataPoint {
-        attributes: attributes(&series.label),
+        attributes: pushed.attributes(&series.label),
         start_time_unix_nano: start.unwrap_or(times.start_unix_nano),
         time_unix_nano: read_at(series, times),
         value: Some(number_data_point::Value::AsDouble(value)),
@@ -197,7 +262,11 @@ fn number_point(
     }
 }
 
-fn histogram_point(series: &prom::Metric, times: Timestamps) -> Option<HistogramDataPoint> {
+fn histogram_point(
+    series: &prom::Metric,
+    pushed: &Pushed,
+    times: Timestamps,
+) -> Option<HistogramDataPoint> {
     let histogram = series.histogram.as_ref()?;
     // The float fields override the integer ones when set (float histograms).
     let count = if histogram.sample_count_float > 0.0 {
@@ -207,7 +276,7 @@ fn histogram_point(series: &prom::Metric, times: Timestamps) -> Option<Histogram
     };
     let (explicit_bounds, bucket_counts) = otlp_buckets(&histogram.bucket, count);
     Some(HistogramDataPoint {
-        attributes: attributes(&series.label),
+        attributes: pushed.attributes(&series.label),
         start_time_unix_nano: started_at(histogram.start_timestamp.as_ref(), times),
         time_unix_nano: read_at(series, times),
         count,
@@ -248,10 +317,14 @@ fn otlp_buckets(buckets: &[prom::Bucket], count: u64) -> (Vec<f64>, Vec<u64>) {
     (bounds, counts)
 }
 
-fn summary_point(series: &prom::Metric, times: Timestamps) -> Option<SummaryDataPoint> {
+fn summary_point(
+    series: &prom::Metric,
+    pushed: &Pushed,
+    times: Timestamps,
+) -> Option<SummaryDataPoint> {
     let summary = series.summary.as_ref()?;
     Some(SummaryDataPoint {
-        attributes: attributes(&series.label),
+        attributes: pushed.attributes(&series.label),
         start_time_unix_nano: started_at(summary.start_timestamp.as_ref(), times),
         time_unix_nano: read_at(series, times),
         count: summary.sample_count,
@@ -268,8 +341,6 @@ fn summary_point(series: &prom::Metric, times: Timestamps) -> Option<SummaryData
     })
 }
 
-/// The series' own timestamp when it has one (rare: for values read from elsewhere), the
-/// export's otherwise.
 /// The series' own start time when it has one, the registry's otherwise.
 fn started_at(start: Option<&prost_types::Timestamp>, times: Timestamps) -> u64 {
     start.map_or(times.start_unix_nano, |t| {
@@ -277,6 +348,8 @@ fn started_at(start: Option<&prost_types::Timestamp>, times: Timestamps) -> u64 
     })
 }
 
+/// The series' own timestamp when it has one (rare: for values read from elsewhere), the
+/// export's otherwise.
 fn read_at(series: &prom::Metric, times: Timestamps) -> u64 {
     match u64::try_from(series.timestamp_ms) {
         Ok(millis) if millis > 0 => millis.saturating_mul(1_000_000),
@@ -284,17 +357,14 @@ fn read_at(series: &prom::Metric, times: Timestamps) -> u64 {
     }
 }
 
-fn attributes(labels: &[prom::LabelPair]) -> Vec<KeyValue> {
-    labels
-        .iter()
-        .map(|label| KeyValue {
-            key: label.name.clone(),
-            value: Some(AnyValue {
-                value: Some(any_value::Value::StringValue(label.value.clone())),
-            }),
-            key_strindex: 0,
-        })
-        .collect()
+fn string_attribute(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.to_owned(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(value.to_owned())),
+        }),
+        key_strindex: 0,
+    }
 }
 
 fn unix_nanos(time: SystemTime) -> u64 {

@@ -214,19 +214,36 @@ fn names_match_the_prometheus_text() {
     assert_eq!(build.value, double(1.0));
 }
 
-/// The same holds for the registries the proxy and the control plane really serve.
+/// The names a registry's families are pushed under: the text's, but for the GenAI ones.
+fn pushed_names(registry: &Registry) -> BTreeSet<String> {
+    prometheus_text_names(registry)
+        .into_iter()
+        .map(|name| {
+            SEMCONV_NAMES
+                .iter()
+                .find(|semconv| semconv.prometheus == name)
+                .map_or(name, |semconv| semconv.name.to_owned())
+        })
+        .collect()
+}
+
+/// The same holds for the registries the proxy and the control plane really serve (their
+/// process metrics included), but for the GenAI semantic conventions' metrics.
 #[test]
 fn sluice_registries_export_under_their_scrape_names() {
     let proxy = ProxyMetrics::new();
     let backend = proxy.backend("gpt-4o", "east");
     backend.response(Some(200), 0.003);
     backend.first_byte.observe(0.004);
-    backend.tokens.for_key(Some("team-a")).input.inc_by(12);
+    backend.tokens.for_key(Some("team-a")).record(12, 3);
     proxy.retry("gpt-4o", RetryReason::status_429);
     proxy.rejected("gpt-4o");
     proxy.backend_state("gpt-4o", "east", "available", 0.0);
     let metrics = convert(proxy.registry());
-    assert_eq!(names(&metrics), prometheus_text_names(proxy.registry()));
+    assert_eq!(names(&metrics), pushed_names(proxy.registry()));
+    for process in ["process_cpu_seconds_total", "process_resident_memory_bytes"] {
+        assert!(names(&metrics).contains(process), "{process}");
+    }
     let duration = match &named(&metrics, "sluice_upstream_duration_seconds").data {
         Some(Data::Histogram(histogram)) => histogram
             .data_points
@@ -254,6 +271,7 @@ fn sluice_registries_export_under_their_scrape_names() {
     let metrics = convert(admin.registry());
     assert_eq!(names(&metrics), prometheus_text_names(admin.registry()));
     assert!(names(&metrics).contains("sluice_config_revision"));
+    assert!(names(&metrics).contains("process_start_time_seconds"));
 }
 
 fn buckets(cumulative: &[(f64, u64)]) -> Vec<prom::Bucket> {
@@ -375,10 +393,7 @@ fn known_timestamps_win() {
 #[test]
 fn carries_resource_and_scopes() {
     let resource = Resource {
-        attributes: attributes(&[prom::LabelPair {
-            name: "service.name".into(),
-            value: "sluice".into(),
-        }]),
+        attributes: vec![string_attribute("service.name", "sluice")],
         ..Default::default()
     };
     let request = to_otlp(
@@ -451,4 +466,62 @@ fn genai_metrics_are_pushed_under_their_semconv_names() {
 
 fn names_of(metrics: &[Metric]) -> Vec<&str> {
     metrics.iter().map(|m| m.name.as_str()).collect()
+}
+
+fn histogram_points(metric: &Metric) -> Vec<(Labels, u64, Option<f64>)> {
+    let Some(Data::Histogram(histogram)) = &metric.data else {
+        panic!("{} is not a histogram: {:?}", metric.name, metric.data);
+    };
+    let mut points: Vec<_> = histogram
+        .data_points
+        .iter()
+        .map(|point| (string_attributes(&point.attributes), point.count, point.sum))
+        .collect();
+    points.sort_by(|a, b| a.0.cmp(&b.0));
+    points
+}
+
+/// Tokens per call go out as `gen_ai.client.token.usage` in `{token}`, their `token_type` as
+/// the `gen_ai.token.type` attribute; `pool` keeps its name.
+#[test]
+fn token_usage_is_pushed_with_the_semconv_attribute() {
+    let proxy = ProxyMetrics::new();
+    let tokens = proxy.backend("gpt-4o", "east").tokens.for_key(None);
+    tokens.record(120, 30);
+    tokens.record(80, 10);
+    let metrics = convert(proxy.registry());
+    assert!(!names(&metrics).contains("sluice_token_usage_tokens"));
+    let usage = named(&metrics, "gen_ai.client.token.usage");
+    assert_eq!(usage.unit, "{token}");
+    assert_eq!(
+        histogram_points(usage),
+        [
+            (
+                labels(&[("pool", "gpt-4o"), ("gen_ai.token.type", "input")]),
+                2,
+                Some(200.0)
+            ),
+            (
+                labels(&[("pool", "gpt-4o"), ("gen_ai.token.type", "output")]),
+                2,
+                Some(40.0)
+            ),
+        ]
+    );
+}
+
+/// A rename belongs to its metric: the same label on another family keeps its name.
+#[test]
+fn attribute_renames_apply_to_their_metric_only() {
+    let mut registry = Registry::default();
+    let other = Family::<Labels, Histogram>::new_with_constructor(|| Histogram::new([1.0]));
+    other
+        .get_or_create(&labels(&[("token_type", "input")]))
+        .observe(0.5);
+    registry.register("other_tokens", "Not a GenAI metric", other);
+    let metrics = convert(&registry);
+    assert_eq!(
+        histogram_points(named(&metrics, "other_tokens")),
+        [(labels(&[("token_type", "input")]), 1, Some(0.5))]
+    );
 }
