@@ -221,12 +221,13 @@ def otlp_section(win, meta, otlp):
 
 def slow_section(slow, meta):
     """One row per target over the rounds: the fewest streams open at once, all completions and
-    errors, the highest peak RSS, and what the streams cost over the fresh process's idle RSS."""
+    errors, the highest peak RSS, the peak of every round, and what the first round's streams
+    cost over the fresh process's idle RSS."""
     rows, notes = [], []
     for t in [t for t in ORDER if any(r["target"] == t for r in slow)]:
         runs = sorted((r for r in slow if r["target"] == t), key=lambda r: r["round"])
         streams = runs[0]["streams"]
-        peak = max(r["peak_kb"] for r in runs)
+        peaks = [r["peak_kb"] for r in runs]
         idle = runs[0]["idle_kb"]
         open_min = min(r["open_peak"] for r in runs)
         rows.append([
@@ -234,12 +235,20 @@ def slow_section(slow, meta):
             f"{open_min:,} of {streams:,}",
             f"{sum(r['completed'] for r in runs):,} / {sum(r['streams'] for r in runs):,}",
             str(sum(r["errors"] for r in runs)),
-            fmt(peak / 1024, 1),
-            fmt((peak - idle) / streams, 1),
+            fmt(max(peaks) / 1024, 1),
+            " / ".join(fmt(p / 1024, 1) for p in peaks),
+            fmt((peaks[0] - idle) / streams, 1),
             fmt(idle / 1024, 1),
             fmt(statistics.median(r["stream_p50_s"] for r in runs if r["stream_p50_s"] is not None), 1)
             if any(r["stream_p50_s"] is not None for r in runs) else "–",
         ])
+        # The streams of one round are all gone before the next: a peak that keeps rising is
+        # memory kept after them (allocator retention or a leak).
+        if len(peaks) > 1 and all(b > a * 1.05 for a, b in zip(peaks, peaks[1:])):
+            notes.append(f"Slow streams through {LABEL[t]}: the peak RSS rose every round "
+                         f"({' → '.join(fmt(p / 1024, 1) for p in peaks)} MB; idle before each round "
+                         f"{' → '.join(fmt(r['idle_kb'] / 1024, 1) for r in runs)} MB): "
+                         "memory is kept after the streams end.")
         for r in runs:
             if r["errors"]:
                 notes.append(f"Slow streams through {LABEL[t]}, round {r['round']}: {r['errors']} errors {r['error_kinds']}.")
@@ -253,11 +262,13 @@ def slow_section(slow, meta):
         "fresh nginx and a fresh Sluice (same configs as above, Sluice without Redis) started for this "
         f"test. {meta.get('slow_note', '')} RSS = VmRSS from `/proc/PID/status` every 100 ms (nginx: master "
         "and workers summed, so their shared pages count more than once); peak = highest sample over all "
-        "rounds; idle = before the first round; per stream = (peak − idle) ÷ streams. Completed = "
+        "rounds (each round's peak beside it); idle = before the first round; per stream = (first round's "
+        "peak − idle) ÷ streams. Completed = "
         "streams that ended in `data: [DONE]`. Target: Sluice ≤ 48 MB RSS at 1,000 concurrent slow streams."
     )
     table = md_table(["target", "streams open at once (fewest of the rounds)", "completed", "errors",
-                      "RSS MB (peak)", "RSS per stream KB", "RSS MB idle", "stream s (p50)"], rows)
+                      "RSS MB (peak)", "RSS MB peak by round", "RSS per stream KB", "RSS MB idle",
+                      "stream s (p50)"], rows)
     return [intro, ""] + table, notes
 
 
