@@ -2,8 +2,14 @@ use clap::{Args, ValueEnum};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use sluice_data_plane::trace::TARGET as TRACE_TARGET;
+use std::fmt::{self, Write as _};
 use tracing::Level;
+
+use tracing::field::{Field, Visit};
+use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::filter::Targets;
+use tracing_subscriber::fmt::FormattedFields;
+use tracing_subscriber::fmt::format::{FormatFields, Writer};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
@@ -58,6 +64,7 @@ fn subscriber(
             .flatten_event(true)
             .with_current_span(spans_in_logs)
             .with_span_list(false)
+            .fmt_fields(TraceIdOnly)
             .with_filter(filter)
             .boxed(),
     };
@@ -77,6 +84,62 @@ fn subscriber(
         );
     }
     Ok(tracing_subscriber::registry().with(layers))
+}
+
+/// What a JSON log line shows of the request span it happened in: its `trace_id`, the link to
+/// the trace, and nothing else. The span's other fields are in the trace; formatting all of
+/// them into every span (and parsing and re-writing them on every `record`, as tracing's
+/// `JsonFields` does) cost more than the rest of a traced request.
+struct TraceIdOnly;
+
+impl<'writer> FormatFields<'writer> for TraceIdOnly {
+    fn format_fields<R: RecordFields>(
+        &self,
+        mut writer: Writer<'writer>,
+        fields: R,
+    ) -> fmt::Result {
+        let mut trace_id = TraceIdVisitor(None);
+        fields.record(&mut trace_id);
+        // Always a JSON object: the JSON formatter reads it back as one.
+        match trace_id.0 {
+            Some(id) => write!(writer, "{{\"trace_id\":{}}}", serde_json::Value::String(id)),
+            None => writer.write_str("{}"),
+        }
+    }
+
+    fn add_fields(
+        &self,
+        current: &'writer mut FormattedFields<Self>,
+        fields: &tracing::span::Record<'_>,
+    ) -> fmt::Result {
+        let mut trace_id = TraceIdVisitor(None);
+        fields.record(&mut trace_id);
+        if let Some(id) = trace_id.0 {
+            current.fields.clear();
+            write!(
+                current.fields,
+                "{{\"trace_id\":{}}}",
+                serde_json::Value::String(id)
+            )?;
+        }
+        Ok(())
+    }
+}
+
+struct TraceIdVisitor(Option<String>);
+
+impl Visit for TraceIdVisitor {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if field.name() == "trace_id" {
+            self.0 = Some(format!("{value:?}"));
+        }
+    }
+
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "trace_id" {
+            self.0 = Some(value.to_owned());
+        }
+    }
 }
 
 /// The Azure SDK logs every failed request and its credential choices at info; Sluice logs

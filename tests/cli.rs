@@ -107,6 +107,30 @@ fn proxy_needs_a_config_source() {
 }
 
 #[test]
+fn refuses_a_trace_sampler_it_cannot_apply() {
+    for (sampler, arg, expected) in [
+        (
+            "parentbased_traceidratio",
+            "ten percent",
+            "OTEL_TRACES_SAMPLER_ARG=\"ten percent\" is not a ratio between 0 and 1",
+        ),
+        (
+            "jaeger_remote",
+            "",
+            "OTEL_TRACES_SAMPLER=\"jaeger_remote\" is not supported",
+        ),
+    ] {
+        let (ok, text) = run(sluice()
+            .args(["proxy", "--config", "/nonexistent/sluice.yaml"])
+            .env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1")
+            .env("OTEL_TRACES_SAMPLER", sampler)
+            .env("OTEL_TRACES_SAMPLER_ARG", arg));
+        assert!(!ok);
+        assert!(text.contains(expected), "{text}");
+    }
+}
+
+#[test]
 fn refuses_insecure_mode_off_loopback() {
     let db = TestDatabase::sqlite();
     let (ok, text) = run(sluice().args([

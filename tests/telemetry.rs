@@ -18,6 +18,7 @@ use support::proxy::{CLIENT_KEY, mock};
 const WAIT: Duration = Duration::from_secs(15);
 const CLIENT_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CLIENT_SPAN: &str = "00f067aa0ba902b7";
+const UNSAMPLED_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
 /// Sent with every export over HTTP, as a hosted backend's credentials would be.
 const OTLP_TOKEN: &str = "otlp-e2e-token";
 
@@ -119,19 +120,29 @@ impl ProxyProcess {
         panic!("the proxy did not stop on SIGTERM");
     }
 
+    /// A call that continues the client's sampled trace.
     fn call(&self, stream: bool) -> reqwest::RequestBuilder {
-        reqwest::Client::new()
+        let traceparent = format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01");
+        self.call_in_trace(stream, Some(&traceparent))
+    }
+
+    /// A call that continues `traceparent`, or starts no trace of its own.
+    fn call_in_trace(&self, stream: bool, traceparent: Option<&str>) -> reqwest::RequestBuilder {
+        let call = reqwest::Client::new()
             .post(format!(
                 "http://{}/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21",
                 self.addr
             ))
-            .header("api-key", CLIENT_KEY)
-            .header("traceparent", format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"))
-            .json(&serde_json::json!({
-                "messages": [{"role": "user", "content": "hello there"}],
-                "stream": stream,
-                "stream_options": {"include_usage": true},
-            }))
+            .header("api-key", CLIENT_KEY);
+        let call = match traceparent {
+            Some(traceparent) => call.header("traceparent", traceparent),
+            None => call,
+        };
+        call.json(&serde_json::json!({
+            "messages": [{"role": "user", "content": "hello there"}],
+            "stream": stream,
+            "stream_options": {"include_usage": true},
+        }))
     }
 }
 
@@ -353,6 +364,68 @@ async fn a_retried_call_is_traced(stream: bool, otlp: Otlp) {
         .expect("the retry is logged at debug");
     assert_eq!(retry_log["span"]["trace_id"], CLIENT_TRACE, "{retry_log}");
     assert_exported_over(&receiver, &proxy, transport);
+}
+
+/// The sampler is applied before a request's spans are built, with the SDK's meaning: at
+/// `parentbased_traceidratio` 0, a new trace and an unsampled parent leave no span (and the
+/// backend gets the client's `traceparent` as it came), a sampled parent is followed, and
+/// every call is served.
+#[tokio::test]
+async fn sampling_is_decided_before_any_span_is_built() {
+    let Traced {
+        receiver,
+        a,
+        b,
+        proxy,
+        _dir,
+    } = Traced::start_with(&[
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+        ("OTEL_TRACES_SAMPLER_ARG", "0"),
+    ])
+    .await;
+    let unsampled = format!("00-{UNSAMPLED_TRACE}-{CLIENT_SPAN}-00");
+    for traceparent in [None, Some(unsampled.as_str())] {
+        for stream in [false, true] {
+            let response = proxy
+                .call_in_trace(stream, traceparent)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), 200);
+            response.text().await.unwrap();
+        }
+    }
+    let passed_on = [a.last_request(), b.last_request()]
+        .into_iter()
+        .flatten()
+        .filter_map(|sent| sent.header("traceparent").map(str::to_owned))
+        .collect::<Vec<_>>();
+    // The last call continued the unsampled trace: whichever backend took it got it as sent.
+    assert!(!passed_on.is_empty());
+    assert!(
+        passed_on.iter().all(|sent| *sent == unsampled),
+        "{passed_on:?}"
+    );
+
+    assert_eq!(proxy.call(false).send().await.unwrap().status(), 200);
+    receiver
+        .wait_for_spans(
+            |spans| spans.iter().any(|s| s.kind == SpanKind::Server),
+            WAIT,
+        )
+        .await;
+    // Anything else would have been in the same batch or the one after.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let spans = receiver.spans();
+    assert!(
+        spans.iter().all(|span| span.trace_id == CLIENT_TRACE),
+        "{spans:#?}"
+    );
+    assert_eq!(
+        spans.iter().filter(|s| s.kind == SpanKind::Server).count(),
+        1
+    );
 }
 
 fn one(spans: &[ReceivedSpan], matches: impl Fn(&ReceivedSpan) -> bool) -> ReceivedSpan {

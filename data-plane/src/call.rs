@@ -41,6 +41,8 @@ pub struct ClientCall {
     /// Ask backends for usage in the stream (`stream_options.include_usage`) although the
     /// client did not: its limits count tokens, and only the backend's usage is exact.
     pub ask_for_usage: bool,
+    /// The request is traced: its attempts get spans too.
+    pub traced: bool,
 }
 
 /// The body field the proxy needs for OpenAI-style routing; the rest is skipped unparsed.
@@ -111,6 +113,7 @@ mod tests {
             headers: HeaderMap::new(),
             body: Bytes::from_static(br#"{"messages":[],"temperature":0.5}"#),
             ask_for_usage: false,
+            traced: false,
         };
         let rewritten = |model, usage| -> serde_json::Value {
             serde_json::from_slice(&call.upstream_body(model, usage)).unwrap()

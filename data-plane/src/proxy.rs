@@ -198,6 +198,7 @@ impl Proxy {
             body,
             requested,
             ask_for_usage,
+            traced: !span.is_disabled(),
         });
         let client_key = key.map(|k| k.id.as_str());
         trace::routed(span, &call, call.style.route_template(), client_key);

@@ -13,13 +13,35 @@ use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::call::ClientCall;
+use crate::head_sampling::{HeadSampler, Parent};
 use crate::usage::Usage;
+
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// The `tracing` target of every span the proxy exports.
 pub const TARGET: &str = "sluice::trace";
 
-/// The span of one client request, continuing the client's trace when it sent `traceparent`.
+/// The span of one client request, continuing the client's trace when it sent `traceparent`;
+/// none for a request the [`HeadSampler`] leaves out.
 pub fn server_span(method: &http::Method, path: &str, headers: &HeaderMap) -> Span {
+    if !tracing::enabled!(target: TARGET, tracing::Level::INFO) {
+        return Span::none();
+    }
+    // Only a request that says it continues a trace has one to read.
+    let parent = headers.contains_key(&TRACEPARENT).then(|| {
+        opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)))
+    });
+    let parent = parent.filter(|parent| parent.span().span_context().is_valid());
+    let decided_on = parent.as_ref().map(|parent| {
+        let context = parent.span().span_context().clone();
+        Parent {
+            trace_id: context.trace_id(),
+            sampled: context.is_sampled(),
+        }
+    });
+    if !HeadSampler::installed().samples(decided_on) {
+        return Span::none();
+    }
     let span = tracing::info_span!(
         target: TARGET,
         "request",
@@ -45,9 +67,7 @@ pub fn server_span(method: &http::Method, path: &str, headers: &HeaderMap) -> Sp
     if span.is_disabled() {
         return span;
     }
-    let parent =
-        opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(headers)));
-    if parent.span().span_context().is_valid() {
+    if let Some(parent) = parent {
         let _ = span.set_parent(parent);
     }
     let trace_id = span.context().span().span_context().trace_id();
@@ -76,6 +96,10 @@ pub fn routed(span: &Span, call: &ClientCall, route: &'static str, client_key: O
 
 /// The span of one upstream attempt, a child of the request's span.
 pub fn attempt_span(call: &ClientCall, backend: &str, base_url: &str, number: usize) -> Span {
+    if !call.traced {
+        // Without its request's span it would start a trace of its own.
+        return Span::none();
+    }
     let span = tracing::info_span!(
         target: TARGET,
         "attempt",

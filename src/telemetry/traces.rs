@@ -1,6 +1,7 @@
 //! Span export over OTLP, gRPC or HTTP (`http/protobuf`), configured by the standard
-//! `OTEL_*` variables. The SDK reads the sampler (`OTEL_TRACES_SAMPLER[_ARG]`) and batching
-//! (`OTEL_BSP_*`).
+//! `OTEL_*` variables. The proxy applies the sampler (`OTEL_TRACES_SAMPLER[_ARG]`) itself,
+//! before it builds a request's spans ([`HeadSampler`]), so the SDK keeps every span it gets;
+//! the SDK reads batching (`OTEL_BSP_*`).
 //!
 //! The batch processor exports from its own thread, outside any tokio runtime: the gRPC
 //! exporter hands its calls to the runtime it was built in, and the HTTP exporter uses
@@ -9,18 +10,23 @@
 use opentelemetry::propagation::TextMapCompositePropagator;
 use opentelemetry_otlp::{SpanExporter, WithExportConfig as _};
 use opentelemetry_sdk::propagation::{BaggagePropagator, TraceContextPropagator};
-use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use sluice_data_plane::head_sampling::{HeadSampler, SamplerError};
 
 use super::metrics_export::OtelEnv;
 use super::metrics_export::config::resource;
 use super::otlp_target::{ENDPOINT, OtlpTarget, Protocol, TRACES, TargetError};
 
 const TRACES_EXPORTER: &str = "OTEL_TRACES_EXPORTER";
+const TRACES_SAMPLER: &str = "OTEL_TRACES_SAMPLER";
+const TRACES_SAMPLER_ARG: &str = "OTEL_TRACES_SAMPLER_ARG";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TracesError {
     #[error(transparent)]
     Target(#[from] TargetError),
+    #[error(transparent)]
+    Sampler(#[from] SamplerError),
     #[error("cannot set up the OTLP span exporter")]
     Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
 }
@@ -39,7 +45,9 @@ pub fn provider(env: &OtelEnv) -> Result<Option<(SdkTracerProvider, OtlpTarget)>
         return Ok(None);
     }
     let target = OtlpTarget::from_env(env, &TRACES)?;
+    HeadSampler::from_env(env.get(TRACES_SAMPLER), env.get(TRACES_SAMPLER_ARG))?.install();
     let provider = SdkTracerProvider::builder()
+        .with_sampler(Sampler::AlwaysOn)
         .with_batch_exporter(exporter(&target)?)
         .with_resource(resource(env))
         .build();
@@ -100,6 +108,20 @@ mod tests {
         let error = provider(&env).unwrap_err().to_string();
         assert!(
             error.starts_with("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL=\"http/xml\""),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_bad_sampler_is_refused_with_the_variable_named() {
+        let env = OtelEnv::from_vars([
+            (ENDPOINT, "http://collector:4318"),
+            (TRACES_SAMPLER, "parentbased_traceidratio"),
+            (TRACES_SAMPLER_ARG, "ten percent"),
+        ]);
+        let error = provider(&env).unwrap_err().to_string();
+        assert!(
+            error.starts_with("OTEL_TRACES_SAMPLER_ARG=\"ten percent\""),
             "{error}"
         );
     }

@@ -459,6 +459,7 @@ mod tests {
             headers: http::HeaderMap::new(),
             body: Bytes::new(),
             ask_for_usage: false,
+            traced: false,
         };
         let sent = endpoint
             .send(&call, Duration::from_secs(1), false, &tracing::Span::none())
