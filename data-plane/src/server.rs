@@ -164,7 +164,8 @@ fn serve_on_own_runtime(
     });
 }
 
-/// Keeps a timer due within the next second on this worker's runtime, for ever.
+/// Keeps a timer due within the next second on this worker's runtime, for ever, and on it
+/// sweeps the worker's idle upstream connections.
 ///
 /// Tokio wakes its driver (an eventfd write, a syscall) whenever a timer is registered that
 /// is due before the driver's next planned wake-up. On a worker whose only timers are the
@@ -176,6 +177,7 @@ async fn keep_timer_wheel_near() {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        crate::upstream::sweep_this_thread(Nanos::now());
     }
 }
 

@@ -8,6 +8,8 @@
 
 mod http1;
 mod pool;
+
+pub use self::pool::sweep_this_thread;
 #[cfg(test)]
 mod tests;
 

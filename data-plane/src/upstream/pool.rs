@@ -201,6 +201,10 @@ impl ThreadPool {
                 since: now,
             });
         }
+        self.sweep_when_due(now);
+    }
+
+    fn sweep_when_due(&mut self, now: Nanos) {
         if now.0.saturating_sub(self.swept.0) > SWEEP_EVERY.as_nanos() as u64 {
             self.swept = now;
             self.sweep(now);
@@ -223,6 +227,19 @@ impl ThreadPool {
     fn idle_count(&self, origin: &Origin) -> usize {
         self.origins.get(origin).map_or(0, |slot| slot.idle.len())
     }
+}
+
+/// Closes this thread's idle connections past their time, when a sweep is due. Returning a
+/// connection sweeps too, but after a burst that ends in silence nothing is returned: without
+/// this, the burst's connections (and their buffers) would stay open for good.
+pub fn sweep_this_thread(now: Nanos) {
+    let _ = POOLS.try_with(|pools| {
+        let mut pools = pools.borrow_mut();
+        pools.retain(|(owner, _)| owner.strong_count() > 0);
+        for (_, pool) in pools.iter_mut() {
+            pool.sweep_when_due(now);
+        }
+    });
 }
 
 fn fresh(since: Nanos, now: Nanos) -> bool {
@@ -282,6 +299,30 @@ mod tests {
         assert_eq!(host("http://127.0.0.1:8080/"), "127.0.0.1:8080");
         assert_eq!(host("https://[::1]:8443/"), "[::1]:8443");
         assert!(Origin::of(&"/relative".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn a_silent_thread_still_closes_idle_connections_past_their_time() {
+        let mut pool = ThreadPool::new(Upstream::new(Duration::from_secs(1)).unwrap().connector());
+        pool.swept = Nanos(0);
+        pool.origins.insert(
+            Origin::of(&"http://a:1/".parse().unwrap()).unwrap(),
+            Slot {
+                host: HeaderValue::from_static("a:1"),
+                idle: Vec::new(),
+                shared: None,
+            },
+        );
+        let early = Nanos(SWEEP_EVERY.as_nanos() as u64 / 2);
+        pool.sweep_when_due(early);
+        assert_eq!(pool.swept, Nanos(0), "not due yet");
+        let later = Nanos(SWEEP_EVERY.as_nanos() as u64 + 1);
+        pool.sweep_when_due(later);
+        assert_eq!(pool.swept, later);
+        assert!(
+            pool.origins.is_empty(),
+            "an origin with nothing open is forgotten"
+        );
     }
 
     #[test]
