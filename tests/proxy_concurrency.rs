@@ -12,13 +12,8 @@ use sluice_data_plane::ListenerOptions;
 use sluice_testkit::azure::TestCa;
 use sluice_testkit::mock_upstream::MockConfig;
 use support::eventually;
-use support::process::{ProxyProcess, metric_value};
+use support::process::ProxyProcess;
 use support::proxy::{ProxySettings, TestProxy, mock_with, pool_yaml};
-
-async fn metric(proxy: &TestProxy, series: &str) -> f64 {
-    let text = proxy.metrics().await;
-    metric_value(&text, series).unwrap_or_else(|| panic!("no {series} in:\n{text}"))
-}
 
 #[tokio::test]
 async fn a_request_past_the_cap_gets_a_503_to_retry_and_is_counted() {
@@ -43,8 +38,8 @@ async fn a_request_past_the_cap_gets_a_503_to_retry_and_is_counted() {
         },
     )
     .await;
-    assert_eq!(metric(&proxy, "sluice_concurrency_limit").await, 2.0);
-    assert_eq!(metric(&proxy, "sluice_proxy_workers").await, 1.0);
+    assert_eq!(proxy.metric("sluice_concurrency_limit").await, 2.0);
+    assert_eq!(proxy.metric("sluice_proxy_workers").await, 1.0);
 
     let first = proxy.stream("p").send().await.unwrap();
     let second = proxy.stream("p").send().await.unwrap();
@@ -53,7 +48,7 @@ async fn a_request_past_the_cap_gets_a_503_to_retry_and_is_counted() {
         (StatusCode::OK, StatusCode::OK)
     );
     // Their heads are out, their bodies are still being sent: both count.
-    assert_eq!(metric(&proxy, "sluice_inflight_requests").await, 2.0);
+    assert_eq!(proxy.metric("sluice_inflight_requests").await, 2.0);
 
     let refused = proxy.chat("p").send().await.unwrap();
     assert_eq!(refused.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -65,10 +60,7 @@ async fn a_request_past_the_cap_gets_a_503_to_retry_and_is_counted() {
         "{body}"
     );
     assert_eq!(body["error"]["type"], "server_error", "{body}");
-    assert_eq!(
-        metric(&proxy, "sluice_concurrency_rejected_total").await,
-        1.0
-    );
+    assert_eq!(proxy.metric("sluice_concurrency_rejected_total").await, 1.0);
     assert_eq!(
         backend.request_count(),
         2,
@@ -80,20 +72,17 @@ async fn a_request_past_the_cap_gets_a_503_to_retry_and_is_counted() {
     eventually(
         Duration::from_secs(10),
         "the stream to stop counting",
-        || async { metric(&proxy, "sluice_inflight_requests").await == 1.0 },
+        || async { proxy.metric("sluice_inflight_requests").await == 1.0 },
     )
     .await;
     let admitted = proxy.chat("p").send().await.unwrap();
     assert_eq!(admitted.status(), StatusCode::OK);
     drop(second);
     eventually(Duration::from_secs(10), "nothing in flight", || async {
-        metric(&proxy, "sluice_inflight_requests").await == 0.0
+        proxy.metric("sluice_inflight_requests").await == 0.0
     })
     .await;
-    assert_eq!(
-        metric(&proxy, "sluice_concurrency_rejected_total").await,
-        1.0
-    );
+    assert_eq!(proxy.metric("sluice_concurrency_rejected_total").await, 1.0);
 }
 
 /// Threads named `sluice-proxy-N` in the process: the workers.

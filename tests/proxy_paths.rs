@@ -707,6 +707,11 @@ async fn upstream_requests_ask_for_identity_and_carry_no_cookies_or_forwarding_h
         }
         assert_eq!(seen.header("x-ms-client-request-id"), Some("abc"));
         assert_eq!(seen.header("openai-organization"), Some("org"));
+        if !openai_style {
+            // The body went on as the client sent it, and so did its length.
+            let sent = serde_json::to_vec(&chat_body()).unwrap().len().to_string();
+            assert_eq!(seen.header("content-length"), Some(sent.as_str()));
+        }
         assert_eq!(seen.api_key(), Some("key-east"));
         for (name, value) in &seen.headers {
             assert!(

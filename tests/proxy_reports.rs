@@ -11,7 +11,6 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sluice_testkit::mock_upstream::Fault;
 use sluice_testkit::mock_upstream::MockHandle;
-use support::process::metric_value;
 use support::proxy::{ProxySettings, TestProxy, mock};
 use support::{TestControlPlane, TestDatabase, eventually, expect_status};
 
@@ -49,10 +48,6 @@ async fn connected_since(cp: &TestControlPlane, node: &str) -> Value {
     proxy["connected_since"].clone()
 }
 
-async fn metric(proxy: &TestProxy, series: &str) -> f64 {
-    metric_value(&proxy.metrics().await, series).unwrap_or_else(|| panic!("no {series}"))
-}
-
 #[tokio::test]
 async fn reports_share_the_config_stream_and_stay_off_at_interval_zero() {
     let cp = TestControlPlane::start(TestDatabase::sqlite()).await;
@@ -77,10 +72,10 @@ async fn reports_share_the_config_stream_and_stay_off_at_interval_zero() {
     let session = connected_since(&cp, "reporting").await;
 
     eventually(Duration::from_secs(5), "several reports", || async {
-        metric(&reporting, "sluice_reports_sent_total").await >= 5.0
+        reporting.metric("sluice_reports_sent_total").await >= 5.0
     })
     .await;
-    assert!(metric(&reporting, "sluice_report_bytes_total").await > 0.0);
+    assert!(reporting.metric("sluice_report_bytes_total").await > 0.0);
 
     // Updates still reach the reporting proxy, and its ACKs still reach the control plane.
     expect_status(
@@ -107,8 +102,8 @@ async fn reports_share_the_config_stream_and_stay_off_at_interval_zero() {
     );
 
     // Connected as long as the other one, through the same traffic and changes.
-    assert_eq!(metric(&silent, "sluice_reports_sent_total").await, 0.0);
-    assert_eq!(metric(&silent, "sluice_report_bytes_total").await, 0.0);
+    assert_eq!(silent.metric("sluice_reports_sent_total").await, 0.0);
+    assert_eq!(silent.metric("sluice_report_bytes_total").await, 0.0);
 }
 
 /// A proxy on replica B carries traffic for a key; replica A (same Postgres) shows it in the

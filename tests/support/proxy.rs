@@ -262,6 +262,13 @@ impl TestProxy {
         super::ops_metrics(self.ops_addr).await
     }
 
+    /// One series' value from `/metrics`; panics, showing the text, when it is absent.
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.metrics().await;
+        super::process::metric_value(&text, series)
+            .unwrap_or_else(|| panic!("no {series} in:\n{text}"))
+    }
+
     /// SIGTERM-style shutdown: stop accepting, let in-flight requests finish.
     pub fn begin_shutdown(&mut self) {
         self.running.begin_stop();
