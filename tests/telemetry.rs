@@ -385,6 +385,14 @@ async fn sampling_is_decided_before_any_span_is_built() {
     ])
     .await;
     let unsampled = format!("00-{UNSAMPLED_TRACE}-{CLIENT_SPAN}-00");
+    // What the backend that took the latest call was sent as `traceparent`.
+    let latest_traceparent = || {
+        [a.last_request(), b.last_request()]
+            .into_iter()
+            .flatten()
+            .max_by_key(|sent| sent.received_at)
+            .and_then(|sent| sent.header("traceparent").map(str::to_owned))
+    };
     for traceparent in [None, Some(unsampled.as_str())] {
         for stream in [false, true] {
             let response = proxy
@@ -395,18 +403,20 @@ async fn sampling_is_decided_before_any_span_is_built() {
             assert_eq!(response.status(), 200);
             response.text().await.unwrap();
         }
+        let passed_on = latest_traceparent().expect("a traceparent reaches the backend");
+        match traceparent {
+            // The last call continued the unsampled trace: the backend got it as sent.
+            Some(sent) => assert_eq!(passed_on, sent, "untouched"),
+            // A new trace, left out: the backend is told so (flags 00).
+            None => {
+                let fields: Vec<_> = passed_on.split('-').collect();
+                assert_eq!(fields.len(), 4, "{passed_on}");
+                assert_eq!((fields[0], fields[3]), ("00", "00"), "{passed_on}");
+                assert_eq!((fields[1].len(), fields[2].len()), (32, 16), "{passed_on}");
+                assert_ne!(fields[1], "0".repeat(32));
+            }
+        }
     }
-    let passed_on = [a.last_request(), b.last_request()]
-        .into_iter()
-        .flatten()
-        .filter_map(|sent| sent.header("traceparent").map(str::to_owned))
-        .collect::<Vec<_>>();
-    // The last call continued the unsampled trace: whichever backend took it got it as sent.
-    assert!(!passed_on.is_empty());
-    assert!(
-        passed_on.iter().all(|sent| *sent == unsampled),
-        "{passed_on:?}"
-    );
 
     assert_eq!(proxy.call(false).send().await.unwrap().status(), 200);
     receiver

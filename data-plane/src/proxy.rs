@@ -193,6 +193,7 @@ impl Proxy {
             query: parts.uri.query().map(str::to_owned),
             headers: {
                 strip_for_upstream(&mut parts.headers, body.len());
+                trace::mark_unsampled(span, &mut parts.headers);
                 parts.headers
             },
             body,

@@ -75,6 +75,26 @@ pub fn server_span(method: &http::Method, path: &str, headers: &HeaderMap) -> Sp
     span
 }
 
+/// A request the sampler left out still tells its backends so, as the W3C propagates a trace:
+/// without a `traceparent` of the client's, it gets one flagged "not sampled", so a backend
+/// that follows its parent's decision does not start a trace of its own for it. Nothing is
+/// added while traces are not exported.
+pub fn mark_unsampled(span: &Span, headers: &mut HeaderMap) {
+    if !span.is_disabled()
+        || headers.contains_key(&TRACEPARENT)
+        || !tracing::enabled!(target: TARGET, tracing::Level::INFO)
+    {
+        return;
+    }
+    // Ids must not be all zeros (W3C); the low bit set is enough for that.
+    let trace_id = rand::random::<u128>() | 1;
+    let span_id = rand::random::<u64>() | 1;
+    let value = format!("00-{trace_id:032x}-{span_id:016x}-00");
+    if let Ok(value) = HeaderValue::from_str(&value) {
+        headers.insert(TRACEPARENT.clone(), value);
+    }
+}
+
 /// What the request turned out to be, once routed.
 pub fn routed(span: &Span, call: &ClientCall, route: &'static str, client_key: Option<&str>) {
     if span.is_disabled() {
@@ -288,6 +308,13 @@ mod tests {
         assert_eq!(operation_name("audio/speech"), "audio/speech");
         assert_eq!(operation_name("files/file-abc123/content"), "other");
         assert_eq!(operation_name("made/up/thing"), "other");
+    }
+
+    #[test]
+    fn without_a_subscriber_nothing_is_marked_unsampled() {
+        let mut headers = HeaderMap::new();
+        mark_unsampled(&Span::none(), &mut headers);
+        assert!(headers.is_empty(), "traces are not exported");
     }
 
     #[test]
