@@ -7,14 +7,16 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 
 use http::HeaderMap;
-use http::header::AUTHORIZATION;
+use http::header::{AUTHORIZATION, HeaderName};
 use sluice_model::ClientKey;
 
 use crate::quota::KeyRules;
 
+static API_KEY: HeaderName = HeaderName::from_static("api-key");
+
 /// The key in `api-key`, or else in `Authorization: Bearer`.
 pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    if let Some(key) = headers.get("api-key").and_then(|v| v.to_str().ok()) {
+    if let Some(key) = headers.get(&API_KEY).and_then(|v| v.to_str().ok()) {
         return Some(key.trim());
     }
     let authorization = headers.get(AUTHORIZATION)?.to_str().ok()?;

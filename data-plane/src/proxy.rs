@@ -99,7 +99,10 @@ impl Proxy {
         let span = trace::server_span(request.method(), request.uri().path(), request.headers());
         let config = self.current();
         let mut seen = Seen::default();
-        let forwarded = self.forward(request, &span, started, config.as_deref(), &mut seen);
+        // Boxed for the same reason as the exchange with the backend: a large future, copied
+        // again by every future that holds it inline.
+        let forwarded =
+            Box::pin(self.forward(request, &span, started, config.as_deref(), &mut seen));
         let mut response = match forwarded.instrument(span.clone()).await {
             Ok(response) | Err(response) => response,
         };

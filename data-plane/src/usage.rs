@@ -77,14 +77,23 @@ impl UsageScanner {
             // Only the start of the chunk can complete a key that began in the carry.
             let carry: &[u8] = if first_search { carried } else { &[] };
             first_search = false;
-            if let Some(at) = find_key(carry, rest) {
-                self.capturing = true;
-                self.capture.clear();
-                self.capture.extend_from_slice(KEY);
-                rest = &rest[at..];
-                continue;
+            let Some(at) = find_key(carry, rest) else {
+                break;
+            };
+            rest = &rest[at..];
+            // Usually the whole value follows the key in the same chunk: read it from there
+            // rather than copying it aside first.
+            match read_value(rest) {
+                Value::Incomplete => {
+                    self.capturing = true;
+                    self.capture.clear();
+                    self.capture.extend_from_slice(KEY);
+                }
+                Value::Read { usage, len } => {
+                    self.found = usage.or(self.found);
+                    rest = &rest[len..];
+                }
             }
-            break;
         }
         // The last few bytes seen, across short chunks too.
         let mut tail = [0u8; 2 * CARRY];
@@ -100,33 +109,50 @@ impl UsageScanner {
     /// When the captured value is complete: parses it and returns how many captured bytes,
     /// counted from the key, it spans; `None` while more bytes are needed.
     fn finish_capture(&mut self) -> Option<usize> {
-        let value = &self.capture[KEY.len()..];
-        let start = value
-            .iter()
-            .position(|b| !b.is_ascii_whitespace() && *b != b':');
-        let Some(start) = start else {
-            return self.give_up_if_full();
-        };
-        if value[start] != b'{' {
-            // `"usage": null` (or a number in some other object): not what we want.
-            self.capturing = false;
-            return Some(KEY.len() + start);
+        match read_value(&self.capture[KEY.len()..]) {
+            Value::Incomplete => {
+                if self.capture.len() >= MAX_CAPTURE {
+                    self.capturing = false;
+                }
+                None
+            }
+            Value::Read { usage, len } => {
+                self.found = usage.or(self.found);
+                self.capturing = false;
+                Some(KEY.len() + len)
+            }
         }
-        let Some(end) = object_end(&value[start..]) else {
-            return self.give_up_if_full();
-        };
-        if let Ok(usage) = serde_json::from_slice::<Usage>(&value[start..start + end]) {
-            self.found = Some(usage);
-        }
-        self.capturing = false;
-        Some(KEY.len() + start + end)
     }
+}
 
-    fn give_up_if_full(&mut self) -> Option<usize> {
-        if self.capture.len() >= MAX_CAPTURE {
-            self.capturing = false;
-        }
-        None
+/// What follows a `"usage"` key.
+enum Value {
+    /// More bytes are needed to tell.
+    Incomplete,
+    /// `len` bytes (separator and value) were read; `usage` is set when the value was a usage
+    /// object (`"usage": null`, or a key of that name in some other object, is not).
+    Read { usage: Option<Usage>, len: usize },
+}
+
+fn read_value(after_key: &[u8]) -> Value {
+    let Some(start) = after_key
+        .iter()
+        .position(|b| !b.is_ascii_whitespace() && *b != b':')
+    else {
+        return Value::Incomplete;
+    };
+    if after_key[start] != b'{' {
+        return Value::Read {
+            usage: None,
+            len: start,
+        };
+    }
+    let Some(end) = object_end(&after_key[start..]) else {
+        return Value::Incomplete;
+    };
+    Value::Read {
+        usage: serde_json::from_slice(&after_key[start..start + end]).ok(),
+        len: start + end,
     }
 }
 
