@@ -28,17 +28,24 @@ pub struct Attempt {
     pub tried: Vec<usize>,
 }
 
-/// Which backend answered, on which attempt (a response extension).
+/// A backend's response and who gave it: what an attempt returns.
+///
+/// Carried beside the response rather than in its extensions: the first extension allocates
+/// the response's extension map, on every call (profiled).
+pub struct Answer {
+    pub response: Response<UpstreamBody>,
+    pub served: ServedBy,
+    /// The span of the attempt that answered, kept until its body has passed; present only
+    /// while traces are exported.
+    pub span: Option<tracing::Span>,
+}
+
+/// Which backend answered, on which attempt.
 #[derive(Clone, Copy, Debug)]
 pub struct ServedBy {
     pub backend: usize,
     pub attempt: usize,
 }
-
-/// The span of the attempt that answered, kept until its body has passed (a response
-/// extension, present only while traces are exported).
-#[derive(Clone)]
-pub struct AttemptSpan(pub tracing::Span);
 
 #[derive(Debug, Clone, Copy)]
 pub enum AttemptError {
@@ -56,11 +63,10 @@ pub struct PoolService {
     pub pool: Arc<PoolRuntime>,
 }
 
-type AttemptFuture =
-    Pin<Box<dyn Future<Output = Result<Response<UpstreamBody>, AttemptError>> + Send>>;
+type AttemptFuture = Pin<Box<dyn Future<Output = Result<Answer, AttemptError>> + Send>>;
 
 impl Service<Attempt> for PoolService {
-    type Response = Response<UpstreamBody>;
+    type Response = Answer;
     type Error = AttemptError;
     type Future = AttemptFuture;
 
@@ -89,16 +95,16 @@ impl Service<Attempt> for PoolService {
                 .instrument(span.clone())
                 .await
             {
-                Ok(mut response) => {
+                Ok(response) => {
                     trace::status(&span, response.status().as_u16());
-                    response.extensions_mut().insert(ServedBy {
-                        backend,
-                        attempt: number,
-                    });
-                    if !span.is_disabled() {
-                        response.extensions_mut().insert(AttemptSpan(span));
-                    }
-                    Ok(response)
+                    Ok(Answer {
+                        response,
+                        served: ServedBy {
+                            backend,
+                            attempt: number,
+                        },
+                        span: (!span.is_disabled()).then_some(span),
+                    })
                 }
                 Err(failure) => {
                     trace::failed(&span, failure.label());
@@ -146,17 +152,17 @@ impl RetryOnAnotherBackend {
     }
 }
 
-impl tower::retry::Policy<Attempt, Response<UpstreamBody>, AttemptError> for RetryOnAnotherBackend {
+impl tower::retry::Policy<Attempt, Answer, AttemptError> for RetryOnAnotherBackend {
     type Future = Ready<()>;
 
     fn retry(
         &mut self,
         attempt: &mut Attempt,
-        result: &mut Result<Response<UpstreamBody>, AttemptError>,
+        result: &mut Result<Answer, AttemptError>,
     ) -> Option<Self::Future> {
         let reason = failover_reason(result, &self.pool.retry.retry_on)?;
         let backend = match result {
-            Ok(response) => response.extensions().get::<ServedBy>()?.backend,
+            Ok(answer) => answer.served.backend,
             Err(AttemptError::Transport { backend, .. }) => *backend,
             Err(AttemptError::NoBackend(_)) => return None,
         };
@@ -182,11 +188,11 @@ impl tower::retry::Policy<Attempt, Response<UpstreamBody>, AttemptError> for Ret
 /// Why an attempt's outcome calls for another backend, which also makes it a failed attempt
 /// in the report; `None` when the outcome stands.
 fn failover_reason(
-    result: &Result<Response<UpstreamBody>, AttemptError>,
+    result: &Result<Answer, AttemptError>,
     retry_on: &RetryOn,
 ) -> Option<RetryReason> {
     match result {
-        Ok(response) => {
+        Ok(Answer { response, .. }) => {
             let status = response.status().as_u16();
             // A refused key or a missing deployment is that backend's problem, not the
             // request's: always fail over.

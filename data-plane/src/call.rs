@@ -26,7 +26,6 @@ impl CallStyle {
     }
 }
 
-#[derive(Debug)]
 pub struct ClientCall {
     pub method: Method,
     pub style: CallStyle,
@@ -35,7 +34,9 @@ pub struct ClientCall {
     /// The operation path after the deployment or version, e.g. `chat/completions`.
     pub operation: String,
     pub query: Option<String>,
-    /// Client headers minus hop-by-hop headers and the client's own credentials.
+    /// The client's headers as they came (with a `traceparent` added for an unsampled new
+    /// trace); what of them reaches a backend is decided per attempt
+    /// ([`crate::headers::for_upstream`]). They hold the client's credentials: never log them.
     pub headers: HeaderMap,
     pub body: Bytes,
     /// Ask backends for usage in the stream (`stream_options.include_usage`) although the

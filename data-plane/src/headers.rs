@@ -4,89 +4,88 @@
 use http::HeaderMap;
 use http::header::{self, HeaderName, HeaderValue};
 
-static HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::PROXY_AUTHORIZATION,
-];
-
-/// Client headers that never go upstream, besides the hop-by-hop ones: credentials, host,
-/// cookies, and what claims to say where the request came from (a client could spoof it to a
-/// backend that trusts it). `Content-Length` is [`strip_for_upstream`]'s own decision.
-static CLIENT_ONLY: [HeaderName; 8] = [
-    header::AUTHORIZATION,
-    HeaderName::from_static("api-key"),
-    header::HOST,
-    header::EXPECT,
-    header::PROXY_AUTHENTICATE,
-    header::COOKIE,
-    header::FORWARDED,
-    HeaderName::from_static("x-real-ip"),
-];
-
-/// Removes hop-by-hop headers (including those `Connection` names), the names `also_drop`
-/// lists and those `also_drop_when` matches, in place: the header maps are owned, so nothing
-/// needs copying.
-///
-/// One pass over the headers present (a handful) decides what goes; looking up every name
-/// that could be there instead cost a hash and a probe each, most for absent names.
-fn keep_end_to_end(
-    headers: &mut HeaderMap,
-    also_drop: &[HeaderName],
-    also_drop_when: impl Fn(&HeaderName) -> bool,
-) {
-    let named_by_connection = || {
-        headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-    };
-    // Looked up once: most messages have no `Connection` header to read names from.
-    let has_connection = headers.contains_key(header::CONNECTION);
-    let doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| {
-            HOP_BY_HOP.contains(name)
-                || also_drop.contains(name)
-                || also_drop_when(name)
-                || (has_connection
-                    && named_by_connection().any(|named| named.eq_ignore_ascii_case(name.as_str())))
-        })
-        .cloned()
-        .collect();
-    for name in doomed {
-        headers.remove(name);
-    }
+/// Connection-specific headers: they describe one hop and must not be forwarded.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    // One `match` on the name (dispatched on its length) rather than comparing it with each
+    // name in a list: this runs for every header of every request and response (profiled).
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "proxy-authorization"
+    )
 }
 
-/// Client request headers to send upstream: no hop-by-hop headers, none of [`CLIENT_ONLY`],
-/// no `x-forwarded-*`. The client's `Content-Length` stays when it is the length of the
-/// `body` the proxy read (HTTP/1 then sends it as it came, without formatting a new one); the
-/// request to each backend corrects it when that backend gets a rewritten body.
+/// Client headers that never go upstream, besides the hop-by-hop ones: credentials, host,
+/// cookies, what claims to say where the request came from (a client could spoof it to a
+/// backend that trusts it), and the codings the client accepts (the proxy asks for its own).
+/// `Content-Length` is [`for_upstream`]'s own decision.
+fn is_client_only(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "authorization"
+            | "api-key"
+            | "host"
+            | "expect"
+            | "proxy-authenticate"
+            | "cookie"
+            | "forwarded"
+            | "x-real-ip"
+            | "accept-encoding"
+            | "content-length"
+    ) || name.as_str().starts_with("x-forwarded-")
+}
+
+/// Whether the message's `Connection` header names `name` (making it hop-by-hop too).
+fn named_by_connection(headers: &HeaderMap, name: &HeaderName) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|named| named.trim().eq_ignore_ascii_case(name.as_str()))
+}
+
+/// The headers of the request to a backend, from the client's (`client`) and the body the
+/// backend gets (`body_len` bytes), added to `upstream`: no hop-by-hop headers (including
+/// those the client's `Connection` names), none of the client-only ones, no `x-forwarded-*`.
+/// The client's `Content-Length` stays when it is the body's length (HTTP/1 then sends it as
+/// it came, without formatting a new one); otherwise HTTP/1 states the body's own.
 ///
 /// The backend is asked for an uncompressed body: the proxy reads token usage from every
 /// response, and a compressed one would hide it. (Without `Accept-Encoding` a server may pick
 /// any coding, so `identity` is said explicitly.)
-pub fn strip_for_upstream(headers: &mut HeaderMap, body_len: usize) {
-    keep_end_to_end(headers, &CLIENT_ONLY, |name| {
-        name.as_str().starts_with("x-forwarded-")
-    });
-    let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
-    let exact = matches!(
-        (lengths.next(), lengths.next()),
-        (Some(length), None) if states_length(length, body_len)
-    );
-    if !exact {
-        headers.remove(header::CONTENT_LENGTH);
+///
+/// Built afresh for each attempt, in one pass over the client's headers: removing the
+/// client-only ones from the client's map cost a reshuffle of the map per removal, and the
+/// map then grew again for the credential (profiled).
+pub fn for_upstream(client: &HeaderMap, body_len: usize, upstream: &mut HeaderMap) {
+    // Room for what the proxy adds: the coding, the credential, `Host`, `traceparent`.
+    upstream.reserve(client.len() + 4);
+    // Looked up once: most requests have no `Connection` header to read names from.
+    let has_connection = client.contains_key(header::CONNECTION);
+    for (name, value) in client {
+        if is_hop_by_hop(name)
+            || is_client_only(name)
+            || (has_connection && named_by_connection(client, name))
+        {
+            continue;
+        }
+        upstream.append(name.clone(), value.clone());
     }
-    headers.insert(
+    let mut lengths = client.get_all(header::CONTENT_LENGTH).iter();
+    if let (Some(length), None) = (lengths.next(), lengths.next())
+        && states_length(length, body_len)
+        && !(has_connection && named_by_connection(client, &header::CONTENT_LENGTH))
+    {
+        upstream.insert(header::CONTENT_LENGTH, length.clone());
+    }
+    upstream.insert(
         header::ACCEPT_ENCODING,
         HeaderValue::from_static("identity"),
     );
@@ -100,9 +99,23 @@ fn states_length(value: &HeaderValue, len: usize) -> bool {
         && std::str::from_utf8(digits).is_ok_and(|digits| digits.parse() == Ok(len))
 }
 
-/// Upstream response headers to send to the client.
+/// Upstream response headers to send to the client: no hop-by-hop headers (including those
+/// its `Connection` names), no `Proxy-Authenticate`. Removed in place: a response usually
+/// has none of them, so nothing is collected or moved.
 pub fn strip_for_client(headers: &mut HeaderMap) {
-    keep_end_to_end(headers, &[header::PROXY_AUTHENTICATE], |_| false);
+    let has_connection = headers.contains_key(header::CONNECTION);
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            is_hop_by_hop(name)
+                || *name == header::PROXY_AUTHENTICATE
+                || (has_connection && named_by_connection(headers, name))
+        })
+        .cloned()
+        .collect();
+    for name in doomed {
+        headers.remove(name);
+    }
 }
 
 #[cfg(test)]
@@ -136,8 +149,9 @@ mod tests {
             client.append(HeaderName::from_static(name), value.parse().unwrap());
         }
         // The body read was not 12 bytes long: the client's length goes.
-        strip_for_upstream(&mut client, 5);
-        let mut names: Vec<_> = client.keys().map(HeaderName::as_str).collect();
+        let mut upstream = HeaderMap::new();
+        for_upstream(&client, 5, &mut upstream);
+        let mut names: Vec<_> = upstream.keys().map(HeaderName::as_str).collect();
         names.sort_unstable();
         assert_eq!(
             names,
@@ -148,7 +162,8 @@ mod tests {
                 "x-ms-client-request-id"
             ]
         );
-        assert_eq!(client["accept-encoding"], "identity");
+        assert_eq!(upstream["accept-encoding"], "identity");
+        assert_eq!(upstream.len(), names.len(), "one value each");
     }
 
     #[test]
@@ -158,8 +173,9 @@ mod tests {
             for length in lengths {
                 headers.append(header::CONTENT_LENGTH, length.parse().unwrap());
             }
-            strip_for_upstream(&mut headers, body_len);
-            headers
+            let mut upstream = HeaderMap::new();
+            for_upstream(&headers, body_len, &mut upstream);
+            upstream
                 .get_all(header::CONTENT_LENGTH)
                 .iter()
                 .map(|v| v.to_str().unwrap().to_owned())
@@ -174,5 +190,61 @@ mod tests {
             "one value, not a list"
         );
         assert!(upstream(&[], 42).is_empty());
+    }
+
+    #[test]
+    fn the_client_gets_no_hop_by_hop_response_headers() {
+        let mut response = HeaderMap::new();
+        for (name, value) in [
+            ("content-type", "application/json"),
+            ("connection", "keep-alive, x-hop"),
+            ("x-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-authenticate", "Basic"),
+            ("x-ratelimit-remaining-tokens", "99"),
+            ("apim-request-id", "abc"),
+        ] {
+            response.append(HeaderName::from_static(name), value.parse().unwrap());
+        }
+        strip_for_client(&mut response);
+        let mut names: Vec<_> = response.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(
+            names,
+            [
+                "apim-request-id",
+                "content-type",
+                "x-ratelimit-remaining-tokens"
+            ]
+        );
+    }
+
+    #[test]
+    fn names_are_matched_as_the_standard_constants_spell_them() {
+        for name in [
+            header::CONNECTION,
+            header::TE,
+            header::TRAILER,
+            header::TRANSFER_ENCODING,
+            header::UPGRADE,
+            header::PROXY_AUTHORIZATION,
+        ] {
+            assert!(is_hop_by_hop(&name), "{name}");
+        }
+        for name in [
+            header::AUTHORIZATION,
+            header::HOST,
+            header::EXPECT,
+            header::PROXY_AUTHENTICATE,
+            header::COOKIE,
+            header::FORWARDED,
+            header::ACCEPT_ENCODING,
+            header::CONTENT_LENGTH,
+        ] {
+            assert!(is_client_only(&name), "{name}");
+        }
+        assert!(!is_client_only(&header::CONTENT_TYPE));
+        assert!(!is_hop_by_hop(&header::CONTENT_TYPE));
     }
 }

@@ -13,9 +13,7 @@ use http_body_util::{BodyExt as _, Either, Limited};
 use hyper::body::Incoming;
 use tower::ServiceExt as _;
 
-use crate::attempt::{
-    Attempt, AttemptError, AttemptSpan, PoolService, RetryOnAnotherBackend, ServedBy,
-};
+use crate::attempt::{Answer, Attempt, AttemptError, PoolService, RetryOnAnotherBackend};
 use crate::backend::{NoResponse, State, UsageAskedFor};
 use crate::balance::{NoBackend, PoolRuntime};
 use crate::body::{Accounting, ObservedBody, Passing, ProxyBody};
@@ -24,14 +22,13 @@ use crate::client_auth::presented_key;
 use crate::client_error::{ClientError, set_retry_after};
 use crate::clock::{Nanos, UnixTime};
 use crate::config::RuntimeConfig;
-use crate::headers::{strip_for_client, strip_for_upstream};
+use crate::headers::strip_for_client;
 use crate::metrics::{self, ClientCell, ProxyMetrics};
 use crate::models;
 use crate::quota::{self, Admitted, Demand, Estimate, KeyRules, Refused};
 use crate::report::CallUsage;
 use crate::routing::{NoRoute, route};
 use crate::trace;
-use crate::upstream::UpstreamBody;
 use tracing::Instrument as _;
 
 static SLUICE_BACKEND: http::HeaderName = http::HeaderName::from_static("x-sluice-backend");
@@ -195,7 +192,6 @@ impl Proxy {
             operation: route.operation.to_owned(),
             query: parts.uri.query().map(str::to_owned),
             headers: {
-                strip_for_upstream(&mut parts.headers, body.len());
                 trace::mark_unsampled(span, &mut parts.headers);
                 parts.headers
             },
@@ -373,23 +369,19 @@ struct Observed<'a> {
 /// The backend's response as it sent it (status, headers, body), tagged with who answered;
 /// a 429 says when the pool, not just that backend, has room again.
 fn client_response(
-    response: Response<UpstreamBody>,
+    answer: Answer,
     pool: &PoolRuntime,
     observed: Observed<'_>,
 ) -> Response<ProxyBody> {
-    let served = response.extensions().get::<ServedBy>().copied();
-    let (mut parts, body) = response.into_parts();
-    let (backend, attempt) = served.map_or((0, 1), |s| (s.backend, s.attempt));
+    let (mut parts, body) = answer.response.into_parts();
+    let (backend, attempt) = (answer.served.backend, answer.served.attempt);
     let endpoint = pool.backends[backend].clone();
     let tokens = endpoint.metrics.tokens.for_key(observed.client_key);
     let spans = if observed.span.is_disabled() {
         None
     } else {
         observed.span.record("sluice.attempts", trace::int(attempt));
-        let attempt_span = parts
-            .extensions
-            .remove::<AttemptSpan>()
-            .map_or_else(tracing::Span::none, |s| s.0);
+        let attempt_span = answer.span.unwrap_or_else(tracing::Span::none);
         Some(Box::new([observed.span.clone(), attempt_span]))
     };
     let sse = parts

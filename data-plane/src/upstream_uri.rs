@@ -61,7 +61,12 @@ pub fn upstream_uri(
 
 /// Where the path of a base URL (`https://host:port[/path]`) starts.
 fn base_path_start(base: &str) -> usize {
-    let authority = base.find("://").map_or(0, |i| i + 3);
+    // Byte windows, not `str::find`: that builds a substring searcher on every call.
+    let authority = base
+        .as_bytes()
+        .windows(3)
+        .position(|w| w == b"://")
+        .map_or(0, |i| i + 3);
     base[authority..]
         .find('/')
         .map_or(base.len(), |i| authority + i)

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CONTENT_LENGTH, HeaderValue};
+use http::header::HeaderValue;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Full};
 use sluice_model::{ApiVersion, Backend, BackendKind};
@@ -18,6 +18,7 @@ use tower::load::{CompleteOnResponse, Load as _, PeakEwma};
 
 use crate::call::{CallStyle, ClientCall};
 use crate::clock::Nanos;
+use crate::headers::for_upstream;
 use crate::metrics::{BackendMetrics, EjectionReason};
 use crate::report::AttemptCounts;
 use crate::secrets::SecretResolver;
@@ -338,21 +339,12 @@ impl BackendEndpoint {
         )?;
         let include_usage = call.ask_for_usage && self.streams_usage(call);
         let body = call.upstream_body(self.body_model(call, deployment), include_usage);
-        let rewritten = body.len() != call.body.len();
+        let body_len = body.len();
         let mut request = Request::new(Full::new(body));
         *request.method_mut() = call.method.clone();
         *request.uri_mut() = uri;
         let headers = request.headers_mut();
-        // Built with room for the credential: a clone of the client's map is exactly full,
-        // and adding the credential to it reallocated its entries (profiled).
-        headers.reserve(call.headers.len() + 1);
-        for (name, value) in &call.headers {
-            headers.append(name.clone(), value.clone());
-        }
-        if rewritten {
-            // The client's length no longer holds; HTTP/1 states the body's own.
-            headers.remove(CONTENT_LENGTH);
-        }
+        for_upstream(&call.headers, body_len, headers);
         if let Credential::Header(name, value) = &**self.credential.load() {
             headers.insert(name.clone(), value.clone());
         }
