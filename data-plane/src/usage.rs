@@ -162,7 +162,7 @@ fn find_key(carry: &[u8], chunk: &[u8]) -> Option<usize> {
     // A key begun in the carry has its rest at the start of the chunk. Compared in place:
     // searching the joined bytes went through memchr's short-haystack path on every frame
     // (profiled: more than the search of the frame itself).
-    for start in 0..carry.len() {
+    for start in (0..carry.len()).filter(|&start| carry[start] == KEY[0]) {
         let begun = &carry[start..];
         if KEY.starts_with(begun) && chunk.starts_with(&KEY[begun.len()..]) {
             return Some(KEY.len() - begun.len());
