@@ -180,6 +180,22 @@ async fn serves_h2c_clients() {
 
 /// On shutdown the proxy stops accepting but lets a running stream finish.
 #[tokio::test]
+async fn a_connection_that_never_spoke_does_not_hold_up_shutdown() {
+    let mock = mock_with(MockConfig::named("m")).await;
+    let pool = pool_yaml("p", "", &[(&mock, "")]);
+    let mut proxy = TestProxy::start(&pool, &[&mock]).await;
+    // Connected, but no byte sent: the proxy cannot yet tell HTTP/1 from h2c.
+    let silent = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    proxy.begin_shutdown();
+    // The drain allows 5 s; a connection waiting for its first bytes is closed at once.
+    tokio::time::timeout(Duration::from_secs(4), proxy.stopped())
+        .await
+        .expect("stopped without waiting out the drain");
+    drop(silent);
+}
+
+#[tokio::test]
 async fn shutdown_drains_in_flight_streams() {
     let slow = mock_with(
         MockConfig::named("slow")
