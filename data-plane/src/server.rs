@@ -194,6 +194,42 @@ pub async fn serve_ops(
     serve(listener, None, service, shutdown, Duration::from_secs(1)).await;
 }
 
+/// A service the listeners can run on any connection: it never fails, and it and its futures
+/// move between tasks.
+trait ConnectionService<B>:
+    hyper::service::Service<
+        Request<Incoming>,
+        Response = Response<B>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S, B> ConnectionService<B> for S
+where
+    S: hyper::service::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+}
+
+/// A response body the listeners can send: bytes, from any task.
+trait ResponseBody: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static {}
+
+impl<B> ResponseBody for B
+where
+    B: http_body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
 async fn serve<S, B>(
     listener: TcpListener,
     tls: Option<ServerTls>,
@@ -201,13 +237,8 @@ async fn serve<S, B>(
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) where
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: ConnectionService<B>,
+    B: ResponseBody,
 {
     let builder = auto::Builder::new(TokioExecutor::new());
     let graceful = GracefulShutdown::new();
@@ -252,12 +283,8 @@ fn spawn_connection<IO, S, B>(
     io: IO,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: ConnectionService<B>,
+    B: ResponseBody,
 {
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     let connection = graceful.watch(connection.into_owned());
@@ -308,13 +335,8 @@ fn spawn_plain_connection<S, B>(
     service: S,
     stream: TcpStream,
 ) where
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: ConnectionService<B>,
+    B: ResponseBody,
 {
     tokio::spawn(async move {
         let mut first = [0_u8; H2_PREFACE.len()];
@@ -325,23 +347,22 @@ fn spawn_plain_connection<S, B>(
             _ = stopping.wait_for(|stop| *stop) => return,
         };
         let io = TokioIo::new(stream);
-        let served: Result<(), Box<dyn std::error::Error + Send + Sync>> =
-            match Speaks::from_first_bytes(&first[..peeked]) {
-                Speaks::Http1 => {
-                    let connection = http1::Builder::new().serve_connection(io, service);
-                    graceful.watch(connection).await.map_err(Into::into)
-                }
-                Speaks::Http2 => {
-                    let connection =
-                        http2::Builder::new(TokioExecutor::new()).serve_connection(io, service);
-                    graceful.watch(connection).await.map_err(Into::into)
-                }
-                Speaks::Unsure => {
-                    let builder = auto::Builder::new(TokioExecutor::new());
-                    let connection = builder.serve_connection_with_upgrades(io, service);
-                    graceful.watch(connection.into_owned()).await
-                }
-            };
+        let served: Result<(), BoxError> = match Speaks::from_first_bytes(&first[..peeked]) {
+            Speaks::Http1 => {
+                let connection = http1::Builder::new().serve_connection(io, service);
+                graceful.watch(connection).await.map_err(Into::into)
+            }
+            Speaks::Http2 => {
+                let connection =
+                    http2::Builder::new(TokioExecutor::new()).serve_connection(io, service);
+                graceful.watch(connection).await.map_err(Into::into)
+            }
+            Speaks::Unsure => {
+                let builder = auto::Builder::new(TokioExecutor::new());
+                let connection = builder.serve_connection_with_upgrades(io, service);
+                graceful.watch(connection.into_owned()).await
+            }
+        };
         if let Err(error) = served {
             tracing::debug!(%error, "client connection ended with an error");
         }
