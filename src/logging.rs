@@ -2,7 +2,7 @@ use clap::{Args, ValueEnum};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use sluice_data_plane::trace::TARGET as TRACE_TARGET;
-use std::fmt::{self, Write as _};
+use std::fmt;
 use tracing::Level;
 
 use tracing::field::{Field, Visit};
@@ -102,7 +102,7 @@ impl<'writer> FormatFields<'writer> for TraceIdOnly {
         fields.record(&mut trace_id);
         // Always a JSON object: the JSON formatter reads it back as one.
         match trace_id.0 {
-            Some(id) => write!(writer, "{{\"trace_id\":{}}}", serde_json::Value::String(id)),
+            Some(id) => write_trace_id(&mut writer, id),
             None => writer.write_str("{}"),
         }
     }
@@ -116,14 +116,15 @@ impl<'writer> FormatFields<'writer> for TraceIdOnly {
         fields.record(&mut trace_id);
         if let Some(id) = trace_id.0 {
             current.fields.clear();
-            write!(
-                current.fields,
-                "{{\"trace_id\":{}}}",
-                serde_json::Value::String(id)
-            )?;
+            write_trace_id(&mut current.fields, id)?;
         }
         Ok(())
     }
+}
+
+/// The span's fields as the JSON object the log line shows: `{"trace_id":"…"}`.
+fn write_trace_id(out: &mut impl fmt::Write, id: String) -> fmt::Result {
+    write!(out, "{{\"trace_id\":{}}}", serde_json::Value::String(id))
 }
 
 struct TraceIdVisitor(Option<String>);

@@ -89,11 +89,21 @@ pub fn mark_unsampled(span: &Span, headers: &mut HeaderMap) {
     // Ids must not be all zeros (W3C); the low bit set is enough for that.
     let trace_id = rand::random::<u128>() | 1;
     let span_id = rand::random::<u64>() | 1;
-    let value = format!("00-{trace_id:032x}-{span_id:016x}-00");
-    if let Ok(value) = HeaderValue::from_str(&value) {
+    // Written into a buffer on the stack: this runs for nine in ten requests at 10 % sampling.
+    let mut value = [0_u8; UNSAMPLED_TRACEPARENT_LEN];
+    let written = {
+        use std::io::Write as _;
+        write!(&mut value[..], "00-{trace_id:032x}-{span_id:016x}-00")
+    };
+    if written.is_ok()
+        && let Ok(value) = HeaderValue::from_bytes(&value)
+    {
         headers.insert(TRACEPARENT.clone(), value);
     }
 }
+
+/// `00-` + 32 hex digits + `-` + 16 hex digits + `-00`.
+const UNSAMPLED_TRACEPARENT_LEN: usize = 3 + 32 + 1 + 16 + 3;
 
 /// What the request turned out to be, once routed.
 pub fn routed(span: &Span, call: &ClientCall, route: &'static str, client_key: Option<&str>) {
