@@ -178,10 +178,35 @@ async fn serves_h2c_clients() {
     assert_eq!(response.status(), 200);
 }
 
-/// On shutdown the proxy stops accepting but lets a running stream finish.
+/// A client whose first segment is too short to tell HTTP/1 from the h2c preface is still
+/// served: the proxy leaves it to hyper-util's auto-detection, which reads on.
+#[tokio::test]
+async fn a_request_whose_first_segment_is_one_byte_is_still_served() {
+    let a = mock("a").await;
+    let pool = pool_yaml("p", "", &[(&a, "")]);
+    let proxy = TestProxy::start(&pool, &[&a]).await;
+    let body = r#"{"messages":[{"role":"user","content":"hi"}]}"#;
+    let request = format!(
+        "OST /openai/deployments/p/chat/completions?api-version=2024-10-21 HTTP/1.1\r\n\
+         host: sluice\r\napi-key: {CLIENT_KEY}\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut client = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    client.set_nodelay(true).unwrap();
+    // "P" could begin the h2c preface ("PRI * HTTP/2.0…") as well as "POST".
+    client.write_all(b"P").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    client.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    client.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("\"choices\""), "{response}");
+}
+
 #[tokio::test]
 async fn a_connection_that_never_spoke_does_not_hold_up_shutdown() {
-    let mock = mock_with(MockConfig::named("m")).await;
+    let mock = mock("m").await;
     let pool = pool_yaml("p", "", &[(&mock, "")]);
     let mut proxy = TestProxy::start(&pool, &[&mock]).await;
     // Connected, but no byte sent: the proxy cannot yet tell HTTP/1 from h2c.
@@ -195,6 +220,7 @@ async fn a_connection_that_never_spoke_does_not_hold_up_shutdown() {
     drop(silent);
 }
 
+/// On shutdown the proxy stops accepting but lets a running stream finish.
 #[tokio::test]
 async fn shutdown_drains_in_flight_streams() {
     let slow = mock_with(
