@@ -76,7 +76,7 @@ pub struct Accounting {
     /// The client metrics' timing of this call, until the body ends.
     client: Option<BodyTiming>,
     usage: UsageScanner,
-    tokens: TokenCounters,
+    tokens: Arc<TokenCounters>,
     /// The request's and the answering attempt's spans, while traces are exported: they end
     /// with the body, carrying its token counts. Boxed so the untraced body stays small.
     spans: Option<Box<[Span; 2]>>,
@@ -118,7 +118,7 @@ impl Accounting {
     pub fn new(
         backend: Arc<BackendEndpoint>,
         started: Instant,
-        tokens: TokenCounters,
+        tokens: Arc<TokenCounters>,
         spans: Option<Box<[Span; 2]>>,
         quota: Option<Admitted>,
         report: Option<CallUsage>,

@@ -238,7 +238,6 @@ pub struct BackendMetrics {
 }
 
 /// Token counters of one client key at one backend, and the pool's tokens-per-call histograms.
-#[derive(Clone)]
 pub struct TokenCounters {
     input: Counter,
     output: Counter,
@@ -269,11 +268,13 @@ pub struct KeyedTokens {
     pool: String,
     backend: String,
     per_call: TokensPerCall,
-    by_key: ArcSwap<HashMap<Box<str>, TokenCounters>>,
+    /// Behind one `Arc` each: a call takes its key's counters with one reference count, not
+    /// one per counter (four, shared by every worker: each a contended cache line).
+    by_key: ArcSwap<HashMap<Box<str>, Arc<TokenCounters>>>,
 }
 
 impl KeyedTokens {
-    pub fn for_key(&self, client_key: Option<&str>) -> TokenCounters {
+    pub fn for_key(&self, client_key: Option<&str>) -> Arc<TokenCounters> {
         let key = client_key.unwrap_or("anonymous");
         if let Some(counters) = self.by_key.load().get(key) {
             return counters.clone();
@@ -288,11 +289,11 @@ impl KeyedTokens {
                 })
                 .clone()
         };
-        let counters = TokenCounters {
+        let counters = Arc::new(TokenCounters {
             input: counter(Direction::input),
             output: counter(Direction::output),
             per_call: self.per_call.clone(),
-        };
+        });
         self.by_key.rcu(|known| {
             let mut known = HashMap::clone(known);
             known.insert(key.into(), counters.clone());
