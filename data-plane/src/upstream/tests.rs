@@ -166,3 +166,18 @@ async fn refusals_and_bad_uris_are_clear_errors() {
     };
     assert!(matches!(error, UpstreamError::NoAuthority), "{error}");
 }
+
+/// `headers::for_upstream` sizes the request's map for the response as well: over HTTP/1,
+/// hyper parses the answer into the map the request went out in. If a hyper upgrade stops
+/// doing so, the room is wasted and every limited key's response grows its map again.
+#[tokio::test(flavor = "current_thread")]
+async fn the_response_is_parsed_into_the_request_s_map() {
+    let backend = backend("roomy", After::KeepAlive).await;
+    let upstream = upstream();
+    let mut request = get(&backend.url);
+    request.headers_mut().reserve(40);
+    let room = request.headers().capacity();
+    let response = upstream.request(request).await.unwrap();
+    assert_eq!(response.headers().len(), 1, "content-length only");
+    assert_eq!(response.headers().capacity(), room);
+}
