@@ -52,7 +52,9 @@ pub fn insert<'a>(
         };
         let limit = rule.counter.limit();
         // As the window slides, capacity comes back at about the limit per minute.
-        let reset = Duration::from_secs_f64((limit - remaining) as f64 / limit as f64 * 60.0);
+        let used = u128::from(limit - remaining);
+        let reset_ms = (used * 60_000).checked_div(u128::from(limit)).unwrap_or(0);
+        let reset = Duration::from_millis(reset_ms as u64);
         if values.capacity() == 0 {
             values.reserve(VALUES_CAPACITY);
         }
@@ -143,6 +145,61 @@ mod tests {
         ] {
             assert_eq!(go_duration(Duration::from_millis(millis)), text);
         }
+    }
+
+    #[test]
+    fn the_tightest_limit_of_each_kind_is_told() {
+        use std::sync::Arc;
+
+        use sluice_model::windows::Window;
+
+        use crate::quota::Counter;
+
+        const NOW: i64 = 1_800_000_000;
+        let rule = |kind, limit, used| {
+            let counter = Arc::new(Counter::new(Window::Minute, limit, NOW, limit));
+            assert!(counter.try_take(used, NOW));
+            Rule { kind, counter }
+        };
+        let rules = [
+            rule(LimitKind::RequestsPerMinute, 60, 15),
+            rule(LimitKind::RequestsPerMinute, 1_000, 10),
+            rule(LimitKind::TokensPerMinute, 10_000_000_000_000, 1),
+            rule(LimitKind::TokenQuota, 5, 5),
+        ];
+        let mut headers = HeaderMap::new();
+        insert(
+            &mut headers,
+            rules.iter(),
+            UnixTime {
+                secs: NOW,
+                fraction: 0.5,
+            },
+        );
+        let told: Vec<_> = NAMES
+            .iter()
+            .flatten()
+            .map(|name| headers[name].to_str().unwrap())
+            .collect();
+        assert_eq!(
+            told,
+            ["60", "45", "15s", "10000000000000", "9999999999999", "0s"]
+        );
+        assert_eq!(headers.len(), RATE_HEADERS);
+
+        let mut untouched = HeaderMap::new();
+        insert(
+            &mut untouched,
+            rules[3..].iter(),
+            UnixTime {
+                secs: NOW,
+                fraction: 0.0,
+            },
+        );
+        assert!(
+            untouched.is_empty(),
+            "no per-minute limit, nothing to pace on"
+        );
     }
 
     #[test]
