@@ -20,6 +20,7 @@ mod credential_refresh;
 pub mod head_sampling;
 mod headers;
 mod idle_timer;
+mod json_members;
 pub mod metrics;
 mod models;
 pub mod proxy;

@@ -3,6 +3,8 @@
 
 use serde::Deserialize;
 
+use crate::json_members::{Seen, count, each_member, flag};
+
 /// Bytes of request body per token: about four for English text; JSON syntax makes the guess
 /// a little high, which is the safe side for a hold-back.
 const BYTES_PER_TOKEN: u64 = 4;
@@ -17,7 +19,8 @@ pub struct Estimate {
     pub stream_without_usage: bool,
 }
 
-#[derive(Deserialize)]
+/// The fields of a request body the estimate reads.
+#[derive(Debug, Default, PartialEq, Eq, Deserialize)]
 struct Fields {
     max_tokens: Option<u64>,
     max_completion_tokens: Option<u64>,
@@ -27,17 +30,85 @@ struct Fields {
     stream_options: Option<StreamOptions>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Default, PartialEq, Eq, Deserialize)]
 struct StreamOptions {
     #[serde(default)]
     include_usage: bool,
+}
+
+impl Fields {
+    /// Read by skimming the body's members where that is sure to give serde's answer (the
+    /// usual request), by serde where it is not; `None` for what serde refuses too.
+    fn of(body: &[u8]) -> Option<Self> {
+        Self::skim(body).or_else(|| serde_json::from_slice(body).ok())
+    }
+
+    /// `None` for anything serde might read differently: an escaped key, a repeated field, a
+    /// value that is not plainly of its field's type.
+    fn skim(body: &[u8]) -> Option<Self> {
+        let mut fields = Self::default();
+        let mut seen = Seen::default();
+        each_member(body, |key, value| {
+            match key {
+                b"max_tokens" => {
+                    seen.first(0)?;
+                    fields.max_tokens = optional_count(value)?;
+                }
+                b"max_completion_tokens" => {
+                    seen.first(1)?;
+                    fields.max_completion_tokens = optional_count(value)?;
+                }
+                b"max_output_tokens" => {
+                    seen.first(2)?;
+                    fields.max_output_tokens = optional_count(value)?;
+                }
+                b"stream" => {
+                    seen.first(3)?;
+                    fields.stream = flag(value)?;
+                }
+                b"stream_options" => {
+                    seen.first(4)?;
+                    fields.stream_options = match value {
+                        b"null" => None,
+                        _ => Some(StreamOptions::skim(value)?),
+                    };
+                }
+                _ => {}
+            }
+            Some(())
+        })?;
+        Some(fields)
+    }
+}
+
+impl StreamOptions {
+    fn skim(object: &[u8]) -> Option<Self> {
+        let mut options = Self::default();
+        let mut seen = Seen::default();
+        each_member(object, |key, value| {
+            if key == b"include_usage" {
+                seen.first(0)?;
+                options.include_usage = flag(value)?;
+            }
+            Some(())
+        })?;
+        Some(options)
+    }
+}
+
+/// `null` or a plain count, as serde reads an `Option<u64>`.
+fn optional_count(value: &[u8]) -> Option<Option<u64>> {
+    match value {
+        b"null" => Some(None),
+        _ => count(value).map(Some),
+    }
 }
 
 impl Estimate {
     pub fn of(body: &[u8]) -> Self {
         let prompt_tokens = (body.len() as u64).div_ceil(BYTES_PER_TOKEN);
         // Not JSON (a multipart upload): the size is all there is to go on.
-        let Ok(fields) = serde_json::from_slice::<Fields>(body) else {
+        let Some(fields) = Fields::of(body) else {
             return Self {
                 prompt_tokens,
                 ..Self::default()
@@ -87,5 +158,103 @@ mod tests {
             (multipart.max_output_tokens, multipart.stream_without_usage),
             (0, false)
         );
+    }
+
+    /// Serde's reading, which the skim must match.
+    fn by_serde(body: &[u8]) -> Option<Fields> {
+        serde_json::from_slice(body).ok()
+    }
+
+    #[test]
+    fn reads_what_serde_reads_where_the_skim_must_give_up() {
+        for body in [
+            r#"{"max_tokens":5,"max_tokens":6}"#,
+            r#"{"max\u005ftokens":5}"#,
+            r#"{"max_tokens":5.0}"#,
+            r#"{"max_tokens":-1}"#,
+            r#"{"max_tokens":05}"#,
+            r#"{"max_tokens":1e2}"#,
+            r#"{"max_tokens":"5"}"#,
+            r#"{"max_tokens":18446744073709551616}"#,
+            r#"{"stream":null}"#,
+            r#"{"stream":1}"#,
+            r#"{"stream":true,"stream_options":[]}"#,
+            r#"{"stream":true,"stream_options":{"include_usage":true,"include_usage":true}}"#,
+            r#"{"stream":true,"stream_options":{"include_usage":null}}"#,
+            r#"{"stream":true,"stream_options":{"include\u005fusage":true}}"#,
+            r#"[1]"#,
+            "",
+        ] {
+            assert_eq!(
+                Fields::of(body.as_bytes()),
+                by_serde(body.as_bytes()),
+                "{body}"
+            );
+        }
+        assert_eq!(
+            Fields::of(br#"{"max\u005ftokens":5}"#).and_then(|f| f.max_tokens),
+            Some(5)
+        );
+        assert_eq!(
+            Fields::of(br#" {"max_tokens" : 0 , "stream" : false, "stream_options" : null } "#),
+            Some(Fields {
+                max_tokens: Some(0),
+                ..Fields::default()
+            })
+        );
+    }
+
+    mod properties {
+        use proptest::prelude::*;
+        use serde_json::{Value, json};
+
+        use super::super::Fields;
+        use super::by_serde;
+        use crate::json_members::arbitrary::{object_text, value};
+
+        fn member() -> impl Strategy<Value = (String, Value)> {
+            let name = prop_oneof![
+                Just("max_tokens"),
+                Just("max_completion_tokens"),
+                Just("max_output_tokens"),
+                Just("stream"),
+                Just("stream_options"),
+                Just("include_usage"),
+                Just("messages"),
+                Just("model"),
+                Just("temperature"),
+                Just("tools"),
+                Just("user"),
+            ]
+            .prop_map(str::to_string);
+            let options = prop_oneof![
+                Just(json!({"include_usage": true})),
+                Just(json!({"include_usage": false, "other": [1, "}"]})),
+                Just(json!({})),
+            ];
+            (
+                name,
+                prop_oneof![
+                    2 => value(),
+                    1 => options,
+                    3 => (0u64..100_000).prop_map(Value::from),
+                    1 => any::<bool>().prop_map(Value::Bool),
+                    1 => Just(Value::Null),
+                ],
+            )
+        }
+
+        proptest! {
+            /// For any JSON object (repeated and nested fields, any value types, any spacing),
+            /// the skim with its fallback reads exactly what serde reads.
+            #[test]
+            fn the_skim_reads_what_serde_reads(
+                members in proptest::collection::vec(member(), 0..6),
+                spaced in any::<bool>(),
+            ) {
+                let body = object_text(&members, spaced);
+                prop_assert_eq!(Fields::of(body.as_bytes()), by_serde(body.as_bytes()), "{}", body);
+            }
+        }
     }
 }
