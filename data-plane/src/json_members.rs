@@ -11,19 +11,10 @@
 use memchr::memchr2;
 
 /// Calls `each` with every member's key (as written between its quotes) and value (as
-/// written), in order. `None` when `json` is not one object, when a key holds an escape
-/// (its text is not the name it spells), or when `each` gives up.
+/// written), in order, of the object `json` starts with; its length, whatever follows it.
+/// `None` when `json` does not start with a complete object, when a key holds an escape (its
+/// text is not the name it spells), or when `each` gives up.
 pub fn each_member<'a>(
-    json: &'a [u8],
-    each: impl FnMut(&'a [u8], &'a [u8]) -> Option<()>,
-) -> Option<()> {
-    let end = each_leading_member(json, each)?;
-    json[end..].iter().all(|&byte| is_space(byte)).then_some(())
-}
-
-/// [`each_member`] for the object `json` starts with, whatever follows it: its length when
-/// it is complete.
-pub fn each_leading_member<'a>(
     json: &'a [u8],
     mut each: impl FnMut(&'a [u8], &'a [u8]) -> Option<()>,
 ) -> Option<usize> {
@@ -52,6 +43,33 @@ pub fn each_leading_member<'a>(
     }
 }
 
+/// [`each_member`] for the members named in `fields` (at most 64), which `each` gets with
+/// the name as listed. Gives up on a field met twice: serde refuses an object that repeats
+/// one, and a reader built on this is to agree with serde.
+pub fn each_field<'a>(
+    json: &'a [u8],
+    fields: &[&'static [u8]],
+    mut each: impl FnMut(&'static [u8], &'a [u8]) -> Option<()>,
+) -> Option<usize> {
+    let mut seen = 0u64;
+    each_member(json, |key, value| {
+        let Some(field) = fields.iter().position(|name| *name == key) else {
+            return Some(());
+        };
+        let bit = 1 << field;
+        if seen & bit != 0 {
+            return None;
+        }
+        seen |= bit;
+        each(fields[field], value)
+    })
+}
+
+/// Whether only whitespace follows `at`, as after a whole JSON document.
+pub fn only_space_after(json: &[u8], at: usize) -> Option<()> {
+    json[at..].iter().all(|&byte| is_space(byte)).then_some(())
+}
+
 /// A count in plain digits, as serde reads a `u64`; `None` for anything serde might read
 /// differently or refuse (a sign, a fraction, an exponent, a leading zero, too many digits).
 pub fn count(value: &[u8]) -> Option<u64> {
@@ -69,21 +87,6 @@ pub fn flag(value: &[u8]) -> Option<bool> {
         b"true" => Some(true),
         b"false" => Some(false),
         _ => None,
-    }
-}
-
-/// Which of an object's fields were met: serde refuses an object that repeats one, so a
-/// reader that is to agree with it gives up on a second sighting.
-#[derive(Default)]
-pub struct Seen(u8);
-
-impl Seen {
-    /// `None` when `field` (0 to 7) was met before.
-    pub fn first(&mut self, field: u8) -> Option<()> {
-        let bit = 1 << field;
-        let first = self.0 & bit == 0;
-        self.0 |= bit;
-        first.then_some(())
     }
 }
 
@@ -160,13 +163,14 @@ mod tests {
 
     fn members(json: &str) -> Option<Vec<(String, String)>> {
         let mut found = Vec::new();
-        each_member(json.as_bytes(), |key, value| {
+        let len = each_member(json.as_bytes(), |key, value| {
             found.push((
                 String::from_utf8_lossy(key).into_owned(),
                 String::from_utf8_lossy(value).into_owned(),
             ));
             Some(())
         })?;
+        only_space_after(json.as_bytes(), len)?;
         Some(found)
     }
 
@@ -255,10 +259,30 @@ mod tests {
             (flag(b"true"), flag(b"false"), flag(b"1")),
             (Some(true), Some(false), None)
         );
-        let mut seen = Seen::default();
+    }
+
+    #[test]
+    fn fields_are_picked_out_and_a_repeated_one_is_given_up_on() {
+        let read = |json: &str| {
+            let mut found = Vec::new();
+            let len = each_field(json.as_bytes(), &[b"b", b"d"], |name, value| {
+                found.push((name, value.to_vec()));
+                Some(())
+            })?;
+            Some((found, len))
+        };
+        let json = r#"{"a":1,"b":2,"c":{"b":9},"d":"x"} trailing"#;
         assert_eq!(
-            (seen.first(3), seen.first(0), seen.first(3)),
-            (Some(()), Some(()), None)
+            read(json),
+            Some((
+                vec![(&b"b"[..], b"2".to_vec()), (&b"d"[..], br#""x""#.to_vec())],
+                json.len() - " trailing".len()
+            ))
+        );
+        assert_eq!(read(r#"{"b":1,"a":2,"b":1}"#), None);
+        assert!(
+            read(r#"{"a":1,"a":2}"#).is_some(),
+            "only listed fields count"
         );
     }
 

@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 use memchr::memmem;
 use serde::Deserialize;
 
-use crate::json_members::{Seen, count, each_leading_member, each_member};
+use crate::json_members::{count, each_field};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 pub struct Usage {
@@ -36,26 +36,23 @@ impl Usage {
     /// complete yet). Serde, and finding the object's end beforehand, cost 2.7k instructions
     /// per call, more than the rest of the scanner (profiled).
     fn skim(object: &[u8]) -> Option<(Self, usize)> {
+        const FIELDS: &[&[u8]] = &[
+            b"prompt_tokens",
+            b"completion_tokens",
+            b"prompt_tokens_details",
+        ];
         let mut usage = Self::default();
-        let mut seen = Seen::default();
-        let len = each_leading_member(object, |key, value| {
-            match key {
-                b"prompt_tokens" => {
-                    seen.first(0)?;
-                    usage.prompt_tokens = count(value)?;
-                }
-                b"completion_tokens" => {
-                    seen.first(1)?;
-                    usage.completion_tokens = count(value)?;
-                }
-                b"prompt_tokens_details" => {
-                    seen.first(2)?;
+        let len = each_field(object, FIELDS, |name, value| {
+            match name {
+                b"prompt_tokens" => usage.prompt_tokens = count(value)?,
+                b"completion_tokens" => usage.completion_tokens = count(value)?,
+                // The last of `FIELDS`: `each_field` passes no other names.
+                _ => {
                     usage.prompt_tokens_details = match value {
                         b"null" => None,
                         _ => Some(PromptTokensDetails::skim(value)?),
-                    };
+                    }
                 }
-                _ => {}
             }
             Some(())
         })?;
@@ -66,12 +63,8 @@ impl Usage {
 impl PromptTokensDetails {
     fn skim(object: &[u8]) -> Option<Self> {
         let mut details = Self::default();
-        let mut seen = Seen::default();
-        each_member(object, |key, value| {
-            if key == b"cached_tokens" {
-                seen.first(0)?;
-                details.cached_tokens = count(value)?;
-            }
+        each_field(object, &[b"cached_tokens"], |_, value| {
+            details.cached_tokens = count(value)?;
             Some(())
         })?;
         Some(details)

@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use crate::json_members::{Seen, count, each_member, flag};
+use crate::json_members::{count, each_field, flag, only_space_after};
 
 /// Bytes of request body per token: about four for English text; JSON syntax makes the guess
 /// a little high, which is the safe side for a hold-back.
@@ -46,37 +46,31 @@ impl Fields {
     /// `None` for anything serde might read differently: an escaped key, a repeated field, a
     /// value that is not plainly of its field's type.
     fn skim(body: &[u8]) -> Option<Self> {
+        const FIELDS: &[&[u8]] = &[
+            b"max_tokens",
+            b"max_completion_tokens",
+            b"max_output_tokens",
+            b"stream",
+            b"stream_options",
+        ];
         let mut fields = Self::default();
-        let mut seen = Seen::default();
-        each_member(body, |key, value| {
-            match key {
-                b"max_tokens" => {
-                    seen.first(0)?;
-                    fields.max_tokens = optional_count(value)?;
-                }
-                b"max_completion_tokens" => {
-                    seen.first(1)?;
-                    fields.max_completion_tokens = optional_count(value)?;
-                }
-                b"max_output_tokens" => {
-                    seen.first(2)?;
-                    fields.max_output_tokens = optional_count(value)?;
-                }
-                b"stream" => {
-                    seen.first(3)?;
-                    fields.stream = flag(value)?;
-                }
-                b"stream_options" => {
-                    seen.first(4)?;
+        let len = each_field(body, FIELDS, |name, value| {
+            match name {
+                b"max_tokens" => fields.max_tokens = optional_count(value)?,
+                b"max_completion_tokens" => fields.max_completion_tokens = optional_count(value)?,
+                b"max_output_tokens" => fields.max_output_tokens = optional_count(value)?,
+                b"stream" => fields.stream = flag(value)?,
+                // The last of `FIELDS`: `each_field` passes no other names.
+                _ => {
                     fields.stream_options = match value {
                         b"null" => None,
                         _ => Some(StreamOptions::skim(value)?),
-                    };
+                    }
                 }
-                _ => {}
             }
             Some(())
         })?;
+        only_space_after(body, len)?;
         Some(fields)
     }
 }
@@ -84,12 +78,8 @@ impl Fields {
 impl StreamOptions {
     fn skim(object: &[u8]) -> Option<Self> {
         let mut options = Self::default();
-        let mut seen = Seen::default();
-        each_member(object, |key, value| {
-            if key == b"include_usage" {
-                seen.first(0)?;
-                options.include_usage = flag(value)?;
-            }
+        each_field(object, &[b"include_usage"], |_, value| {
+            options.include_usage = flag(value)?;
             Some(())
         })?;
         Some(options)
