@@ -1,13 +1,15 @@
-# Shared by bench/run and bench/instructions (sourced, not run): free ports, waiting for a
-# server, the mock backends and the proxy config every benchmark uses, and the request shapes.
-# The sourcing script defines die, TMP (its temp dir), PIDS (processes to stop), SLUICE_BIN,
-# and exports MOCK_KEY, BENCH_KEY and BENCH_LIMITS_KEY.
+# Shared by bench/run, bench/instructions and bench/limits (sourced, not run): free ports,
+# waiting for a server, the mock backends and the proxy config every benchmark uses, the
+# request shapes, and one wrk window. The sourcing script runs from the repository's root and
+# defines die, TMP (its temp dir), PIDS (processes to stop) and SLUICE_BIN; bench/run exports
+# MOCK_KEY, BENCH_KEY and BENCH_LIMITS_KEY itself, the others through start_backends.
 
 API_PATH="/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
 MSG='"messages":[{"role":"user","content":"Say hello in a few words."}]'
 
 json_body() { echo "{$MSG,\"max_tokens\":$1}"; }                      # TOKENS
 sse_body() { echo "{$MSG,\"max_tokens\":$1,\"stream\":true,\"stream_options\":{\"include_usage\":true}}"; }
+workload_body() { case $1 in json) json_body 16 ;; sse) sse_body 16 ;; esac; } # json|sse
 
 free_ports() { # N free loopback ports, bound together so they differ
     python3 - "$1" <<'PY'
@@ -56,4 +58,40 @@ client_keys:
       token_quota: { tokens: 10000000000000, period: month }
       budget: { usd: 1000000000, period: month }
 YAML
+}
+
+# For a proxy under test beside two mocks of 16 completion tokens: picks the ports (P1, P2 for
+# the mocks, PS and PO for the proxy's client and ops ports), makes up the keys, starts the
+# mocks and writes the proxy's config to $TMP/sluice.yaml.
+start_backends() {
+    read -r P1 P2 PS PO <<<"$(free_ports 4)"
+    export MOCK_KEY="mock-$RANDOM$RANDOM" BENCH_KEY="bench-$RANDOM$RANDOM" BENCH_LIMITS_KEY="limits-$RANDOM$RANDOM"
+    start_mock m1 "$P1" 16
+    start_mock m2 "$P2" 16
+    sluice_config "$P1" "$P2" >"$TMP/sluice.yaml"
+}
+
+# One wrk window of POSTs through bench/wrk.lua. Prints wrk's summary line ("BENCH k=v ...");
+# dies when wrk fails, completes no call, or a call is not answered 2xx.
+wrk_window() { # API_KEY BODY SECONDS THREADS CONNECTIONS URL
+    local out line
+    out=$(BENCH_API_KEY=$1 BENCH_BODY=$2 wrk -t"$4" -c"$5" -d"$3s" --timeout 10s -s bench/wrk.lua "$6" 2>&1) ||
+        die "wrk failed: $out"
+    line=$(grep '^BENCH ' <<<"$out") || die "no summary from wrk: $out"
+    [ "$(summary_value "$line" err_status)" = 0 ] || die "calls not answered 2xx: $line"
+    [ "$(summary_value "$line" requests)" -gt 0 ] || die "wrk completed no calls: $line"
+    echo "$line"
+}
+
+summary_value() { # LINE NAME: NAME's value in a wrk summary line
+    local pair
+    for pair in $1; do [ "${pair%%=*}" = "$2" ] && echo "${pair#*=}" && return 0; done
+    return 1
+}
+
+stop_all() { # the EXIT trap of a benchmark: stops what it started, removes its temp dir
+    local pid
+    for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$TMP"
 }
