@@ -4,7 +4,6 @@
 
 use std::time::Duration;
 
-use bytes::{BufMut as _, BytesMut};
 use http::HeaderMap;
 use http::header::{HeaderName, HeaderValue};
 
@@ -27,85 +26,101 @@ static NAMES: [[HeaderName; 3]; 2] = [
 /// How many headers [`insert`] adds, at most.
 pub const RATE_HEADERS: usize = 6;
 
-/// Room for the six values: two 20-digit counts and a duration per kind.
-const VALUES_CAPACITY: usize = 2 * (20 + 20 + 16);
-
-/// Every response to a limited key carries these, so they are written without a `String` or
-/// an allocation per value: all six values share one buffer.
-pub fn insert<'a>(
-    headers: &mut HeaderMap,
-    rules: impl Iterator<Item = &'a Rule> + Clone,
-    now: UnixTime,
-) {
-    let mut values = BytesMut::new();
-    for (kind, names) in [LimitKind::RequestsPerMinute, LimitKind::TokensPerMinute]
-        .into_iter()
-        .zip(&NAMES)
-    {
-        let tightest = rules
-            .clone()
-            .filter(|rule| rule.kind == kind)
-            .map(|rule| (rule.counter.remaining(now.secs), rule))
-            .min_by_key(|(remaining, _)| *remaining);
-        let Some((remaining, rule)) = tightest else {
-            continue;
+/// Every response to a limited key carries these. Each value is formatted on the stack and
+/// copied once into a `Bytes` of its exact size: a small allocation that needs no atomic
+/// reference count, which a buffer shared by the six values needs for every share.
+pub fn insert<'a>(headers: &mut HeaderMap, rules: impl Iterator<Item = &'a Rule>, now: UnixTime) {
+    // The tightest of each kind: the fewest remaining.
+    let mut tightest: [Option<(u64, &Rule)>; 2] = [None, None];
+    for rule in rules {
+        let slot = match rule.kind {
+            LimitKind::RequestsPerMinute => &mut tightest[0],
+            LimitKind::TokensPerMinute => &mut tightest[1],
+            LimitKind::TokenQuota | LimitKind::Budget => continue,
         };
+        let remaining = rule.counter.remaining(now.secs);
+        if slot.is_none_or(|(fewest, _)| remaining < fewest) {
+            *slot = Some((remaining, rule));
+        }
+    }
+    for (names, (remaining, rule)) in NAMES
+        .iter()
+        .zip(tightest)
+        .filter_map(|(names, tightest)| Some((names, tightest?)))
+    {
         let limit = rule.counter.limit();
         // As the window slides, capacity comes back at about the limit per minute.
-        let used = u128::from(limit - remaining);
-        let reset_ms = (used * 60_000).checked_div(u128::from(limit)).unwrap_or(0);
-        let reset = Duration::from_millis(reset_ms as u64);
-        if values.capacity() == 0 {
-            values.reserve(VALUES_CAPACITY);
-        }
+        let used = limit.saturating_sub(remaining);
+        let reset_ms = match used.checked_mul(60_000) {
+            Some(scaled) => scaled.checked_div(limit).unwrap_or(0),
+            // Past 3×10¹⁴ used: only a limit above that gets here, so not zero.
+            None => (u128::from(used) * 60_000 / u128::from(limit)) as u64,
+        };
         let mut itoa = itoa::Buffer::new();
-        values.put_slice(itoa.format(limit).as_bytes());
-        insert_value(headers, &names[0], &mut values);
-        values.put_slice(itoa.format(remaining).as_bytes());
-        insert_value(headers, &names[1], &mut values);
-        write_go_duration(&mut values, reset);
-        insert_value(headers, &names[2], &mut values);
+        insert_value(headers, &names[0], itoa.format(limit).as_bytes());
+        insert_value(headers, &names[1], itoa.format(remaining).as_bytes());
+        let mut text = DurationText::default();
+        write_go_duration(&mut text, Duration::from_millis(reset_ms));
+        insert_value(headers, &names[2], text.as_bytes());
     }
 }
 
-/// Moves what `values` holds into a header value (no copy: it keeps a share of the buffer).
-fn insert_value(headers: &mut HeaderMap, name: &HeaderName, values: &mut BytesMut) {
+fn insert_value(headers: &mut HeaderMap, name: &HeaderName, value: &[u8]) {
     // Digits, letters and dots only: always a valid value.
-    if let Ok(value) = HeaderValue::from_maybe_shared(values.split().freeze()) {
+    if let Ok(value) = HeaderValue::from_bytes(value) {
         headers.insert(name.clone(), value);
     }
 }
 
 /// A duration the way Go prints it, as OpenAI sends it: `0s`, `250ms`, `1.5s`, `6m0s`.
 pub fn go_duration(duration: Duration) -> String {
-    let mut text = BytesMut::with_capacity(16);
+    let mut text = DurationText::default();
     write_go_duration(&mut text, duration);
     // Only ASCII digits and unit letters were written.
-    String::from_utf8_lossy(&text).into_owned()
+    String::from_utf8_lossy(text.as_bytes()).into_owned()
 }
 
-fn write_go_duration(out: &mut BytesMut, duration: Duration) {
+/// Room on the stack for the longest Go duration a `Duration` prints as: 20 digits of
+/// minutes, `m`, `59.999s`.
+#[derive(Default)]
+struct DurationText {
+    bytes: [u8; 32],
+    len: usize,
+}
+
+impl DurationText {
+    fn push(&mut self, text: &[u8]) {
+        self.bytes[self.len..self.len + text.len()].copy_from_slice(text);
+        self.len += text.len();
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+fn write_go_duration(out: &mut DurationText, duration: Duration) {
     let millis = duration.as_millis();
     let mut itoa = itoa::Buffer::new();
     if millis == 0 {
-        out.put_slice(b"0s");
+        out.push(b"0s");
     } else if millis < 1_000 {
-        out.put_slice(itoa.format(millis).as_bytes());
-        out.put_slice(b"ms");
+        out.push(itoa.format(millis).as_bytes());
+        out.push(b"ms");
     } else {
         let (minutes, millis) = (millis / 60_000, millis % 60_000);
         if minutes > 0 {
-            out.put_slice(itoa.format(minutes).as_bytes());
-            out.put_u8(b'm');
+            out.push(itoa.format(minutes).as_bytes());
+            out.push(b"m");
         }
-        out.put_slice(itoa.format(millis / 1_000).as_bytes());
+        out.push(itoa.format(millis / 1_000).as_bytes());
         write_fraction(out, millis % 1_000);
-        out.put_u8(b's');
+        out.push(b"s");
     }
 }
 
 /// `.25` for 250 ms: the milliseconds as a decimal fraction of a second, trailing zeros cut.
-fn write_fraction(out: &mut BytesMut, millis: u128) {
+fn write_fraction(out: &mut DurationText, millis: u128) {
     if millis == 0 {
         return;
     }
@@ -117,9 +132,9 @@ fn write_fraction(out: &mut BytesMut, millis: u128) {
     } else {
         1
     };
-    out.put_u8(b'.');
+    out.push(b".");
     for digit in &digits[..kept] {
-        out.put_u8(b'0' + *digit as u8);
+        out.push(&[b'0' + *digit as u8]);
     }
 }
 
@@ -142,6 +157,7 @@ mod tests {
             (1_010, "1.01s"),
             (3_599_999, "59m59.999s"),
             (7_200_000, "120m0s"),
+            (u64::MAX, "307445734561825m51.615s"),
         ] {
             assert_eq!(go_duration(Duration::from_millis(millis)), text);
         }
@@ -200,6 +216,18 @@ mod tests {
             untouched.is_empty(),
             "no per-minute limit, nothing to pace on"
         );
+
+        // A zero limit (refused by validation, but a counter can hold one) resets at once.
+        let mut zero = HeaderMap::new();
+        insert(
+            &mut zero,
+            [rule(LimitKind::TokensPerMinute, 0, 0)].iter(),
+            UnixTime {
+                secs: NOW,
+                fraction: 0.0,
+            },
+        );
+        assert_eq!(zero[&NAMES[1][2]], "0s");
     }
 
     #[test]
