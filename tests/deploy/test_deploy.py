@@ -1409,9 +1409,14 @@ def test_grpc_mtls_values_work_with_the_binary(rendered, processes, tmp_path):
 
     ops = start_proxy("proxy", proxy_args)
     wait_until(lambda: http("GET", f"http://{ops}/readyz")[0] == 200, what="the proxy to get its config over mTLS")
-    listed = json.loads(http("GET", f"http://{admin}/api/v1/proxies",
-                             headers={"authorization": f"Bearer {tokens['SLUICE_ADMIN_TOKEN']}"})[2])
-    assert "proxy" in {p["node_id"] for p in listed["proxies"]}
+
+    def listed_proxies() -> set[str]:
+        payload = http("GET", f"http://{admin}/api/v1/proxies",
+                       headers={"authorization": f"Bearer {tokens['SLUICE_ADMIN_TOKEN']}"})[2]
+        return {p["node_id"] for p in json.loads(payload)["proxies"]}
+
+    # The fleet's rows are written in batches: the proxy can be ready a moment before it is listed.
+    wait_until(lambda: "proxy" in listed_proxies(), what="the control plane to list the proxy")
 
     without_certificate = list(proxy_args)
     for flag in ("--client-cert", "--client-key"):
@@ -2696,13 +2701,19 @@ def _run_topology(processes, compose, cli, tmp_path, database_url, redis_url):
         assert serves(name) == {"mock-a", "mock-b"}, name
 
     token = environment_of(cps[cp_names[0]])["SLUICE_ADMIN_TOKEN"].split(",")[0]
-    connected = set()
-    for cp in cp_names:
-        admin = local[(cp, listen_port(cps[cp], "control-plane", "admin", cli))]
-        status, _, payload = http("GET", f"http://{admin}/api/v1/proxies", headers={"authorization": f"Bearer {token}"})
-        assert status == 200
-        connected |= {p["node_id"] for p in json.loads(payload)["proxies"]}
-    assert connected == {environment_of(p)["SLUICE_NODE_ID"] for p in proxies.values()}
+
+    def connected() -> set[str]:
+        nodes = set()
+        for cp in cp_names:
+            admin = local[(cp, listen_port(cps[cp], "control-plane", "admin", cli))]
+            status, _, payload = http("GET", f"http://{admin}/api/v1/proxies", headers={"authorization": f"Bearer {token}"})
+            assert status == 200
+            nodes |= {p["node_id"] for p in json.loads(payload)["proxies"]}
+        return nodes
+
+    # The fleet's rows are written in batches: a proxy can serve a moment before it is listed.
+    expected = {environment_of(p)["SLUICE_NODE_ID"] for p in proxies.values()}
+    wait_until(lambda: connected() == expected, what="the control planes to list every proxy")
 
     # Client-key limits. With the compose Redis, the three proxies count one limit together: a
     # key's calls spread over them get at most the limit plus the documented lease slack
