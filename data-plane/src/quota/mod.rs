@@ -102,7 +102,7 @@ impl KeyRules {
         pool.map_or(&[], |index| &self.pools[index].1)
     }
 
-    fn rules_for<'a>(&'a self, pool: Option<usize>) -> impl Iterator<Item = &'a Rule> + Clone + 'a {
+    fn rules_for<'a>(&'a self, pool: Option<usize>) -> impl Iterator<Item = &'a Rule> + 'a {
         self.key_wide.iter().chain(self.pool_rules(pool))
     }
 

@@ -80,7 +80,7 @@ pub fn go_duration(duration: Duration) -> String {
     String::from_utf8_lossy(text.as_bytes()).into_owned()
 }
 
-/// Room on the stack for the longest Go duration a `Duration` prints as: 20 digits of
+/// Room on the stack for the longest Go duration a `Duration` prints as: 18 digits of
 /// minutes, `m`, `59.999s`.
 #[derive(Default)]
 struct DurationText {
@@ -161,6 +161,7 @@ mod tests {
         ] {
             assert_eq!(go_duration(Duration::from_millis(millis)), text);
         }
+        assert_eq!(go_duration(Duration::MAX), "307445734561825860m15.999s");
     }
 
     #[test]
