@@ -82,6 +82,15 @@ pub fn count(value: &[u8]) -> Option<u64> {
     std::str::from_utf8(value).ok()?.parse().ok()
 }
 
+/// `null` as `None` and anything else as `read` reads it, as serde reads an `Option`; `None`
+/// (give up) when `read` does.
+pub fn nullable<T>(value: &[u8], read: impl FnOnce(&[u8]) -> Option<T>) -> Option<Option<T>> {
+    match value {
+        b"null" => Some(None),
+        _ => read(value).map(Some),
+    }
+}
+
 pub fn flag(value: &[u8]) -> Option<bool> {
     match value {
         b"true" => Some(true),
@@ -259,6 +268,9 @@ mod tests {
             (flag(b"true"), flag(b"false"), flag(b"1")),
             (Some(true), Some(false), None)
         );
+        assert_eq!(nullable(b"null", count), Some(None));
+        assert_eq!(nullable(b"7", count), Some(Some(7)));
+        assert_eq!(nullable(b"7.0", count), None, "what `read` gives up on");
     }
 
     #[test]

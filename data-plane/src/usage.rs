@@ -7,7 +7,7 @@ use std::sync::LazyLock;
 use memchr::memmem;
 use serde::Deserialize;
 
-use crate::json_members::{count, each_field};
+use crate::json_members::{count, each_field, nullable};
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
 pub struct Usage {
@@ -47,12 +47,7 @@ impl Usage {
                 b"prompt_tokens" => usage.prompt_tokens = count(value)?,
                 b"completion_tokens" => usage.completion_tokens = count(value)?,
                 // The last of `FIELDS`: `each_field` passes no other names.
-                _ => {
-                    usage.prompt_tokens_details = match value {
-                        b"null" => None,
-                        _ => Some(PromptTokensDetails::skim(value)?),
-                    }
-                }
+                _ => usage.prompt_tokens_details = nullable(value, PromptTokensDetails::skim)?,
             }
             Some(())
         })?;

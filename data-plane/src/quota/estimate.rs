@@ -3,7 +3,7 @@
 
 use serde::Deserialize;
 
-use crate::json_members::{count, each_field, flag, only_space_after};
+use crate::json_members::{count, each_field, flag, nullable, only_space_after};
 
 /// Bytes of request body per token: about four for English text; JSON syntax makes the guess
 /// a little high, which is the safe side for a hold-back.
@@ -56,17 +56,12 @@ impl Fields {
         let mut fields = Self::default();
         let len = each_field(body, FIELDS, |name, value| {
             match name {
-                b"max_tokens" => fields.max_tokens = optional_count(value)?,
-                b"max_completion_tokens" => fields.max_completion_tokens = optional_count(value)?,
-                b"max_output_tokens" => fields.max_output_tokens = optional_count(value)?,
+                b"max_tokens" => fields.max_tokens = nullable(value, count)?,
+                b"max_completion_tokens" => fields.max_completion_tokens = nullable(value, count)?,
+                b"max_output_tokens" => fields.max_output_tokens = nullable(value, count)?,
                 b"stream" => fields.stream = flag(value)?,
                 // The last of `FIELDS`: `each_field` passes no other names.
-                _ => {
-                    fields.stream_options = match value {
-                        b"null" => None,
-                        _ => Some(StreamOptions::skim(value)?),
-                    }
-                }
+                _ => fields.stream_options = nullable(value, StreamOptions::skim)?,
             }
             Some(())
         })?;
@@ -83,14 +78,6 @@ impl StreamOptions {
             Some(())
         })?;
         Some(options)
-    }
-}
-
-/// `null` or a plain count, as serde reads an `Option<u64>`.
-fn optional_count(value: &[u8]) -> Option<Option<u64>> {
-    match value {
-        b"null" => Some(None),
-        _ => count(value).map(Some),
     }
 }
 
