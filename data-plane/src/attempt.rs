@@ -58,24 +58,28 @@ pub enum AttemptError {
 }
 
 /// Sends an [`Attempt`] to the backend the pool's strategy picks.
-#[derive(Clone)]
-pub struct PoolService {
-    pub pool: Arc<PoolRuntime>,
+///
+/// It borrows the pool from the call's config snapshot, as the retry policy does: tower's
+/// `Retry` clones both per attempt, and a cloned `Arc` is a write to a count every worker
+/// shares, several times per call.
+#[derive(Clone, Copy)]
+pub struct PoolService<'c> {
+    pub pool: &'c PoolRuntime,
 }
 
-type AttemptFuture = Pin<Box<dyn Future<Output = Result<Answer, AttemptError>> + Send>>;
+type AttemptFuture<'c> = Pin<Box<dyn Future<Output = Result<Answer, AttemptError>> + Send + 'c>>;
 
-impl Service<Attempt> for PoolService {
+impl<'c> Service<Attempt> for PoolService<'c> {
     type Response = Answer;
     type Error = AttemptError;
-    type Future = AttemptFuture;
+    type Future = AttemptFuture<'c>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
     }
 
     fn call(&mut self, attempt: Attempt) -> Self::Future {
-        let pool = self.pool.clone();
+        let pool = self.pool;
         Box::pin(async move {
             let backend = pool
                 .select(&attempt.tried, Nanos::now())
@@ -133,16 +137,16 @@ impl Service<Attempt> for PoolService {
 
 /// Retries on another backend after a connect error, a timeout, a `retry_on` status, a
 /// refused backend key (401) or a missing deployment (404 `DeploymentNotFound`), while attempts, budget and untried available backends remain.
-#[derive(Clone)]
-pub struct RetryOnAnotherBackend {
-    pub pool: Arc<PoolRuntime>,
-    pub metrics: Arc<ProxyMetrics>,
+#[derive(Clone, Copy)]
+pub struct RetryOnAnotherBackend<'c> {
+    pub pool: &'c PoolRuntime,
+    pub metrics: &'c ProxyMetrics,
     pub attempts_left: u32,
 }
 
-impl RetryOnAnotherBackend {
-    pub fn new(pool: Arc<PoolRuntime>, metrics: Arc<ProxyMetrics>) -> Self {
-        pool.budget.deposit();
+impl<'c> RetryOnAnotherBackend<'c> {
+    pub fn new(pool: &'c PoolRuntime, metrics: &'c ProxyMetrics) -> Self {
+        pool.budget.current().deposit();
         let attempts_left = pool.retry.max_attempts.get().saturating_sub(1);
         Self {
             pool,
@@ -152,7 +156,7 @@ impl RetryOnAnotherBackend {
     }
 }
 
-impl tower::retry::Policy<Attempt, Answer, AttemptError> for RetryOnAnotherBackend {
+impl tower::retry::Policy<Attempt, Answer, AttemptError> for RetryOnAnotherBackend<'_> {
     type Future = Ready<()>;
 
     fn retry(
@@ -171,7 +175,9 @@ impl tower::retry::Policy<Attempt, Answer, AttemptError> for RetryOnAnotherBacke
         }
         attempt.tried.push(backend);
         // With nothing else to try, the client gets this failure as the backend sent it.
-        if !self.pool.has_candidate(&attempt.tried, Nanos::now()) || !self.pool.budget.withdraw() {
+        if !self.pool.has_candidate(&attempt.tried, Nanos::now())
+            || !self.pool.budget.current().withdraw()
+        {
             return None;
         }
         self.attempts_left -= 1;

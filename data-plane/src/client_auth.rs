@@ -10,6 +10,7 @@ use http::HeaderMap;
 use http::header::{AUTHORIZATION, HeaderName};
 use sluice_model::ClientKey;
 
+use crate::per_worker::PerWorker;
 use crate::quota::KeyRules;
 
 static API_KEY: HeaderName = HeaderName::from_static("api-key");
@@ -34,7 +35,9 @@ pub fn presented_key(headers: &HeaderMap) -> Option<&str> {
 #[derive(Default)]
 pub struct ClientKeys {
     keys: Vec<Caller>,
-    verified: ArcSwap<HashMap<Box<str>, usize>>,
+    /// Looked up with what clients send, but only keys that verified are put in (no client
+    /// can fill it), so the fast hasher is safe here.
+    verified: ArcSwap<HashMap<Box<str>, usize, foldhash::fast::RandomState>>,
 }
 
 /// A client key of the config, with its limits resolved to their counters.
@@ -43,8 +46,16 @@ pub struct Caller {
     /// The key's position in the config, which indexes its usage cells in each pool; the
     /// slot after the last key is the anonymous clients'.
     pub slot: usize,
-    /// `None` for a key without limits.
-    pub rules: Option<Arc<KeyRules>>,
+    /// `None` for a key without limits. A copy per worker: each call holds its key's rules,
+    /// and one reference count that every worker writes would cost each call a cache miss.
+    rules: Option<PerWorker<Arc<KeyRules>>>,
+}
+
+impl Caller {
+    /// The key's limits, `None` without.
+    pub fn rules(&self) -> Option<&Arc<KeyRules>> {
+        self.rules.as_ref().map(PerWorker::current)
+    }
 }
 
 impl ClientKeys {
@@ -54,7 +65,8 @@ impl ClientKeys {
                 .into_iter()
                 .enumerate()
                 .map(|(slot, key)| Caller {
-                    rules: rules(&key),
+                    rules: rules(&key)
+                        .map(|rules| PerWorker::new(|_| Arc::new(KeyRules::clone(&rules)))),
                     slot,
                     key,
                 })

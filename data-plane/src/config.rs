@@ -88,7 +88,7 @@ impl ConfigBuilder {
                 .iter()
                 .map(|key| Some(&key.id))
                 .chain([None])
-                .map(|key| self.ledger.usage_cell(key, &pool.name))
+                .map(|key| self.ledger.usage_cells(key, &pool.name))
                 .collect();
             let runtime = PoolRuntime::new(
                 pool.name.clone(),

@@ -23,6 +23,7 @@ mod idle_timer;
 mod json_members;
 pub mod metrics;
 mod models;
+mod per_worker;
 pub mod proxy;
 pub mod quota;
 pub mod report;
@@ -196,6 +197,7 @@ impl DataPlane {
             .map(|settings| ServerTls::new(settings, Alpn::Http2AndHttp1))
             .transpose()?;
         let workers = config.listener.worker_count();
+        per_worker::declare_workers(workers.get());
         let load = Arc::new(Load::new(workers, config.listener.max_concurrent_requests));
         let metrics = Arc::new(ProxyMetrics::new().with_listener(&load));
         let azure = Arc::new(Azure::new(config.azure)?);

@@ -18,7 +18,7 @@ use crate::backend::{NoResponse, State, UsageAskedFor};
 use crate::balance::{NoBackend, PoolRuntime};
 use crate::body::{Accounting, ObservedBody, Passing, ProxyBody};
 use crate::call::{BodyPeek, ClientCall};
-use crate::client_auth::presented_key;
+use crate::client_auth::{Caller, presented_key};
 use crate::client_error::{ClientError, set_retry_after};
 use crate::clock::{Nanos, UnixTime};
 use crate::config::RuntimeConfig;
@@ -169,7 +169,7 @@ impl Proxy {
             return Err(ClientError::key_not_allowed(&requested).into_response());
         }
         let usage = pool.usage(caller.map_or(config.keys.anonymous_slot(), |c| c.slot));
-        let limits = caller.and_then(|c| c.rules.as_ref());
+        let limits = caller.and_then(Caller::rules);
         let (quota, ask_for_usage) = match limits {
             None => (None, false),
             Some(rules) => {
@@ -202,8 +202,8 @@ impl Proxy {
         });
         let client_key = key.map(|k| k.id.as_str());
         trace::routed(span, &call, call.style.route_template(), client_key);
-        let policy = RetryOnAnotherBackend::new(pool.clone(), self.metrics.clone());
-        let attempts = tower::retry::Retry::new(policy, PoolService { pool: pool.clone() });
+        let policy = RetryOnAnotherBackend::new(pool, &self.metrics);
+        let attempts = tower::retry::Retry::new(policy, PoolService { pool });
         match attempts
             .oneshot(Attempt {
                 call,

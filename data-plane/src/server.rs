@@ -100,6 +100,7 @@ pub async fn serve_proxy(
         std::thread::Builder::new()
             .name(format!("sluice-proxy-{index}"))
             .spawn(move || {
+                crate::per_worker::enter(index);
                 serve_on_own_runtime(listener, worker, tls, stopped, drain);
                 let _ = done.send(());
             })?;

@@ -14,7 +14,8 @@ use tower::retry::budget::TpsBudget;
 use crate::backend::{BackendEndpoint, State};
 use crate::clock::Nanos;
 use crate::metrics::PoolClients;
-use crate::report::UsageCell;
+use crate::per_worker::PerWorker;
+use crate::report::{UsageCell, UsageCells};
 
 /// Why no backend could be picked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -41,11 +42,12 @@ pub struct PoolRuntime {
     pub price: Option<Price>,
     pub backends: Vec<Arc<BackendEndpoint>>,
     /// Each client key's traffic on this pool, by [`crate::client_auth::Caller::slot`].
-    usage: Box<[Arc<UsageCell>]>,
+    usage: Box<[UsageCells]>,
     /// Each client key's calls to this pool for the client metrics, by slot like `usage`.
     pub clients: PoolClients,
-    /// Bounds retries to a share of recent traffic so an outage doesn't multiply load.
-    pub budget: TpsBudget,
+    /// Bounds retries to a share of recent traffic so an outage doesn't multiply load. One
+    /// per worker: every call deposits, and tower's budget takes a mutex to do it.
+    pub budget: PerWorker<TpsBudget>,
     tiers: Vec<Tier>,
 }
 
@@ -56,7 +58,7 @@ impl PoolRuntime {
         retry: RetryPolicy,
         price: Option<Price>,
         backends: Vec<Arc<BackendEndpoint>>,
-        usage: Box<[Arc<UsageCell>]>,
+        usage: Box<[UsageCells]>,
         clients: PoolClients,
     ) -> Self {
         let mut priorities: Vec<u32> = backends.iter().map(|b| b.spec.priority).collect();
@@ -94,15 +96,18 @@ impl PoolRuntime {
             backends,
             usage,
             clients,
-            // 10 s window, 10 retries per second always allowed, then 20% of requests.
-            budget: TpsBudget::new(Duration::from_secs(10), 10, 0.2),
+            // 10 s window, 10 retries per second always allowed (shared out among the
+            // workers), then 20% of requests.
+            budget: PerWorker::new(|workers| {
+                TpsBudget::new(Duration::from_secs(10), 10u32.div_ceil(workers as u32), 0.2)
+            }),
             tiers,
         }
     }
 
     /// The usage cell of the caller in `slot` (see [`crate::client_auth::ClientKeys`]).
     pub fn usage(&self, slot: usize) -> Option<&Arc<UsageCell>> {
-        self.usage.get(slot)
+        self.usage.get(slot).map(UsageCells::current)
     }
 
     /// Picks a backend for the next attempt: the best tier with an available backend not

@@ -269,8 +269,9 @@ pub struct KeyedTokens {
     backend: String,
     per_call: TokensPerCall,
     /// Behind one `Arc` each: a call takes its key's counters with one reference count, not
-    /// one per counter (four, shared by every worker: each a contended cache line).
-    by_key: ArcSwap<HashMap<Box<str>, Arc<TokenCounters>>>,
+    /// one per counter (four, shared by every worker: each a contended cache line). Keyed by
+    /// the config's key ids, so the fast hasher is safe.
+    by_key: ArcSwap<HashMap<Box<str>, Arc<TokenCounters>, foldhash::fast::RandomState>>,
 }
 
 impl KeyedTokens {

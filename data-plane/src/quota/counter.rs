@@ -1,7 +1,7 @@
 //! One limit's count in its current window, as this proxy sees it.
 //!
-//! The request path touches two atomics: it takes from the proxy's *allowance* and adds to
-//! what it has *spent*. The allowance is a lease: at every sync (a background task) the proxy
+//! The request path takes from the proxy's *allowance* and adds to what it has *spent*, both
+//! kept per worker ([`Allowance`]). The allowance is a lease: at every sync (a background task) the proxy
 //! replaces its previous lease in the shared count by what it actually spent, and atomically
 //! reserves a new one, a share of what is left (see [`reserve`]). Because leases are counted
 //! in the shared total when they are taken, proxies that sync at different moments can never
@@ -12,6 +12,8 @@
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use sluice_model::windows::Window;
+
+use super::allowance::Allowance;
 
 /// A window: where it starts and ends (unix seconds).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,10 +44,9 @@ pub struct Counter {
     /// The window being counted (unix seconds); moved on by the sync task.
     window_start: AtomicI64,
     window_end: AtomicI64,
-    /// What this proxy may still admit: what is left of its lease.
-    allowance: AtomicI64,
-    /// Spent here since the last successful sync.
-    spent: AtomicI64,
+    /// What this proxy may still admit (what is left of its lease), and what it spent since
+    /// the last successful sync.
+    allowance: Allowance,
     /// Refused here since the last sync, in total and the largest single call: demand the
     /// next lease should cover.
     refused: AtomicI64,
@@ -92,8 +93,7 @@ impl Counter {
             limit: AtomicU64::new(limit),
             window_start: AtomicI64::new(start),
             window_end: AtomicI64::new(end),
-            allowance: AtomicI64::new(saturating_i64(first_allowance)),
-            spent: AtomicI64::new(0),
+            allowance: Allowance::new(saturating_i64(first_allowance)),
             refused: AtomicI64::new(0),
             largest_refused: AtomicI64::new(0),
             reserved: AtomicI64::new(0),
@@ -112,8 +112,7 @@ impl Counter {
     pub fn set_limit(&self, limit: u64) {
         let old = self.limit.swap(limit, Ordering::Relaxed);
         if limit < old {
-            self.allowance
-                .fetch_sub(saturating_i64(old - limit), Ordering::Relaxed);
+            self.allowance.cut(saturating_i64(old - limit));
         }
     }
 
@@ -121,16 +120,13 @@ impl Counter {
     /// refusal still counts as use: the next sync leases for it.
     pub fn try_take(&self, amount: u64, now_secs: i64) -> bool {
         let amount = saturating_i64(amount);
-        if self.allowance.fetch_sub(amount, Ordering::Relaxed) < amount {
-            self.allowance.fetch_add(amount, Ordering::Relaxed);
+        let taken = self.allowance.take(amount);
+        if !taken {
             self.refused.fetch_add(amount, Ordering::Relaxed);
             self.largest_refused.fetch_max(amount, Ordering::Relaxed);
-            self.touch(now_secs);
-            return false;
         }
-        self.spent.fetch_add(amount, Ordering::Relaxed);
         self.touch(now_secs);
-        true
+        taken
     }
 
     fn touch(&self, now_secs: i64) {
@@ -145,10 +141,7 @@ impl Counter {
 
     /// Corrects an earlier take by `delta` (a settled estimate, or a refund when negative).
     pub fn adjust(&self, delta: i64) {
-        if delta != 0 {
-            self.spent.fetch_add(delta, Ordering::Relaxed);
-            self.allowance.fetch_sub(delta, Ordering::Relaxed);
-        }
+        self.allowance.adjust(delta);
     }
 
     /// The fleet's use of the window as this proxy knows it: the shared total with this
@@ -156,7 +149,7 @@ impl Counter {
     /// previous minute weighted.
     pub fn used(&self, now_secs: i64) -> u64 {
         let own_lease = self.reserved.load(Ordering::Relaxed);
-        let spent = self.spent.load(Ordering::Relaxed);
+        let spent = self.allowance.spent();
         let current = self
             .shared
             .load(Ordering::Relaxed)
@@ -200,7 +193,7 @@ impl Counter {
 
     pub fn activity(&self, now_secs: i64, idle_after_secs: i64) -> Activity {
         let recently = now_secs - self.last_used.load(Ordering::Relaxed) <= idle_after_secs;
-        if recently || self.spent.load(Ordering::Relaxed) != 0 {
+        if recently || self.allowance.spent() != 0 {
             Activity::Active
         } else if self.released.load(Ordering::Relaxed) {
             Activity::Idle
@@ -217,7 +210,7 @@ impl Counter {
             return None;
         }
         let (start, end) = self.window.bounds(now_secs);
-        let spent = self.spent.swap(0, Ordering::Relaxed);
+        let spent = self.allowance.take_spent();
         let lease = self.reserved.swap(0, Ordering::Relaxed);
         let total = self.shared.swap(0, Ordering::Relaxed);
         let adjacent = self.window == Window::Minute && start == ended.end;
@@ -249,7 +242,7 @@ impl Counter {
     /// Starts a sync: what was spent since the last one, and the correction to push (the
     /// spending replaces the lease the shared total counts for this proxy).
     pub fn begin_sync(&self) -> (i64, i64) {
-        let spent = self.spent.swap(0, Ordering::Relaxed);
+        let spent = self.allowance.take_spent();
         (spent, spent - self.reserved.load(Ordering::Relaxed))
     }
 
@@ -263,7 +256,7 @@ impl Counter {
 
     /// The sync failed: what was spent is kept for the next one.
     pub fn sync_failed(&self, spent: i64) {
-        self.spent.fetch_add(spent, Ordering::Relaxed);
+        self.allowance.return_spent(spent);
     }
 
     /// Applies a sync: the new lease becomes the allowance, less what was spent meanwhile.
@@ -309,12 +302,7 @@ impl Counter {
 
     /// `allowance = cap - spent`, counting spending that lands while it is being set.
     fn set_allowance(&self, cap: i64) {
-        let before = self.spent.load(Ordering::Relaxed);
-        self.allowance.store(cap - before, Ordering::Relaxed);
-        let after = self.spent.load(Ordering::Relaxed);
-        if after != before {
-            self.allowance.fetch_sub(after - before, Ordering::Relaxed);
-        }
+        self.allowance.set_cap(cap);
     }
 
     /// The previous minute's weight in the rolling minute: it slides out linearly.
@@ -360,7 +348,7 @@ mod tests {
         let (spent, correction) = counter.begin_sync();
         assert_eq!((spent, correction), (1, 1));
         // One more lands while the sync is on its way.
-        counter.allowance.store(1, Ordering::Relaxed);
+        counter.set_allowance(1);
         assert!(counter.try_take(1, T0));
         // The store: 1 spent here + 5 elsewhere, then a lease of 8 for this proxy.
         counter.synced(synced(14, 8));

@@ -5,6 +5,7 @@
 //! ([`sync`]) settles with the fleet through the shared store ([`store`]) every few hundred
 //! milliseconds, so the store's load grows with proxies × active limits, never with requests.
 
+mod allowance;
 mod counter;
 mod estimate;
 mod rate_headers;
@@ -48,12 +49,14 @@ impl CounterId {
     }
 }
 
+#[derive(Clone)]
 pub struct Rule {
     pub kind: LimitKind,
     pub counter: Arc<Counter>,
 }
 
 /// The rules of one client key, resolved to their counters when a config is applied.
+#[derive(Clone)]
 pub struct KeyRules {
     pub key: Name,
     key_wide: Vec<Rule>,

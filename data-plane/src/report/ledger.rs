@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use sluice_model::Name;
 
 use super::attempts::{AttemptCounts, AttemptTotals};
-use super::usage::{UsageCell, UsageCounts};
+use super::usage::{UsageCells, UsageCounts};
 
 /// Whose traffic on which pool; no client key when the proxy serves anonymous clients.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -36,7 +36,7 @@ pub struct Taken {
 
 #[derive(Default)]
 struct Cells {
-    usage: HashMap<UsageKey, Arc<UsageCell>>,
+    usage: HashMap<UsageKey, UsageCells>,
     attempts: HashMap<BackendKey, Arc<AttemptCounts>>,
 }
 
@@ -59,9 +59,9 @@ impl ReportLedger {
         Self { cells: None }
     }
 
-    pub fn usage_cell(&self, client_key: Option<&Name>, pool: &Name) -> Arc<UsageCell> {
+    pub fn usage_cells(&self, client_key: Option<&Name>, pool: &Name) -> UsageCells {
         let Some(cells) = &self.cells else {
-            return Arc::default();
+            return UsageCells::new();
         };
         let key = UsageKey {
             client_key: client_key.cloned(),
@@ -91,12 +91,12 @@ impl ReportLedger {
         let mut taken = Taken::default();
         // Only the ledger holds a counter with a strong count of 1, and handing it out again
         // needs this lock: nothing can count into it after its final take.
-        cells.usage.retain(|key, cell| {
-            let counts = cell.take();
+        cells.usage.retain(|key, cells| {
+            let counts = cells.take();
             if !counts.is_zero() {
                 taken.usage.push((key.clone(), counts));
             }
-            Arc::strong_count(cell) > 1
+            cells.held_elsewhere()
         });
         cells.attempts.retain(|key, counts| {
             let totals = counts.take();
@@ -135,13 +135,13 @@ mod tests {
     fn the_same_identity_gets_the_same_counter_and_only_non_zero_rows_are_taken() {
         let ledger = ReportLedger::tracking();
         let (a, p, q) = (name("team-a"), name("gpt-4o"), name("mini"));
-        let first = ledger.usage_cell(Some(&a), &p);
-        let again = ledger.usage_cell(Some(&a), &p);
-        assert!(Arc::ptr_eq(&first, &again));
-        let _idle = ledger.usage_cell(Some(&a), &q);
-        let anonymous = ledger.usage_cell(None, &p);
-        first.admitted();
-        anonymous.rate_limited();
+        let first = ledger.usage_cells(Some(&a), &p);
+        let again = ledger.usage_cells(Some(&a), &p);
+        assert!(Arc::ptr_eq(first.current(), again.current()));
+        let _idle = ledger.usage_cells(Some(&a), &q);
+        let anonymous = ledger.usage_cells(None, &p);
+        first.current().admitted();
+        anonymous.current().rate_limited();
         let backend = ledger.attempt_counts(&p, &name("eastus"));
         let _quiet = ledger.attempt_counts(&p, &name("westus"));
         backend.record(true);
@@ -174,7 +174,7 @@ mod tests {
     fn counters_outlive_their_config_until_their_last_counts_are_taken() {
         let ledger = ReportLedger::tracking();
         let (a, p) = (name("team-a"), name("gpt-4o"));
-        let in_flight = ledger.usage_cell(Some(&a), &p);
+        let in_flight = Arc::clone(ledger.usage_cells(Some(&a), &p).current());
         let backend = ledger.attempt_counts(&p, &name("eastus"));
         assert_eq!(ledger.tracked(), (1, 1));
         // The config that held them is replaced; calls still running finish on them.
@@ -190,8 +190,8 @@ mod tests {
     #[test]
     fn an_untracked_ledger_keeps_nothing() {
         let ledger = ReportLedger::untracked();
-        let cell = ledger.usage_cell(None, &name("p"));
-        cell.admitted();
+        let cells = ledger.usage_cells(None, &name("p"));
+        cells.current().admitted();
         assert!(ledger.take().usage.is_empty());
         assert_eq!(ledger.tracked(), (0, 0));
     }

@@ -29,7 +29,7 @@ pub mod usage;
 pub use attempts::AttemptCounts;
 pub use ledger::ReportLedger;
 pub use reporter::Reporter;
-pub use usage::{CallUsage, UsageCell};
+pub use usage::{CallUsage, UsageCell, UsageCells};
 
 /// Configs for the report's tests: pools of backends that nothing listens behind, and keys.
 #[cfg(test)]

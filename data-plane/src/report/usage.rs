@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use sluice_model::Price;
 
+use crate::per_worker::PerWorker;
 use crate::usage::Usage;
 
 /// What a key sent to a pool since the counts were last taken.
@@ -21,6 +22,44 @@ pub struct UsageCell {
     rate_limited: AtomicU64,
 }
 
+/// One key's traffic on one pool, a cell per worker. A call counts into its worker's cell and
+/// its response body holds that cell's `Arc`, so no count and no reference count is written
+/// by two cores; a report adds the cells up.
+#[derive(Clone, Debug)]
+pub struct UsageCells(PerWorker<Arc<UsageCell>>);
+
+impl UsageCells {
+    pub fn new() -> Self {
+        Self(PerWorker::new(|_| Arc::default()))
+    }
+
+    /// The calling worker's cell.
+    pub fn current(&self) -> &Arc<UsageCell> {
+        self.0.current()
+    }
+
+    /// Every worker's counts since the last take, added up.
+    pub fn take(&self) -> UsageCounts {
+        self.0
+            .iter()
+            .fold(UsageCounts::default(), |mut total, cell| {
+                total += cell.take();
+                total
+            })
+    }
+
+    /// Whether anything beside this holder still counts into the cells.
+    pub fn held_elsewhere(&self) -> bool {
+        self.0.iter().any(|cell| Arc::strong_count(cell) > 1)
+    }
+}
+
+impl Default for UsageCells {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 /// Counts taken from a [`UsageCell`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct UsageCounts {
@@ -34,6 +73,16 @@ pub struct UsageCounts {
 impl UsageCounts {
     pub fn is_zero(&self) -> bool {
         *self == Self::default()
+    }
+}
+
+impl std::ops::AddAssign for UsageCounts {
+    fn add_assign(&mut self, other: Self) {
+        self.requests += other.requests;
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.cost_micro_usd += other.cost_micro_usd;
+        self.rate_limited += other.rate_limited;
     }
 }
 
@@ -129,6 +178,32 @@ mod tests {
         assert!(cell.take().is_zero(), "counted once, then gone");
         cell.rate_limited();
         assert_eq!(cell.take().rate_limited, 1);
+    }
+
+    #[test]
+    fn a_report_adds_up_every_workers_cell() {
+        let cells = UsageCells(PerWorker::for_workers(2, |_| Arc::default()));
+        std::thread::scope(|scope| {
+            for index in 0..2 {
+                let cells = &cells;
+                scope.spawn(move || {
+                    crate::per_worker::enter(index);
+                    cells.current().admitted();
+                    cells
+                        .current()
+                        .consumed(&usage(10 * (index as u64 + 1), 0, 1), None);
+                });
+            }
+        });
+        let counts = cells.take();
+        assert_eq!(
+            (counts.requests, counts.input_tokens, counts.output_tokens),
+            (2, 30, 2)
+        );
+        assert!(!cells.held_elsewhere());
+        let body = Arc::clone(cells.current());
+        assert!(cells.held_elsewhere(), "a call in flight still counts");
+        drop(body);
     }
 
     #[test]
