@@ -1,7 +1,7 @@
 //! One limit's count in its current window, as this proxy sees it.
 //!
-//! The request path takes from the proxy's *allowance* and adds to what it has *spent*, both
-//! kept per worker ([`Allowance`]). The allowance is a lease: at every sync (a background task) the proxy
+//! The request path touches two atomics: it takes from the proxy's *allowance* and adds to
+//! what it has *spent*. The allowance is a lease: at every sync (a background task) the proxy
 //! replaces its previous lease in the shared count by what it actually spent, and atomically
 //! reserves a new one, a share of what is left (see [`reserve`]). Because leases are counted
 //! in the shared total when they are taken, proxies that sync at different moments can never
@@ -12,8 +12,6 @@
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use sluice_model::windows::Window;
-
-use super::allowance::Allowance;
 
 /// A window: where it starts and ends (unix seconds).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,9 +42,10 @@ pub struct Counter {
     /// The window being counted (unix seconds); moved on by the sync task.
     window_start: AtomicI64,
     window_end: AtomicI64,
-    /// What this proxy may still admit (what is left of its lease), and what it spent since
-    /// the last successful sync.
-    allowance: Allowance,
+    /// What this proxy may still admit: what is left of its lease.
+    allowance: AtomicI64,
+    /// Spent here since the last successful sync.
+    spent: AtomicI64,
     /// Refused here since the last sync, in total and the largest single call: demand the
     /// next lease should cover.
     refused: AtomicI64,
@@ -93,7 +92,8 @@ impl Counter {
             limit: AtomicU64::new(limit),
             window_start: AtomicI64::new(start),
             window_end: AtomicI64::new(end),
-            allowance: Allowance::new(saturating_i64(first_allowance)),
+            allowance: AtomicI64::new(saturating_i64(first_allowance)),
+            spent: AtomicI64::new(0),
             refused: AtomicI64::new(0),
             largest_refused: AtomicI64::new(0),
             reserved: AtomicI64::new(0),
@@ -112,7 +112,8 @@ impl Counter {
     pub fn set_limit(&self, limit: u64) {
         let old = self.limit.swap(limit, Ordering::Relaxed);
         if limit < old {
-            self.allowance.cut(saturating_i64(old - limit));
+            self.allowance
+                .fetch_sub(saturating_i64(old - limit), Ordering::Relaxed);
         }
     }
 
@@ -120,13 +121,16 @@ impl Counter {
     /// refusal still counts as use: the next sync leases for it.
     pub fn try_take(&self, amount: u64, now_secs: i64) -> bool {
         let amount = saturating_i64(amount);
-        let taken = self.allowance.take(amount);
-        if !taken {
+        if self.allowance.fetch_sub(amount, Ordering::Relaxed) < amount {
+            self.allowance.fetch_add(amount, Ordering::Relaxed);
             self.refused.fetch_add(amount, Ordering::Relaxed);
             self.largest_refused.fetch_max(amount, Ordering::Relaxed);
+            self.touch(now_secs);
+            return false;
         }
+        self.spent.fetch_add(amount, Ordering::Relaxed);
         self.touch(now_secs);
-        taken
+        true
     }
 
     fn touch(&self, now_secs: i64) {
@@ -141,7 +145,10 @@ impl Counter {
 
     /// Corrects an earlier take by `delta` (a settled estimate, or a refund when negative).
     pub fn adjust(&self, delta: i64) {
-        self.allowance.adjust(delta);
+        if delta != 0 {
+            self.spent.fetch_add(delta, Ordering::Relaxed);
+            self.allowance.fetch_sub(delta, Ordering::Relaxed);
+        }
     }
 
     /// The fleet's use of the window as this proxy knows it: the shared total with this
@@ -149,7 +156,7 @@ impl Counter {
     /// previous minute weighted.
     pub fn used(&self, now_secs: i64) -> u64 {
         let own_lease = self.reserved.load(Ordering::Relaxed);
-        let spent = self.allowance.spent();
+        let spent = self.spent.load(Ordering::Relaxed);
         let current = self
             .shared
             .load(Ordering::Relaxed)
@@ -193,7 +200,7 @@ impl Counter {
 
     pub fn activity(&self, now_secs: i64, idle_after_secs: i64) -> Activity {
         let recently = now_secs - self.last_used.load(Ordering::Relaxed) <= idle_after_secs;
-        if recently || self.allowance.spent() != 0 {
+        if recently || self.spent.load(Ordering::Relaxed) != 0 {
             Activity::Active
         } else if self.released.load(Ordering::Relaxed) {
             Activity::Idle
@@ -210,7 +217,7 @@ impl Counter {
             return None;
         }
         let (start, end) = self.window.bounds(now_secs);
-        let spent = self.allowance.take_spent();
+        let spent = self.spent.swap(0, Ordering::Relaxed);
         let lease = self.reserved.swap(0, Ordering::Relaxed);
         let total = self.shared.swap(0, Ordering::Relaxed);
         let adjacent = self.window == Window::Minute && start == ended.end;
@@ -242,7 +249,7 @@ impl Counter {
     /// Starts a sync: what was spent since the last one, and the correction to push (the
     /// spending replaces the lease the shared total counts for this proxy).
     pub fn begin_sync(&self) -> (i64, i64) {
-        let spent = self.allowance.take_spent();
+        let spent = self.spent.swap(0, Ordering::Relaxed);
         (spent, spent - self.reserved.load(Ordering::Relaxed))
     }
 
@@ -256,7 +263,7 @@ impl Counter {
 
     /// The sync failed: what was spent is kept for the next one.
     pub fn sync_failed(&self, spent: i64) {
-        self.allowance.return_spent(spent);
+        self.spent.fetch_add(spent, Ordering::Relaxed);
     }
 
     /// Applies a sync: the new lease becomes the allowance, less what was spent meanwhile.
@@ -302,7 +309,12 @@ impl Counter {
 
     /// `allowance = cap - spent`, counting spending that lands while it is being set.
     fn set_allowance(&self, cap: i64) {
-        self.allowance.set_cap(cap);
+        let before = self.spent.load(Ordering::Relaxed);
+        self.allowance.store(cap - before, Ordering::Relaxed);
+        let after = self.spent.load(Ordering::Relaxed);
+        if after != before {
+            self.allowance.fetch_sub(after - before, Ordering::Relaxed);
+        }
     }
 
     /// The previous minute's weight in the rolling minute: it slides out linearly.
@@ -348,7 +360,7 @@ mod tests {
         let (spent, correction) = counter.begin_sync();
         assert_eq!((spent, correction), (1, 1));
         // One more lands while the sync is on its way.
-        counter.set_allowance(1);
+        counter.allowance.store(1, Ordering::Relaxed);
         assert!(counter.try_take(1, T0));
         // The store: 1 spent here + 5 elsewhere, then a lease of 8 for this proxy.
         counter.synced(synced(14, 8));
@@ -396,6 +408,36 @@ mod tests {
         counter.adjust(200);
         assert_eq!(counter.remaining(T0), 0);
         assert!(!counter.try_take(1, T0));
+    }
+
+    /// Workers taking and settling at once: what they consume never exceeds the allowance by
+    /// more than the calls that settled above their estimate while it ran out (one per
+    /// worker here). A counter split per worker failed this: one worker's debt did not stop
+    /// another from spending its share.
+    #[test]
+    fn concurrent_calls_never_take_more_than_the_allowance() {
+        let counter = Counter::new(Window::Period(Period::Day), 100_000, T0, 1_000);
+        let consumed: u64 = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..4)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut consumed = 0;
+                        for call in 0..1_000 {
+                            if counter.try_take(3, T0) {
+                                // Every other call used one token more than it held back.
+                                let extra = call % 2;
+                                counter.adjust(extra);
+                                consumed += 3 + extra as u64;
+                            }
+                        }
+                        consumed
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap()).sum()
+        });
+        assert!((997..=1_004).contains(&consumed), "consumed {consumed}");
+        assert_eq!(counter.used(T0), consumed);
     }
 
     #[test]

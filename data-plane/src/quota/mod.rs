@@ -5,7 +5,6 @@
 //! ([`sync`]) settles with the fleet through the shared store ([`store`]) every few hundred
 //! milliseconds, so the store's load grows with proxies × active limits, never with requests.
 
-mod allowance;
 mod counter;
 mod estimate;
 mod rate_headers;

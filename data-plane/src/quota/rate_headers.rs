@@ -58,7 +58,7 @@ pub fn insert<'a>(headers: &mut HeaderMap, rules: impl Iterator<Item = &'a Rule>
         };
         let mut itoa = itoa::Buffer::new();
         insert_value(headers, &names[0], itoa.format(limit).as_bytes());
-        insert_value(headers, &names[1], itoa.format(remaining).as_bytes());
+        replace_value(headers, &names[1], itoa.format(remaining).as_bytes());
         let mut text = DurationText::default();
         write_go_duration(&mut text, Duration::from_millis(reset_ms));
         insert_value(headers, &names[2], text.as_bytes());
@@ -69,6 +69,23 @@ fn insert_value(headers: &mut HeaderMap, name: &HeaderName, value: &[u8]) {
     // Digits, letters and dots only: always a valid value.
     if let Ok(value) = HeaderValue::from_bytes(value) {
         headers.insert(name.clone(), value);
+    }
+}
+
+/// Like [`insert_value`], for a header the backend has likely sent: Azure sends both
+/// `x-ratelimit-remaining-*`. Its value is overwritten where it is, found by comparing names:
+/// cheaper than hashing the name, which `HeaderMap` does a byte at a time. A name the backend
+/// sent twice is inserted, which removes both.
+fn replace_value(headers: &mut HeaderMap, name: &HeaderName, value: &[u8]) {
+    let Ok(value) = HeaderValue::from_bytes(value) else {
+        return;
+    };
+    let mut sent = headers.iter_mut().filter(|(sent, _)| *sent == name);
+    match (sent.next(), sent.next()) {
+        (Some((_, backends)), None) => *backends = value,
+        _ => {
+            headers.insert(name.clone(), value);
+        }
     }
 }
 
@@ -229,6 +246,36 @@ mod tests {
             },
         );
         assert_eq!(zero[&NAMES[1][2]], "0s");
+    }
+
+    #[test]
+    fn the_backends_remaining_counts_are_replaced_not_added_to() {
+        use std::sync::Arc;
+
+        use sluice_model::windows::Window;
+
+        use crate::quota::Counter;
+
+        const NOW: UnixTime = UnixTime {
+            secs: 1_800_000_000,
+            fraction: 0.0,
+        };
+        let rules = [LimitKind::RequestsPerMinute, LimitKind::TokensPerMinute].map(|kind| {
+            let counter = Arc::new(Counter::new(Window::Minute, 100, NOW.secs, 100));
+            assert!(counter.try_take(1, NOW.secs));
+            Rule { kind, counter }
+        });
+        let mut headers = HeaderMap::new();
+        headers.insert("x-ms-region", HeaderValue::from_static("eastus"));
+        headers.insert(&NAMES[0][1], HeaderValue::from_static("2999"));
+        headers.append(&NAMES[1][1], HeaderValue::from_static("149000"));
+        headers.append(&NAMES[1][1], HeaderValue::from_static("148000"));
+        insert(&mut headers, rules.iter(), NOW);
+        for names in &NAMES {
+            let told: Vec<_> = headers.get_all(&names[1]).iter().collect();
+            assert_eq!(told, ["99"], "{}", names[1]);
+        }
+        assert_eq!(headers.len(), 1 + RATE_HEADERS);
     }
 
     #[test]
