@@ -61,7 +61,7 @@ impl ReportLedger {
 
     pub fn usage_cells(&self, client_key: Option<&Name>, pool: &Name) -> UsageCells {
         let Some(cells) = &self.cells else {
-            return UsageCells::new();
+            return UsageCells::default();
         };
         let key = UsageKey {
             client_key: client_key.cloned(),

@@ -29,10 +29,6 @@ pub struct UsageCell {
 pub struct UsageCells(PerWorker<Arc<UsageCell>>);
 
 impl UsageCells {
-    pub fn new() -> Self {
-        Self(PerWorker::new(|_| Arc::default()))
-    }
-
     /// The calling worker's cell.
     pub fn current(&self) -> &Arc<UsageCell> {
         self.0.current()
@@ -56,7 +52,7 @@ impl UsageCells {
 
 impl Default for UsageCells {
     fn default() -> Self {
-        Self::new()
+        Self(PerWorker::new(|_| Arc::default()))
     }
 }
 
