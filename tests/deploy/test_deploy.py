@@ -260,8 +260,9 @@ def test_dockerfile_entrypoint_is_the_sluice_binary_built_from_this_workspace(cl
     assert any(instr == "FROM" and re.search(r"\bAS build\b", rest, re.I) for instr, rest in build)
     assert ("COPY", ". .") in build, "the build stage copies the workspace (the repository root context)"
     runs = " ".join(rest for instr, rest in build if instr == "RUN")
-    assert re.search(r"cargo build --release --locked --bin sluice\b", runs), runs
-    assert re.search(rf"install .*target/release/sluice {re.escape(copied_from)}\b", runs), runs
+    # The dist profile (Cargo.toml: fat LTO, one codegen unit) is what ships and what bench/ measures.
+    assert re.search(r"cargo build --profile dist --locked --bin sluice\b", runs), runs
+    assert re.search(rf"install .*target/dist/sluice {re.escape(copied_from)}\b", runs), runs
 
     # ... and `sluice` is the workspace's root package binary.
     metadata = json.loads(subprocess.run(
