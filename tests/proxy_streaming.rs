@@ -220,6 +220,65 @@ async fn a_connection_that_never_spoke_does_not_hold_up_shutdown() {
     drop(silent);
 }
 
+/// A keep-alive connection that sits idle between calls is closed as soon as the drain
+/// begins: its task is parked, and the drain has to wake it.
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_when_the_drain_begins() {
+    let mock = mock("m").await;
+    let pool = pool_yaml("p", "", &[(&mock, "")]);
+    let mut proxy = TestProxy::start(&pool, &[&mock]).await;
+    let mut client = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let body = r#"{"messages":[{"role":"user","content":"hi"}]}"#;
+    let request = format!(
+        "POST /openai/deployments/p/chat/completions?api-version=2024-10-21 HTTP/1.1\r\n\
+         host: sluice\r\napi-key: {CLIENT_KEY}\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    client.write_all(request.as_bytes()).await.unwrap();
+    // The whole answer (its head, then as many bytes as its content-length says); the
+    // connection then waits for the next request.
+    let mut answer = Vec::new();
+    let mut chunk = [0_u8; 4096];
+    let complete = |answer: &[u8]| {
+        let text = String::from_utf8_lossy(answer);
+        let (head, body) = text.split_once("\r\n\r\n")?;
+        let length: usize = head
+            .lines()
+            .find_map(|line| line.strip_prefix("content-length: "))?
+            .parse()
+            .ok()?;
+        Some(body.len() >= length)
+    };
+    while complete(&answer) != Some(true) {
+        let read = client.read(&mut chunk).await.unwrap();
+        assert!(
+            read > 0,
+            "closed mid-answer: {}",
+            String::from_utf8_lossy(&answer)
+        );
+        answer.extend_from_slice(&chunk[..read]);
+    }
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    proxy.begin_shutdown();
+    // The drain allows 5 s; an idle connection is closed at once, not when that runs out.
+    let mut after = Vec::new();
+    tokio::time::timeout(Duration::from_secs(4), client.read_to_end(&mut after))
+        .await
+        .expect("the idle connection was left open during the drain")
+        .unwrap();
+    assert!(after.is_empty(), "{}", String::from_utf8_lossy(&after));
+    tokio::time::timeout(Duration::from_secs(4), proxy.stopped())
+        .await
+        .expect("stopped without waiting out the drain");
+}
+
 /// On shutdown the proxy stops accepting but lets a running stream finish.
 #[tokio::test]
 async fn shutdown_drains_in_flight_streams() {

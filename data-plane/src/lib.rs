@@ -17,6 +17,7 @@ mod concurrency;
 pub mod config;
 pub mod control_plane;
 mod credential_refresh;
+mod drain;
 pub mod head_sampling;
 mod headers;
 mod idle_timer;

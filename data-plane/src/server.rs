@@ -16,7 +16,6 @@ use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use sluice_tls::ServerTls;
 use std::io;
 use std::net::SocketAddr;
@@ -28,6 +27,7 @@ use tokio::sync::{oneshot, watch};
 use crate::client_error::ClientError;
 use crate::clock::Nanos;
 use crate::concurrency::{CountedBody, InFlight, Load, WorkerLoad};
+use crate::drain::{Drain, Watcher};
 use crate::metrics::Exposition;
 use crate::proxy::Proxy;
 
@@ -242,10 +242,7 @@ async fn serve<S, B>(
     B: ResponseBody,
 {
     let builder = auto::Builder::new(TokioExecutor::new());
-    let graceful = GracefulShutdown::new();
-    // For connections that have not said which protocol they speak yet: they are not watched
-    // by `graceful` until they have, and must not hold up the drain meanwhile.
-    let (stopping, stopped) = watch::channel(false);
+    let connections = Drain::new();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -261,25 +258,24 @@ async fn serve<S, B>(
                 };
                 let _ = stream.set_nodelay(true);
                 match &tls {
-                    None => spawn_plain_connection(graceful.watcher(), stopped.clone(), service.clone(), stream),
+                    None => spawn_plain_connection(connections.watcher(), service.clone(), stream),
                     // The handshake runs on the connection's task, not in this loop.
-                    Some(tls) => spawn_connection(&builder, &graceful, service.clone(), tls.accept(stream)),
+                    Some(tls) => spawn_connection(&builder, connections.watcher(), service.clone(), tls.accept(stream)),
                 }
             }
             () = &mut shutdown => break,
         }
     }
     drop(listener);
-    let _ = stopping.send(true);
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("drained"),
+        () = connections.run() => tracing::info!("drained"),
         () = tokio::time::sleep(drain) => tracing::warn!(drain_secs = drain.as_secs(), "drain timed out; closing remaining connections"),
     }
 }
 
 fn spawn_connection<IO, S, B>(
     builder: &auto::Builder<TokioExecutor>,
-    graceful: &GracefulShutdown,
+    watcher: Watcher,
     service: S,
     io: IO,
 ) where
@@ -288,7 +284,7 @@ fn spawn_connection<IO, S, B>(
     B: ResponseBody,
 {
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    let connection = graceful.watch(connection.into_owned());
+    let connection = watcher.watch(connection.into_owned());
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::debug!(%error, "client connection ended with an error");
@@ -330,12 +326,8 @@ impl Speaks {
 /// connection). A peek leaves the bytes in the socket, so hyper reads them into its own buffer
 /// as usual. An HTTP/1 request differs from the h2c preface by its second byte at the latest;
 /// only a client whose first segment is a part of the preface goes to the auto-detection.
-fn spawn_plain_connection<S, B>(
-    graceful: Watcher,
-    mut stopping: watch::Receiver<bool>,
-    service: S,
-    stream: TcpStream,
-) where
+fn spawn_plain_connection<S, B>(watcher: Watcher, service: S, stream: TcpStream)
+where
     S: ConnectionService<B>,
     B: ResponseBody,
 {
@@ -345,23 +337,23 @@ fn spawn_plain_connection<S, B>(
             biased;
             peeked = stream.peek(&mut first) => peeked.unwrap_or(0),
             // Shutting down before the client said anything: close, as a drain would.
-            _ = stopping.wait_for(|stop| *stop) => return,
+            () = watcher.begun() => return,
         };
         let io = TokioIo::new(stream);
         let served: Result<(), BoxError> = match Speaks::from_first_bytes(&first[..peeked]) {
             Speaks::Http1 => {
                 let connection = http1::Builder::new().serve_connection(io, service);
-                graceful.watch(connection).await.map_err(Into::into)
+                watcher.watch(connection).await.map_err(Into::into)
             }
             Speaks::Http2 => {
                 let connection =
                     http2::Builder::new(TokioExecutor::new()).serve_connection(io, service);
-                graceful.watch(connection).await.map_err(Into::into)
+                watcher.watch(connection).await.map_err(Into::into)
             }
             Speaks::Unsure => {
                 let builder = auto::Builder::new(TokioExecutor::new());
                 let connection = builder.serve_connection_with_upgrades(io, service);
-                graceful.watch(connection.into_owned()).await
+                watcher.watch(connection.into_owned()).await
             }
         };
         if let Err(error) = served {
