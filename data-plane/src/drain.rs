@@ -21,8 +21,8 @@ use tokio::sync::{Notify, watch};
 /// One listener's connections, told to finish together.
 #[derive(Debug)]
 pub struct Drain {
+    /// Set before `wake_up` is notified, so a connection woken by it finds it set.
     stopping: Arc<AtomicBool>,
-    /// Set before `notify_waiters`, so a connection woken by it finds it set.
     wake_up: Arc<Notify>,
     /// Every watched connection holds a receiver: the drain is over when none is left.
     live: watch::Sender<()>,
