@@ -110,21 +110,25 @@ impl<C: GracefulConnection> Future for Draining<C> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        if !*this.closing {
-            let begun = this.stopping.load(Ordering::Acquire)
-                || (!this
-                    .registered
-                    .as_ref()
-                    .is_some_and(|w| w.will_wake(cx.waker()))
-                    && {
-                        *this.registered = Some(cx.waker().clone());
-                        this.wake_up.poll(cx).is_ready()
-                    });
-            if begun {
-                *this.closing = true;
-                this.connection.as_mut().graceful_shutdown();
-            }
+        if !*this.closing
+            && (this.stopping.load(Ordering::Acquire) || woken(this.wake_up, this.registered, cx))
+        {
+            *this.closing = true;
+            this.connection.as_mut().graceful_shutdown();
         }
         this.connection.poll(cx)
     }
+}
+
+/// Polls `wake_up` only for a waker it does not hold yet; true once the drain has woken it.
+fn woken(
+    wake_up: Pin<&mut OwnedNotified>,
+    registered: &mut Option<Waker>,
+    cx: &mut Context<'_>,
+) -> bool {
+    if registered.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+        return false;
+    }
+    *registered = Some(cx.waker().clone());
+    wake_up.poll(cx).is_ready()
 }

@@ -74,9 +74,9 @@ fn insert_value(headers: &mut HeaderMap, name: &HeaderName, value: &[u8]) {
 
 /// Like [`insert_value`], for a header the backend has likely sent: Azure and OpenAI both send
 /// `x-ratelimit-remaining-*` (only OpenAI the other four, so those are inserted: a scan that
-/// finds nothing would cost Azure calls more than it saves OpenAI's). Its value is overwritten where it is, found by comparing names:
-/// cheaper than hashing the name, which `HeaderMap` does a byte at a time. A name the backend
-/// sent twice is inserted, which removes both.
+/// finds nothing would cost Azure calls more than it saves OpenAI's). Its value is overwritten
+/// where it is, found by comparing names: cheaper than hashing the name, which `HeaderMap` does
+/// a byte at a time. A name the backend sent twice is inserted, which removes both.
 fn replace_value(headers: &mut HeaderMap, name: &HeaderName, value: &[u8]) {
     let Ok(value) = HeaderValue::from_bytes(value) else {
         return;
