@@ -156,6 +156,42 @@ async fn proxy_serves_https_with_http2_by_alpn_and_http1() {
     assert!(plain.is_err(), "{plain:?}");
 }
 
+/// The drain closes idle client connections over TLS at once, whatever they speak: HTTP/2,
+/// HTTP/1.1 kept alive, and a client that connected but never began its handshake. The proxy
+/// then stops well before the drain's 5 s run out.
+#[tokio::test]
+async fn idle_tls_connections_are_closed_when_the_drain_begins() {
+    let ca = TestCa::new().unwrap();
+    let pem = ca.server_pem(&["localhost"]).unwrap();
+    let volume = SecretVolume::new(&pem);
+    let (mut proxy, _backend) = https_proxy(&volume, 1).await;
+
+    let mut silent = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let h2 = https_client(&ca).build().unwrap();
+    let http1 = https_client(&ca).http1_only().build().unwrap();
+    for (client, version) in [(&h2, Version::HTTP_2), (&http1, Version::HTTP_11)] {
+        let response = chat(client, &proxy).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(response.version(), version);
+        response.bytes().await.unwrap();
+    }
+    // Both clients now hold an idle connection in their pools.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    proxy.begin_shutdown();
+    tokio::time::timeout(Duration::from_secs(4), proxy.stopped())
+        .await
+        .expect("the drain waited for idle TLS connections");
+    let mut after = Vec::new();
+    let read = tokio::time::timeout(
+        Duration::from_secs(1),
+        tokio::io::AsyncReadExt::read_to_end(&mut silent, &mut after),
+    )
+    .await
+    .expect("the silent connection was left open");
+    assert!(read.is_ok_and(|_| after.is_empty()), "{after:?}");
+}
+
 #[tokio::test]
 async fn a_renewed_certificate_is_served_to_new_connections_without_failing_a_request() {
     let ca = TestCa::new().unwrap();
