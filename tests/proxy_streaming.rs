@@ -3,22 +3,30 @@
 
 mod support;
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use sluice_testkit::mock_upstream::MockConfig;
+use sluice_testkit::mock_upstream::{MockConfig, MockHandle};
+use support::eventually;
+use support::process::ProxyProcess;
 use support::proxy::{CLIENT_KEY, TestProxy, mock, mock_with, pool_yaml};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+/// A backend named `slow` that streams `tokens` completion tokens at 20 a second.
+async fn paced_mock(tokens: u32) -> MockHandle {
+    mock_with(
+        MockConfig::named("slow")
+            .tokens_per_second(20.0)
+            .completion_tokens(tokens),
+    )
+    .await
+}
+
 /// Each streamed chunk reaches the client when the backend produces it, not at the end.
 #[tokio::test]
 async fn streamed_chunks_reach_the_client_before_the_upstream_finishes() {
-    let slow = mock_with(
-        MockConfig::named("slow")
-            .tokens_per_second(20.0)
-            .completion_tokens(10),
-    )
-    .await;
+    let slow = paced_mock(10).await;
     let pool = pool_yaml("p", "", &[(&slow, "")]);
     let proxy = TestProxy::start(&pool, &[&slow]).await;
     let started = Instant::now();
@@ -220,6 +228,59 @@ async fn a_connection_that_never_spoke_does_not_hold_up_shutdown() {
     drop(silent);
 }
 
+/// The binary itself on SIGTERM, as Kubernetes stops a pod: the stream in flight runs to its
+/// end, and the process exits once it has drained, refusing new connections.
+#[tokio::test]
+async fn on_sigterm_the_process_finishes_the_stream_in_flight_then_exits() {
+    let slow = paced_mock(8).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sluice.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "pools:\n  - {{ name: p, backends: [{{ name: slow, url: \"{}\", kind: azure_openai, \
+             auth: {{ type: api_key, secret: \"env://SLUICE_TEST_BACKEND_KEY\" }} }}] }}\n\
+             client_keys:\n  - {{ id: team, secret: \"env://SLUICE_TEST_CLIENT_KEY\" }}\n",
+            slow.url()
+        ),
+    )
+    .unwrap();
+    let env = HashMap::from([
+        ("SLUICE_TEST_BACKEND_KEY".to_owned(), "key-slow".to_owned()),
+        ("SLUICE_TEST_CLIENT_KEY".to_owned(), CLIENT_KEY.to_owned()),
+    ]);
+    let args = ["--config".to_owned(), config.display().to_string()];
+    let proxy = ProxyProcess::start("sigterm", &args, &env).await;
+
+    let mut response = reqwest::Client::new()
+        .post(proxy.url("/openai/deployments/p/chat/completions?api-version=2024-10-21"))
+        .header("api-key", CLIENT_KEY)
+        .json(&serde_json::json!({
+            "messages": [{"role": "user", "content": "hello there"}],
+            "stream": true,
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", proxy.log_text());
+    let first = response.chunk().await.unwrap().unwrap();
+    proxy.terminate();
+    let mut text = String::from_utf8_lossy(&first).into_owned();
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    eventually(Duration::from_secs(10), "the process to exit", || async {
+        !proxy.running()
+    })
+    .await;
+    assert!(proxy.log_text().contains("drained"), "{}", proxy.log_text());
+    assert!(
+        tokio::net::TcpStream::connect(proxy.addr).await.is_err(),
+        "no longer accepting"
+    );
+}
+
 /// A keep-alive connection that sits idle between calls is closed as soon as the drain
 /// begins: its task is parked, and the drain has to wake it.
 #[tokio::test]
@@ -282,12 +343,7 @@ async fn an_idle_keep_alive_connection_is_closed_when_the_drain_begins() {
 /// On shutdown the proxy stops accepting but lets a running stream finish.
 #[tokio::test]
 async fn shutdown_drains_in_flight_streams() {
-    let slow = mock_with(
-        MockConfig::named("slow")
-            .tokens_per_second(20.0)
-            .completion_tokens(8),
-    )
-    .await;
+    let slow = paced_mock(8).await;
     let pool = pool_yaml("p", "", &[(&slow, "")]);
     let mut proxy = TestProxy::start(&pool, &[&slow]).await;
     let mut response = proxy.stream("p").send().await.unwrap();

@@ -82,15 +82,20 @@ impl TiedChild {
 
     fn wait_gone(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while Path::new(&format!("/proc/{}", self.pid)).exists() && Instant::now() < deadline {
-            // A killed child is a zombie until the shell reaps it: that counts as gone.
-            let status =
-                std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
-            if status.split_whitespace().nth(2) == Some("Z") {
-                return;
-            }
+        while self.running() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Whether the process still runs. An exited child is a zombie until the shell reaps it:
+    /// that counts as gone.
+    pub fn running(&self) -> bool {
+        if !Path::new(&format!("/proc/{}", self.pid)).exists() {
+            return false;
+        }
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).unwrap_or_default();
+        status.split_whitespace().nth(2) != Some("Z")
     }
 }
 
@@ -232,6 +237,10 @@ impl ProxyProcess {
     /// SIGTERM.
     pub fn terminate(&self) {
         self.child.terminate();
+    }
+
+    pub fn running(&self) -> bool {
+        self.child.running()
     }
 
     pub fn pid(&self) -> u32 {
