@@ -364,7 +364,13 @@ impl Price {
         let scaled = u128::from(input - cached) * u128::from(self.input_per_1m_usd.micros())
             + u128::from(cached) * u128::from(cached_price.micros())
             + u128::from(output) * u128::from(self.output_per_1m_usd.micros());
-        MicroUsd(u64::try_from(scaled.div_ceil(1_000_000)).unwrap_or(u64::MAX))
+        // Nearly always within u64, where dividing by a constant is a multiplication; u128
+        // divides in a library call, on every call and its settling.
+        let micros = match u64::try_from(scaled) {
+            Ok(scaled) => scaled.div_ceil(1_000_000),
+            Err(_) => u64::try_from(scaled.div_ceil(1_000_000)).unwrap_or(u64::MAX),
+        };
+        MicroUsd(micros)
     }
 }
 
@@ -494,6 +500,12 @@ mod tests {
         // 2.5 µ$, rounded up: a call is never free by rounding.
         assert_eq!(price.cost(1, 0, 0).micros(), 3);
         assert_eq!(price.cost(0, 0, 0).micros(), 0);
+        // Past 2⁶⁴ before the division by a million, and after it.
+        assert_eq!(
+            price.cost(0, 0, 10_000_000_000_000).micros(),
+            100_000_000_000_000
+        );
+        assert_eq!(price.cost(u64::MAX, 0, u64::MAX).micros(), u64::MAX);
         assert_eq!(MicroUsd::try_from(0.1 + 0.2).unwrap().micros(), 300_000);
         assert_eq!(MicroUsd::from_micros(12_500_000).to_string(), "$12.500000");
     }

@@ -22,6 +22,7 @@ use sluice_model::{ClientKey, LimitEntry, LimitSet, Name, Price};
 
 pub use counter::Counter;
 pub use estimate::Estimate;
+use rate_headers::LimitValue;
 pub use rate_headers::{RATE_HEADERS, go_duration};
 pub use store::{LocalCounts, RedisCounts, SharedCounts};
 
@@ -52,6 +53,17 @@ impl CounterId {
 pub struct Rule {
     pub kind: LimitKind,
     pub counter: Arc<Counter>,
+    limit_value: LimitValue,
+}
+
+impl Rule {
+    pub fn new(kind: LimitKind, counter: Arc<Counter>) -> Self {
+        Self {
+            kind,
+            limit_value: LimitValue::new(counter.limit()),
+            counter,
+        }
+    }
 }
 
 /// The rules of one client key, resolved to their counters when a config is applied.
@@ -274,7 +286,7 @@ impl Quotas {
                                 counter
                             }
                         };
-                        Rule { kind, counter }
+                        Rule::new(kind, counter)
                     },
                 )
                 .collect()
@@ -434,9 +446,14 @@ mod tests {
             &first.key_wide[0].counter,
             &second.key_wide[0].counter
         ));
-        second.admit("p", Demand::default(), None, NOW).unwrap();
+        let admitted = second.admit("p", Demand::default(), None, NOW).unwrap();
         assert!(second.admit("p", Demand::default(), None, NOW).is_err());
-        drop((first, second));
+        // The headers tell the new limit.
+        let mut headers = HeaderMap::new();
+        admitted.headers(&mut headers, NOW);
+        assert_eq!(headers["x-ratelimit-limit-requests"], "4");
+        assert_eq!(headers["x-ratelimit-remaining-requests"], "0");
+        drop((first, second, admitted));
         assert!(quotas.live().is_empty());
         assert!(quotas.key_rules(&key(json!({})), NOW).is_none());
     }

@@ -26,9 +26,34 @@ static NAMES: [[HeaderName; 3]; 2] = [
 /// How many headers [`insert`] adds, at most.
 pub const RATE_HEADERS: usize = 6;
 
-/// Every response to a limited key carries these. Each value is formatted on the stack and
-/// copied once into a `Bytes` of its exact size: a small allocation that needs no atomic
-/// reference count, which a buffer shared by the six values needs for every share.
+/// A rule's limit as its `x-ratelimit-limit-*` value, made once when a config is applied
+/// rather than formatted and allocated on every call. A clone is a copy, not a share: rules
+/// are copied once per worker, and a shared value's reference count, written by every call
+/// on every worker, would move its cache line between cores on each call.
+pub struct LimitValue {
+    limit: u64,
+    value: HeaderValue,
+}
+
+impl LimitValue {
+    pub fn new(limit: u64) -> Self {
+        Self {
+            limit,
+            value: HeaderValue::from(limit),
+        }
+    }
+}
+
+impl Clone for LimitValue {
+    fn clone(&self) -> Self {
+        Self::new(self.limit)
+    }
+}
+
+/// Every response to a limited key carries these. Each value that changes from call to call
+/// is formatted on the stack and copied once into a `Bytes` of its exact size: a small
+/// allocation that needs no atomic reference count, which a buffer shared by the values
+/// needs for every share.
 pub fn insert<'a>(headers: &mut HeaderMap, rules: impl Iterator<Item = &'a Rule>, now: UnixTime) {
     // The tightest of each kind: the fewest remaining.
     let mut tightest: [Option<(u64, &Rule)>; 2] = [None, None];
@@ -48,7 +73,7 @@ pub fn insert<'a>(headers: &mut HeaderMap, rules: impl Iterator<Item = &'a Rule>
         .zip(tightest)
         .filter_map(|(names, tightest)| Some((names, tightest?)))
     {
-        let limit = rule.counter.limit();
+        let limit = rule.limit_value.limit;
         // As the window slides, capacity comes back at about the limit per minute.
         let used = limit.saturating_sub(remaining);
         let reset_ms = match used.checked_mul(60_000) {
@@ -56,38 +81,30 @@ pub fn insert<'a>(headers: &mut HeaderMap, rules: impl Iterator<Item = &'a Rule>
             // Past 3×10¹⁴ used: only a limit above that gets here, so not zero.
             None => (u128::from(used) * 60_000 / u128::from(limit)) as u64,
         };
-        let mut itoa = itoa::Buffer::new();
-        insert_value(headers, &names[0], itoa.format(limit).as_bytes());
-        replace_value(headers, &names[1], itoa.format(remaining).as_bytes());
+        set(headers, &names[0], rule.limit_value.value.clone());
+        set_text(
+            headers,
+            &names[1],
+            itoa::Buffer::new().format(remaining).as_bytes(),
+        );
         let mut text = DurationText::default();
         write_go_duration(&mut text, Duration::from_millis(reset_ms));
-        insert_value(headers, &names[2], text.as_bytes());
+        set_text(headers, &names[2], text.as_bytes());
     }
 }
 
-fn insert_value(headers: &mut HeaderMap, name: &HeaderName, value: &[u8]) {
+fn set_text(headers: &mut HeaderMap, name: &HeaderName, value: &[u8]) {
     // Digits, letters and dots only: always a valid value.
     if let Ok(value) = HeaderValue::from_bytes(value) {
-        headers.insert(name.clone(), value);
+        set(headers, name, value);
     }
 }
 
-/// Like [`insert_value`], for a header the backend has likely sent: Azure and OpenAI both send
-/// `x-ratelimit-remaining-*` (only OpenAI the other four, so those are inserted: a scan that
-/// finds nothing would cost Azure calls more than it saves OpenAI's). Its value is overwritten
-/// where it is, found by comparing names: cheaper than hashing the name, which `HeaderMap` does
-/// a byte at a time. A name the backend sent twice is inserted, which removes both.
-fn replace_value(headers: &mut HeaderMap, name: &HeaderName, value: &[u8]) {
-    let Ok(value) = HeaderValue::from_bytes(value) else {
-        return;
-    };
-    let mut sent = headers.iter_mut().filter(|(sent, _)| *sent == name);
-    match (sent.next(), sent.next()) {
-        (Some((_, backends)), None) => *backends = value,
-        _ => {
-            headers.insert(name.clone(), value);
-        }
-    }
+/// Sets `name` to `value` alone: the backend may have sent the header too (Azure and OpenAI
+/// send `x-ratelimit-remaining-*`, OpenAI the other four), and the key's own limits are what
+/// its client must pace on. One hashed lookup, whether or not it was sent.
+fn set(headers: &mut HeaderMap, name: &HeaderName, value: HeaderValue) {
+    headers.insert(name.clone(), value);
 }
 
 /// A duration the way Go prints it, as OpenAI sends it: `0s`, `250ms`, `1.5s`, `6m0s`.
@@ -194,7 +211,7 @@ mod tests {
         let rule = |kind, limit, used| {
             let counter = Arc::new(Counter::new(Window::Minute, limit, NOW, limit));
             assert!(counter.try_take(used, NOW));
-            Rule { kind, counter }
+            Rule::new(kind, counter)
         };
         let rules = [
             rule(LimitKind::RequestsPerMinute, 60, 15),
@@ -264,7 +281,7 @@ mod tests {
         let rules = [LimitKind::RequestsPerMinute, LimitKind::TokensPerMinute].map(|kind| {
             let counter = Arc::new(Counter::new(Window::Minute, 100, NOW.secs, 100));
             assert!(counter.try_take(1, NOW.secs));
-            Rule { kind, counter }
+            Rule::new(kind, counter)
         });
         let mut headers = HeaderMap::new();
         headers.insert("x-ms-region", HeaderValue::from_static("eastus"));
@@ -277,6 +294,19 @@ mod tests {
             assert_eq!(told, ["99"], "{}", names[1]);
         }
         assert_eq!(headers.len(), 1 + RATE_HEADERS);
+    }
+
+    #[test]
+    fn a_limits_value_is_copied_for_each_worker_not_shared() {
+        let value = LimitValue::new(100_000);
+        let copy = value.clone();
+        assert_eq!(copy.value, "100000");
+        assert_eq!(copy.limit, 100_000);
+        assert_ne!(
+            copy.value.as_bytes().as_ptr(),
+            value.value.as_bytes().as_ptr(),
+            "a shared buffer's reference count would be written by every worker"
+        );
     }
 
     #[test]
