@@ -436,9 +436,9 @@ mod tests {
         let first = quotas
             .key_rules(&key(json!({"requests_per_minute": 5})), NOW)
             .unwrap();
-        for _ in 0..3 {
-            first.admit("p", Demand::default(), None, NOW).unwrap();
-        }
+        let earlier: Vec<_> = (0..3)
+            .map(|_| first.admit("p", Demand::default(), None, NOW).unwrap())
+            .collect();
         let second = quotas
             .key_rules(&key(json!({"requests_per_minute": 4})), NOW)
             .unwrap();
@@ -448,12 +448,15 @@ mod tests {
         ));
         let admitted = second.admit("p", Demand::default(), None, NOW).unwrap();
         assert!(second.admit("p", Demand::default(), None, NOW).is_err());
-        // The headers tell the new limit.
-        let mut headers = HeaderMap::new();
-        admitted.headers(&mut headers, NOW);
-        assert_eq!(headers["x-ratelimit-limit-requests"], "4");
-        assert_eq!(headers["x-ratelimit-remaining-requests"], "0");
-        drop((first, second, admitted));
+        // Calls admitted under the old limit and the new one both tell the new one.
+        for call in [&earlier[0], &admitted] {
+            let mut headers = HeaderMap::new();
+            call.headers(&mut headers, NOW);
+            assert_eq!(headers["x-ratelimit-limit-requests"], "4");
+            assert_eq!(headers["x-ratelimit-remaining-requests"], "0");
+            assert_eq!(headers["x-ratelimit-reset-requests"], "1m0s");
+        }
+        drop((first, second, earlier, admitted));
         assert!(quotas.live().is_empty());
         assert!(quotas.key_rules(&key(json!({})), NOW).is_none());
     }

@@ -44,6 +44,18 @@ impl LimitValue {
     }
 }
 
+impl LimitValue {
+    /// The value for `limit`, the counter's now: the one made for it, unless the limit changed
+    /// since (a call admitted under the config before), which is formatted afresh.
+    fn of(&self, limit: u64) -> HeaderValue {
+        if limit == self.limit {
+            self.value.clone()
+        } else {
+            HeaderValue::from(limit)
+        }
+    }
+}
+
 impl Clone for LimitValue {
     fn clone(&self) -> Self {
         Self::new(self.limit)
@@ -73,7 +85,7 @@ pub fn insert<'a>(headers: &mut HeaderMap, rules: impl Iterator<Item = &'a Rule>
         .zip(tightest)
         .filter_map(|(names, tightest)| Some((names, tightest?)))
     {
-        let limit = rule.limit_value.limit;
+        let limit = rule.counter.limit();
         // As the window slides, capacity comes back at about the limit per minute.
         let used = limit.saturating_sub(remaining);
         let reset_ms = match used.checked_mul(60_000) {
@@ -81,7 +93,7 @@ pub fn insert<'a>(headers: &mut HeaderMap, rules: impl Iterator<Item = &'a Rule>
             // Past 3×10¹⁴ used: only a limit above that gets here, so not zero.
             None => (u128::from(used) * 60_000 / u128::from(limit)) as u64,
         };
-        set(headers, &names[0], rule.limit_value.value.clone());
+        set(headers, &names[0], rule.limit_value.of(limit));
         set_text(
             headers,
             &names[1],
