@@ -42,9 +42,7 @@ impl LimitValue {
             value: HeaderValue::from(limit),
         }
     }
-}
 
-impl LimitValue {
     /// The value for `limit`, the counter's now: the one made for it, unless the limit changed
     /// since (a call admitted under the config before), which is formatted afresh.
     fn of(&self, limit: u64) -> HeaderValue {
