@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use sluice_testkit::mock_upstream::{MockConfig, MockHandle, MockUpstream};
+use sluice_testkit::mock_upstream::{Fault, MockConfig, MockHandle, MockUpstream};
 use support::process::ProxyProcess;
 use support::redis::{RedisServer, shared_redis_url};
 use support::{PROXY_TOKEN, TestControlPlane, TestDatabase, etag, eventually, expect_status};
@@ -971,6 +971,49 @@ async fn limited_keys_get_openai_headers_and_errors() {
 }
 
 /// `0s`, `250ms`, `1.5s`, `6m0s`: how Go, and OpenAI, print durations.
+/// A call that no backend answered (its connection reset, then no backend left) consumed
+/// nothing: its token estimate is given back, so failures never use up a key's tokens, and
+/// its error still carries the key's rate-limit headers. Its request counts, as every call's.
+#[tokio::test]
+async fn a_call_no_backend_answered_gives_its_estimate_back() {
+    clear_of_minute_end(Duration::from_secs(5)).await;
+    let mock = mock_upstream("gone").await;
+    mock.inject(Fault::reset()).unwrap();
+    let config = static_config(
+        &[pool_yaml(POOL, &mock, "")],
+        &[(
+            "gone-tpm",
+            "limits: { requests_per_minute: 1000, tokens_per_minute: 100 }",
+        )],
+    );
+    let fleet = Fleet::start(1, &config, None).await;
+    let (proxy, client) = (&fleet.proxies[0], &fleet.client);
+
+    // Each call holds back about 28 tokens: without the refund, the fourth would be refused.
+    for call_number in 1..=6 {
+        let failed = call(client, proxy, "gone-tpm", POOL, &small_call()).await;
+        // The reset is a 502; the backend is then ejected, and the pool has none to offer.
+        if call_number == 1 {
+            assert_eq!(failed.status, 502, "{}", failed.text);
+        } else {
+            assert_eq!(failed.status, 429, "{}", failed.text);
+            let message = failed.body["error"]["message"].as_str().unwrap();
+            assert!(message.starts_with("All backends of"), "{message}");
+        }
+        assert_eq!(failed.header_u64("x-ratelimit-limit-tokens"), 100);
+        assert_eq!(
+            failed.header_u64("x-ratelimit-remaining-tokens"),
+            100,
+            "call {call_number}: the estimate was given back"
+        );
+        assert_eq!(
+            failed.header_u64("x-ratelimit-remaining-requests"),
+            1000 - call_number
+        );
+    }
+    assert_eq!(mock.request_count(), 1, "the reset backend was ejected");
+}
+
 fn is_go_duration(text: &str) -> bool {
     let (minutes, rest) = match text.split_once('m') {
         Some((m, rest)) if !rest.is_empty() && !rest.starts_with('s') => (Some(m), rest),
