@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use sluice_testkit::mock_upstream::{MockConfig, MockHandle};
 use support::eventually;
 use support::process::ProxyProcess;
-use support::proxy::{CLIENT_KEY, TestProxy, mock, mock_with, pool_yaml};
+use support::proxy::{
+    CLIENT_KEY, TestProxy, backend_yaml_with_auth, mock, mock_with, pool_yaml, pool_yaml_of,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -235,13 +237,16 @@ async fn on_sigterm_the_process_finishes_the_stream_in_flight_then_exits() {
     let slow = paced_mock(8).await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("sluice.yaml");
+    let backend = backend_yaml_with_auth(
+        &slow,
+        "{ type: api_key, secret: \"env://SLUICE_TEST_BACKEND_KEY\" }",
+        "",
+    );
     std::fs::write(
         &config,
         format!(
-            "pools:\n  - {{ name: p, backends: [{{ name: slow, url: \"{}\", kind: azure_openai, \
-             auth: {{ type: api_key, secret: \"env://SLUICE_TEST_BACKEND_KEY\" }} }}] }}\n\
-             client_keys:\n  - {{ id: team, secret: \"env://SLUICE_TEST_CLIENT_KEY\" }}\n",
-            slow.url()
+            "pools:\n{}\nclient_keys:\n  - {{ id: team, secret: \"env://SLUICE_TEST_CLIENT_KEY\" }}\n",
+            pool_yaml_of("p", "", &[backend])
         ),
     )
     .unwrap();
