@@ -24,9 +24,13 @@ pin_project_lite::pin_project! {
 }
 
 impl IdleTimer {
-    pub fn new(limit: Duration) -> Self {
+    /// `since` is any moment before the body is first polled (the call's start). The timer
+    /// armed from it can only run early, which [`Self::poll_expired`] corrects, and taking the
+    /// caller's moment spares a read of the clock on every call.
+    pub fn new(limit: Duration, since: std::time::Instant) -> Self {
+        let since = Instant::from_std(since);
         Self {
-            sleep: tokio::time::sleep(limit),
+            sleep: tokio::time::sleep_until(since.checked_add(limit).unwrap_or(since)),
             limit,
             deadline: None,
         }
@@ -73,7 +77,7 @@ mod tests {
     /// Only "not yet" and "no sooner than" are asserted: both hold however slow the machine.
     #[tokio::test]
     async fn a_chunk_restarts_the_wait_and_silence_ends_it() {
-        let timer = IdleTimer::new(LIMIT);
+        let timer = IdleTimer::new(LIMIT, std::time::Instant::now());
         tokio::pin!(timer);
         assert!(poll_once(timer.as_mut()).is_pending());
         timer.as_mut().activity();
@@ -85,9 +89,24 @@ mod tests {
         assert!(waiting_since.elapsed() >= LIMIT);
     }
 
+    /// Armed from long before the body is polled (a slow backend's head), the timer runs out
+    /// at once, and the wait still lasts the whole limit from when the body has nothing.
+    #[tokio::test]
+    async fn armed_from_long_ago_it_still_waits_the_whole_limit() {
+        let long_ago = std::time::Instant::now()
+            .checked_sub(LIMIT * 10)
+            .expect("the machine has been up for more than two seconds");
+        let timer = IdleTimer::new(LIMIT, long_ago);
+        tokio::pin!(timer);
+        let waiting_since = Instant::now();
+        assert!(poll_once(timer.as_mut()).is_pending());
+        poll_fn(|cx| timer.as_mut().poll_expired(cx)).await;
+        assert!(waiting_since.elapsed() >= LIMIT);
+    }
+
     #[tokio::test]
     async fn time_not_spent_waiting_does_not_count() {
-        let timer = IdleTimer::new(LIMIT);
+        let timer = IdleTimer::new(LIMIT, std::time::Instant::now());
         tokio::pin!(timer);
         // The client holds the response back (the body is not polled) for longer than the limit.
         tokio::time::sleep(LIMIT * 2).await;

@@ -404,7 +404,7 @@ fn client_response(
         // The key's own limits, not the deployment's, are what this client must pace on.
         quota.headers(&mut parts.headers, UnixTime::now());
     }
-    let mut client = Response::new(Either::Left(ObservedBody::new(
+    let mut client = Response::new(Either::Left(Box::pin(ObservedBody::new(
         body,
         Passing {
             idle_timeout: pool.retry.idle_timeout_ms.as_duration(),
@@ -420,7 +420,7 @@ fn client_response(
             observed.usage,
             parts.status.is_success(),
         ),
-    )));
+    ))));
     *client.status_mut() = parts.status;
     *client.headers_mut() = parts.headers;
     tag(client.headers_mut(), pool, backend, attempt);

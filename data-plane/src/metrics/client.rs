@@ -189,7 +189,7 @@ pub(crate) fn record(cell: &Arc<ClientCell>, response: &mut Response<ProxyBody>,
     let code = response.extensions().get::<ErrorCode>().copied();
     let class = cell.count(response.status().as_u16(), code);
     match response.body_mut() {
-        Either::Left(passed) => passed.time_for_client(BodyTiming {
+        Either::Left(passed) => passed.as_mut().time_for_client(BodyTiming {
             cell: cell.clone(),
             class,
         }),
