@@ -44,17 +44,62 @@ pub struct UnixTime {
 }
 
 impl UnixTime {
+    /// Read twice on every call of a key with limits, so it takes the clock at the kernel's
+    /// last tick (a few milliseconds ago), which needs no TSC read: about 8 ns against 40 here.
+    /// A window of a minute or a calendar month does not notice the milliseconds.
     pub fn now() -> Self {
-        let since = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
+        let (secs, nanos) = wall_clock();
         Self {
-            secs: i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
-            fraction: f64::from(since.subsec_nanos()) / 1e9,
+            secs,
+            fraction: f64::from(nanos) / 1e9,
         }
     }
 
     pub fn millis(self) -> i64 {
         self.secs.saturating_mul(1000) + (self.fraction * 1000.0) as i64
+    }
+}
+
+/// Seconds and nanoseconds since the Unix epoch, at the last tick.
+#[cfg(target_os = "linux")]
+fn wall_clock() -> (i64, u32) {
+    use rustix::time::{ClockId, clock_gettime};
+    let now = clock_gettime(ClockId::RealtimeCoarse);
+    (now.tv_sec, u32::try_from(now.tv_nsec).unwrap_or(0))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn wall_clock() -> (i64, u32) {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (
+        i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
+        since.subsec_nanos(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wall_clock_tells_the_time_to_within_a_tick() {
+        let ticked = UnixTime::now();
+        let exact = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("the clock is past 1970");
+        let exact_ms = i64::try_from(exact.as_millis()).expect("milliseconds fit");
+        // The tick is behind, never ahead, and by milliseconds (a second allows for a
+        // machine that stalls between the two reads).
+        assert!(
+            ticked.millis() <= exact_ms,
+            "{ticked:?} is ahead of {exact:?}"
+        );
+        assert!(
+            exact_ms - ticked.millis() < 1_000,
+            "{ticked:?} lags {exact:?}"
+        );
+        assert!((0.0..1.0).contains(&ticked.fraction));
     }
 }
