@@ -45,8 +45,9 @@ pub struct UnixTime {
 
 impl UnixTime {
     /// Read twice on every call of a key with limits, so it takes the clock at the kernel's
-    /// last tick (a few milliseconds ago), which needs no TSC read: about 8 ns against 40 here.
-    /// A window of a minute or a calendar month does not notice the milliseconds.
+    /// last tick (a few milliseconds ago), which needs no TSC read: about 8 ns against 40 on the
+    /// benchmark host. A window of a minute or a calendar month does not notice the
+    /// milliseconds.
     pub fn now() -> Self {
         let (secs, nanos) = wall_clock();
         Self {

@@ -260,8 +260,8 @@ impl BackendEndpoint {
         })?;
         trace::inject(span, request.headers_mut());
         // One look at the clock for both the latency and the deadline (`timeout` would take
-        // another; a read costs about 25 ns here). The per-try timeout is at most an hour, so
-        // the sum cannot overflow.
+        // another; a read costs about 25 ns on the benchmark host). The per-try timeout is at
+        // most an hour, so the sum cannot overflow.
         let started = Instant::now();
         let deadline = tokio::time::Instant::from_std(started + per_try_timeout);
         let outcome = if measure_latency {
