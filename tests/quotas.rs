@@ -970,7 +970,6 @@ async fn limited_keys_get_openai_headers_and_errors() {
     }
 }
 
-/// `0s`, `250ms`, `1.5s`, `6m0s`: how Go, and OpenAI, print durations.
 /// A call that no backend answered (its connection reset, then no backend left) consumed
 /// nothing: its token estimate is given back, so failures never use up a key's tokens, and
 /// its error still carries the key's rate-limit headers. Its request counts, as every call's.
@@ -1014,6 +1013,7 @@ async fn a_call_no_backend_answered_gives_its_estimate_back() {
     assert_eq!(mock.request_count(), 1, "the reset backend was ejected");
 }
 
+/// `0s`, `250ms`, `1.5s`, `6m0s`: how Go, and OpenAI, print durations.
 fn is_go_duration(text: &str) -> bool {
     let (minutes, rest) = match text.split_once('m') {
         Some((m, rest)) if !rest.is_empty() && !rest.starts_with('s') => (Some(m), rest),
@@ -1076,6 +1076,11 @@ async fn streams_are_counted_without_showing_usage_the_client_did_not_ask_for() 
     )
     .await;
     assert_eq!(stream.status, 200, "{}", stream.text);
+    // A streamed response to a limited key carries the key's headers too, sent with its head.
+    assert_eq!(stream.header_u64("x-ratelimit-limit-tokens"), 100_000);
+    assert!(stream.header_u64("x-ratelimit-remaining-tokens") < before_remaining);
+    let reset = stream.header("x-ratelimit-reset-tokens").unwrap();
+    assert!(is_go_duration(reset), "{reset}");
     let upstream = mock.last_request().unwrap().body.unwrap();
     assert_eq!(
         upstream["stream_options"]["include_usage"], true,
