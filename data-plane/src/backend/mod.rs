@@ -192,7 +192,9 @@ impl BackendEndpoint {
             self.eject(Nanos::now(), EjectionReason::key_rejected);
         }
         let mut response = if response.status() == StatusCode::NOT_FOUND {
-            self.look_into_not_found(call, response).await
+            // Boxed: reading a 404's body is the largest state this future would hold, and
+            // inline every call's future would be that large, to be copied as it is built.
+            Box::pin(self.look_into_not_found(call, response)).await
         } else {
             response.map(UpstreamBody::streaming)
         };

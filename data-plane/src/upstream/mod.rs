@@ -8,6 +8,7 @@
 
 mod http1;
 mod pool;
+mod stream;
 
 pub use self::pool::sweep_this_thread;
 #[cfg(test)]
@@ -25,20 +26,19 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::client::conn::http2;
-use hyper_rustls::{
-    ConfigBuilderExt as _, HttpsConnector, HttpsConnectorBuilder, MaybeHttpsStream,
-};
+use hyper_rustls::{ConfigBuilderExt as _, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::{Connection as _, HttpConnector};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use tower::Service as _;
 
 use self::http1::{Http1, Http1Body};
 use self::pool::{Checkout, Origin, PoolHome, with_pool};
+use self::stream::BackendStream;
 
 /// The request body sent upstream: the client's, read once and replayed on retries.
 pub type Payload = Full<Bytes>;
 type Connector = HttpsConnector<HttpConnector>;
-type Io = MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>;
+type Io = BackendStream;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -135,7 +135,9 @@ impl Upstream {
             .call(request.uri().clone())
             .await
             .map_err(UpstreamError::Connect)?;
-        if io.connected().is_negotiated_h2() {
+        let negotiated_h2 = io.connected().is_negotiated_h2();
+        let io = BackendStream::from(io);
+        if negotiated_h2 {
             let (sender, connection) = http2::Builder::new(TokioExecutor::new())
                 .handshake(io)
                 .await?;
