@@ -89,21 +89,21 @@ pub fn mark_unsampled(span: &Span, headers: &mut HeaderMap) {
     // Ids must not be all zeros (W3C); the low bit set is enough for that.
     let trace_id = rand::random::<u128>() | 1;
     let span_id = rand::random::<u64>() | 1;
-    // Written into a buffer on the stack: this runs for nine in ten requests at 10 % sampling.
-    let mut value = [0_u8; UNSAMPLED_TRACEPARENT_LEN];
-    let written = {
-        use std::io::Write as _;
-        write!(&mut value[..], "00-{trace_id:032x}-{span_id:016x}-00")
-    };
-    if written.is_ok()
-        && let Ok(value) = HeaderValue::from_bytes(&value)
-    {
+    if let Ok(value) = HeaderValue::from_bytes(&unsampled_traceparent(trace_id, span_id)) {
         headers.insert(TRACEPARENT.clone(), value);
     }
 }
 
-/// `00-` + 32 hex digits + `-` + 16 hex digits + `-00`.
-const UNSAMPLED_TRACEPARENT_LEN: usize = 3 + 32 + 1 + 16 + 3;
+/// `00-{trace id}-{span id}-00`, the ids in lower-case hex, on the stack. This runs for nine
+/// in ten requests at 10 % sampling: `write!` with `{:032x}` cost about 1k instructions of
+/// formatting machinery per request (callgrind), the hex encoder a tenth of that.
+fn unsampled_traceparent(trace_id: u128, span_id: u64) -> [u8; 55] {
+    let mut value = *b"00-00000000000000000000000000000000-0000000000000000-00";
+    // The slices are exactly twice the ids' lengths, so neither call can fail.
+    let _ = hex::encode_to_slice(trace_id.to_be_bytes(), &mut value[3..35]);
+    let _ = hex::encode_to_slice(span_id.to_be_bytes(), &mut value[36..52]);
+    value
+}
 
 /// What the request turned out to be, once routed.
 pub fn routed(span: &Span, call: &ClientCall, route: &'static str, client_key: Option<&str>) {
@@ -318,6 +318,21 @@ mod tests {
         assert_eq!(operation_name("audio/speech"), "audio/speech");
         assert_eq!(operation_name("files/file-abc123/content"), "other");
         assert_eq!(operation_name("made/up/thing"), "other");
+    }
+
+    #[test]
+    fn an_unsampled_traceparent_is_the_ids_in_lower_case_hex() {
+        for (trace_id, span_id) in [
+            (1_u128, 1_u64),
+            (u128::MAX, u64::MAX),
+            (0x0af7651916cd43dd8448eb211c80319c, 0xb7ad6b7169203331),
+        ] {
+            let value = unsampled_traceparent(trace_id, span_id);
+            assert_eq!(
+                std::str::from_utf8(&value).unwrap(),
+                format!("00-{trace_id:032x}-{span_id:016x}-00")
+            );
+        }
     }
 
     #[test]
