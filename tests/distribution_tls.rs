@@ -5,13 +5,11 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
+use rcgen::ExtendedKeyUsagePurpose;
 use serde_json::json;
 use sluice_control_plane::GrpcTls;
 use sluice_data_plane::ClientTls;
+use support::pki::TestCa;
 use support::proxy::TestProxy;
 use support::{TestControlPlane, TestDatabase, expect_status};
 
@@ -23,36 +21,14 @@ struct Pki {
 }
 
 fn pki() -> Pki {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "sluice test CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap().pem();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let leaf = |names: &[&str], usage: ExtendedKeyUsagePurpose| {
-        let key = KeyPair::generate().unwrap();
-        let mut params =
-            CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-                .unwrap();
-        params.extended_key_usages = vec![usage];
-        (
-            params.signed_by(&key, &issuer).unwrap().pem(),
-            key.serialize_pem(),
-        )
-    };
+    let ca = TestCa::new("sluice test CA");
     Pki {
-        server: leaf(
+        server: ca.issue(
             &["localhost", "127.0.0.1"],
             ExtendedKeyUsagePurpose::ServerAuth,
         ),
-        client: leaf(&["proxy-1"], ExtendedKeyUsagePurpose::ClientAuth),
-        ca,
+        client: ca.issue(&["proxy-1"], ExtendedKeyUsagePurpose::ClientAuth),
+        ca: ca.pem,
     }
 }
 

@@ -3,15 +3,12 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use sluice_testkit::mock_upstream::{MockConfig, MockHandle};
 use support::eventually;
-use support::process::ProxyProcess;
-use support::proxy::{
-    CLIENT_KEY, TestProxy, backend_yaml_with_auth, mock, mock_with, pool_yaml, pool_yaml_of,
-};
+use support::process::{BACKEND_KEY_FROM_ENV, ProxyProcess};
+use support::proxy::{CLIENT_KEY, TestProxy, backend_yaml_with_auth, mock, mock_with, pool_yaml};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -236,26 +233,10 @@ async fn a_connection_that_never_spoke_does_not_hold_up_shutdown() {
 async fn on_sigterm_the_process_finishes_the_stream_in_flight_then_exits() {
     let slow = paced_mock(8).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("sluice.yaml");
-    let backend = backend_yaml_with_auth(
-        &slow,
-        "{ type: api_key, secret: \"env://SLUICE_TEST_BACKEND_KEY\" }",
-        "",
-    );
-    std::fs::write(
-        &config,
-        format!(
-            "pools:\n{}\nclient_keys:\n  - {{ id: team, secret: \"env://SLUICE_TEST_CLIENT_KEY\" }}\n",
-            pool_yaml_of("p", "", &[backend])
-        ),
-    )
-    .unwrap();
-    let env = HashMap::from([
-        ("SLUICE_TEST_BACKEND_KEY".to_owned(), "key-slow".to_owned()),
-        ("SLUICE_TEST_CLIENT_KEY".to_owned(), CLIENT_KEY.to_owned()),
-    ]);
-    let args = ["--config".to_owned(), config.display().to_string()];
-    let proxy = ProxyProcess::start("sigterm", &args, &env).await;
+    let backend = backend_yaml_with_auth(&slow, BACKEND_KEY_FROM_ENV, "");
+    let proxy =
+        ProxyProcess::start_one_pool("sigterm", dir.path(), &backend, "key-slow", CLIENT_KEY, &[])
+            .await;
 
     let mut response = reqwest::Client::new()
         .post(proxy.url("/openai/deployments/p/chat/completions?api-version=2024-10-21"))

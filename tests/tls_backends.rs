@@ -4,7 +4,6 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,38 +18,23 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rcgen::ExtendedKeyUsagePurpose;
 use serde_json::{Value, json};
 use sluice_testkit::mock_upstream::MockHandle;
 use sluice_tls::{Alpn, CertificateFiles, PemFile, ServerTls, TlsSettings};
-use support::process::ProxyProcess;
-use support::proxy::{backend_yaml_with_auth, mock, pool_yaml_of};
+use support::pki::TestCa;
+use support::process::{BACKEND_KEY_FROM_ENV, ProxyProcess};
+use support::proxy::{backend_yaml_with_auth, mock};
 use tokio::net::TcpListener;
 
 const CLIENT_KEY: &str = "sk-tls-backends-client-0123456789";
 const CHAT: &str = "/openai/deployments/p/chat/completions?api-version=2024-10-21";
 
-/// A CA (PEM) and a `localhost` certificate and key it signed.
+/// A CA (PEM) and a `localhost` server certificate and key it signed.
 fn certificates() -> (String, String, String) {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "sluice backend test CA");
-    let ca = ca_params.self_signed(&ca_key).unwrap().pem();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["localhost".to_owned()])
-        .unwrap()
-        .signed_by(&key, &issuer)
-        .unwrap()
-        .pem();
-    (ca, leaf, key.serialize_pem())
+    let ca = TestCa::new("sluice backend test CA");
+    let (certificate, key) = ca.issue(&["localhost"], ExtendedKeyUsagePurpose::ServerAuth);
+    (ca.pem, certificate, key)
 }
 
 /// A TLS endpoint in front of a mock backend, as Azure's front door is: it terminates TLS
@@ -144,66 +128,46 @@ async fn forward(
 async fn proxy_in_front_of(dir: &Path, port: u16, ca: &str, backend: &MockHandle) -> ProxyProcess {
     let ca_path = dir.join("ca.pem");
     std::fs::write(&ca_path, ca).unwrap();
-    let config = dir.join("sluice.yaml");
-    let line = backend_yaml_with_auth(
-        backend,
-        "{ type: api_key, secret: \"env://SLUICE_TEST_BACKEND_KEY\" }",
-        "",
+    let line = backend_yaml_with_auth(backend, BACKEND_KEY_FROM_ENV, "")
+        .replace(&backend.url(), &format!("https://localhost:{port}"));
+    ProxyProcess::start_one_pool(
+        "tls-backend",
+        dir,
+        &line,
+        &format!("key-{}", backend.name()),
+        CLIENT_KEY,
+        &[("SSL_CERT_FILE", &ca_path.display().to_string())],
     )
-    .replace(&backend.url(), &format!("https://localhost:{port}"));
-    std::fs::write(
-        &config,
-        format!(
-            "pools:\n{}\nclient_keys:\n  - {{ id: team, secret: \"env://SLUICE_TEST_CLIENT_KEY\" }}\n",
-            pool_yaml_of("p", "", &[line])
-        ),
-    )
-    .unwrap();
-    let env = HashMap::from([
-        (
-            "SLUICE_TEST_BACKEND_KEY".to_owned(),
-            format!("key-{}", backend.name()),
-        ),
-        ("SLUICE_TEST_CLIENT_KEY".to_owned(), CLIENT_KEY.to_owned()),
-        ("SSL_CERT_FILE".to_owned(), ca_path.display().to_string()),
-    ]);
-    let args = ["--config".to_owned(), config.display().to_string()];
-    ProxyProcess::start("tls-backend", &args, &env).await
+    .await
 }
 
-fn chat_body(stream: bool) -> Value {
-    json!({
-        "messages": [{"role": "user", "content": "hello over TLS"}],
-        "max_tokens": 8,
-        "stream": stream,
-    })
-}
-
-/// A JSON call and a stream through the TLS backend; both must come back whole.
-async fn calls_succeed(proxy: &ProxyProcess) {
-    let client = reqwest::Client::new();
-    for _ in 0..3 {
-        let response = client
-            .post(proxy.url(CHAT))
-            .header("api-key", CLIENT_KEY)
-            .json(&chat_body(false))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200, "{}", proxy.log_text());
-        let body: Value = response.json().await.unwrap();
-        assert_eq!(body["object"], "chat.completion", "{body}");
-    }
-    let response = client
+async fn chat(proxy: &ProxyProcess, stream: bool) -> reqwest::Response {
+    reqwest::Client::new()
         .post(proxy.url(CHAT))
         .header("api-key", CLIENT_KEY)
-        .json(&chat_body(true))
+        .json(&json!({
+            "messages": [{"role": "user", "content": "hello over TLS"}],
+            "max_tokens": 8,
+            "stream": stream,
+        }))
         .send()
         .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "{}", proxy.log_text());
-    let text = response.text().await.unwrap();
-    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+        .unwrap()
+}
+
+/// Three JSON calls and a stream through the TLS backend; each must come back whole.
+async fn calls_succeed(proxy: &ProxyProcess) {
+    for stream in [false, false, false, true] {
+        let response = chat(proxy, stream).await;
+        assert_eq!(response.status(), 200, "{}", proxy.log_text());
+        let text = response.text().await.unwrap();
+        if stream {
+            assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+        } else {
+            let body: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(body["object"], "chat.completion", "{body}");
+        }
+    }
 }
 
 #[tokio::test]
@@ -255,13 +219,7 @@ async fn a_backend_whose_certificate_is_not_trusted_is_not_called() {
     let front = tls_front(dir.path(), &certificate, &key, Alpn::Http1, &backend).await;
     let proxy = proxy_in_front_of(dir.path(), front.port, &other_ca, &backend).await;
 
-    let response = reqwest::Client::new()
-        .post(proxy.url(CHAT))
-        .header("api-key", CLIENT_KEY)
-        .json(&chat_body(false))
-        .send()
-        .await
-        .unwrap();
+    let response = chat(&proxy, false).await;
     assert_eq!(response.status(), 502, "{}", proxy.log_text());
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "upstream_unreachable", "{body}");

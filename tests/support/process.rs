@@ -114,6 +114,11 @@ pub fn sluice_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_sluice"))
 }
 
+/// The auth of the backend of [`ProxyProcess::start_one_pool`]: its key is read from the
+/// process's environment.
+pub const BACKEND_KEY_FROM_ENV: &str =
+    "{ type: api_key, secret: \"env://SLUICE_TEST_BACKEND_KEY\" }";
+
 /// A `sluice proxy` process on ephemeral ports, with JSON logs kept for the test to read.
 pub struct ProxyProcess {
     pub addr: SocketAddr,
@@ -171,6 +176,35 @@ impl ProxyProcess {
         proxy.addr = proxy.wait_for_field("proxy.addr").await.parse().unwrap();
         proxy.ops_addr = proxy.wait_for_field("ops.addr").await.parse().unwrap();
         proxy
+    }
+
+    /// A proxy whose config (written to `dir`) has one pool, `p`, of `backend` (a backend's YAML
+    /// line authenticated by [`BACKEND_KEY_FROM_ENV`], whose key is `backend_key`), and one
+    /// client key, `team`, whose secret is `client_key`; `env` adds to its environment.
+    pub async fn start_one_pool(
+        name: &str,
+        dir: &Path,
+        backend: &str,
+        backend_key: &str,
+        client_key: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
+        let config = dir.join("sluice.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "pools:\n{}\nclient_keys:\n  - {{ id: team, secret: \"env://SLUICE_TEST_CLIENT_KEY\" }}\n",
+                super::proxy::pool_yaml_of("p", "", &[backend.to_owned()])
+            ),
+        )
+        .unwrap();
+        let mut all_env = HashMap::from([
+            ("SLUICE_TEST_BACKEND_KEY".to_owned(), backend_key.to_owned()),
+            ("SLUICE_TEST_CLIENT_KEY".to_owned(), client_key.to_owned()),
+        ]);
+        all_env.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let args = ["--config".to_owned(), config.display().to_string()];
+        Self::start(name, &args, &all_env).await
     }
 
     /// The first value of a top-level field of the JSON log, waiting for it.
