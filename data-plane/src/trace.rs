@@ -95,8 +95,9 @@ pub fn mark_unsampled(span: &Span, headers: &mut HeaderMap) {
 }
 
 /// `00-{trace id}-{span id}-00`, the ids in lower-case hex, on the stack. This runs for nine
-/// in ten requests at 10 % sampling: `write!` with `{:032x}` cost about 1k instructions of
-/// formatting machinery per request (callgrind), the hex encoder a tenth of that.
+/// in ten requests at 10 % sampling, and `write!` with `{:032x}` made the whole of
+/// [`mark_unsampled`] cost 1.9k instructions per request against 1.1k with the hex encoder
+/// (callgrind).
 fn unsampled_traceparent(trace_id: u128, span_id: u64) -> [u8; 55] {
     let mut value = *b"00-00000000000000000000000000000000-0000000000000000-00";
     // The slices are exactly twice the ids' lengths, so neither call can fail.
