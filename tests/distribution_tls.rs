@@ -5,11 +5,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use rcgen::ExtendedKeyUsagePurpose;
 use serde_json::json;
 use sluice_control_plane::GrpcTls;
 use sluice_data_plane::ClientTls;
-use support::pki::TestCa;
+use sluice_testkit::azure::TestCa;
 use support::proxy::TestProxy;
 use support::{TestControlPlane, TestDatabase, expect_status};
 
@@ -21,14 +20,12 @@ struct Pki {
 }
 
 fn pki() -> Pki {
-    let ca = TestCa::new("sluice test CA");
+    let ca = TestCa::new().unwrap();
+    let server = ca.server_pem(&["localhost"]).unwrap();
     Pki {
-        server: ca.issue(
-            &["localhost", "127.0.0.1"],
-            ExtendedKeyUsagePurpose::ServerAuth,
-        ),
-        client: ca.issue(&["proxy-1"], ExtendedKeyUsagePurpose::ClientAuth),
-        ca: ca.pem,
+        server: (server.chain, server.key),
+        client: ca.client_pem("proxy-1").unwrap(),
+        ca: ca.ca_pem(),
     }
 }
 

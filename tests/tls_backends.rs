@@ -18,11 +18,10 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 
-use rcgen::ExtendedKeyUsagePurpose;
 use serde_json::{Value, json};
+use sluice_testkit::azure::TestCa;
 use sluice_testkit::mock_upstream::MockHandle;
 use sluice_tls::{Alpn, CertificateFiles, PemFile, ServerTls, TlsSettings};
-use support::pki::TestCa;
 use support::process::{BACKEND_KEY_FROM_ENV, ProxyProcess};
 use support::proxy::{backend_yaml_with_auth, mock};
 use tokio::net::TcpListener;
@@ -30,11 +29,11 @@ use tokio::net::TcpListener;
 const CLIENT_KEY: &str = "sk-tls-backends-client-0123456789";
 const CHAT: &str = "/openai/deployments/p/chat/completions?api-version=2024-10-21";
 
-/// A CA (PEM) and a `localhost` server certificate and key it signed.
+/// A CA (PEM) and a `localhost` server certificate chain and key it signed.
 fn certificates() -> (String, String, String) {
-    let ca = TestCa::new("sluice backend test CA");
-    let (certificate, key) = ca.issue(&["localhost"], ExtendedKeyUsagePurpose::ServerAuth);
-    (ca.pem, certificate, key)
+    let ca = TestCa::new().unwrap();
+    let server = ca.server_pem(&["localhost"]).unwrap();
+    (ca.ca_pem(), server.chain, server.key)
 }
 
 /// A TLS endpoint in front of a mock backend, as Azure's front door is: it terminates TLS

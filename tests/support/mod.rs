@@ -6,7 +6,6 @@ pub mod browser;
 pub mod console;
 pub mod database;
 pub mod logs;
-pub mod pki;
 pub mod process;
 pub mod proxy;
 pub mod redis;

@@ -17,8 +17,9 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::{TrySendError, http1};
 
+use super::Payload;
 use super::pool::{Origin, PoolHome};
-use super::{Io, Payload};
+use super::stream::BackendStream;
 
 /// Boxed once per connection: hyper's connection state and a TLS session are large, and a
 /// connection moves from the pool to the request to its body and back (profiled: inline, the
@@ -27,14 +28,14 @@ pub struct Http1(Box<Driven>);
 
 struct Driven {
     sender: http1::SendRequest<Payload>,
-    connection: http1::Connection<Io, Payload>,
+    connection: http1::Connection<BackendStream, Payload>,
     /// The connection future finished (closed, or the backend said `Connection: close`); it
     /// must not be polled again.
     closed: bool,
 }
 
 impl Http1 {
-    pub async fn handshake(io: Io) -> hyper::Result<Self> {
+    pub async fn handshake(io: BackendStream) -> hyper::Result<Self> {
         let (sender, connection) = http1::Builder::new().handshake(io).await?;
         Ok(Self(Box::new(Driven {
             sender,

@@ -38,7 +38,6 @@ use self::stream::BackendStream;
 /// The request body sent upstream: the client's, read once and replayed on retries.
 pub type Payload = Full<Bytes>;
 type Connector = HttpsConnector<HttpConnector>;
-type Io = BackendStream;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

@@ -95,6 +95,17 @@ impl TestCa {
     }
 
     /// A leaf certificate chain (leaf, then CA) and its key.
+    /// A client certificate for `name`, for mutual TLS, and its key: both PEM.
+    pub fn client_pem(&self, name: &str) -> Result<(String, String), TlsError> {
+        let mut params = CertificateParams::new(vec![name.to_owned()])?;
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate()?;
+        let certificate = params.signed_by(&key, &self.issuer)?;
+        Ok((certificate.pem(), key.serialize_pem()))
+    }
+
     fn leaf(
         &self,
         dns_names: &[&str],
