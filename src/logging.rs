@@ -1,13 +1,13 @@
 use clap::{Args, ValueEnum};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use sluice_data_plane::trace::TARGET as TRACE_TARGET;
+use sluice_data_plane::trace::{REQUEST_SPAN, TARGET as TRACE_TARGET};
 use std::fmt;
-use tracing::Level;
+use tracing::{Level, Metadata};
 
 use tracing::field::{Field, Visit};
 use tracing_subscriber::field::RecordFields;
-use tracing_subscriber::filter::Targets;
+use tracing_subscriber::filter::{FilterExt as _, LevelFilter, Targets, filter_fn};
 use tracing_subscriber::fmt::FormattedFields;
 use tracing_subscriber::fmt::format::{FormatFields, Writer};
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -65,7 +65,9 @@ fn subscriber(
             .with_current_span(spans_in_logs)
             .with_span_list(false)
             .fmt_fields(TraceIdOnly)
-            .with_filter(filter)
+            .with_filter(
+                filter.and(filter_fn(request_spans_only).with_max_level_hint(LevelFilter::TRACE)),
+            )
             .boxed(),
     };
     // A list, not an `Option` layer: an absent `Option` layer counts as interested in every
@@ -79,11 +81,24 @@ fn subscriber(
                 .with_threads(false)
                 .with_target(false)
                 .with_tracked_inactivity(false)
+                // Nothing reads OpenTelemetry's current context: spans are told their parents,
+                // and `traceparent` is written from the attempt's span. Activating it on every
+                // enter of a sampled request's spans costs a context clone and a thread-local
+                // stack push each time.
+                .with_context_activation(false)
                 .with_filter(Targets::new().with_target(TRACE_TARGET, Level::INFO))
                 .boxed(),
         );
     }
     Ok(tracing_subscriber::registry().with(layers))
+}
+
+/// Of the proxy's spans, the log layer takes only the request's. Its `trace_id` is all a log
+/// line shows of a span, and a line written inside an attempt then shows it too. The attempt's
+/// span would cost the log layer its making, every enter and exit, and its closing, for
+/// nothing. (The hint keeps the global level filter the `EnvFilter`'s.)
+fn request_spans_only(metadata: &Metadata<'_>) -> bool {
+    !(metadata.is_span() && metadata.target() == TRACE_TARGET && metadata.name() != REQUEST_SPAN)
 }
 
 /// What a JSON log line shows of the request span it happened in: its `trace_id`, the link to
@@ -102,7 +117,7 @@ impl<'writer> FormatFields<'writer> for TraceIdOnly {
         fields.record(&mut trace_id);
         // Always a JSON object: the JSON formatter reads it back as one.
         match trace_id.0 {
-            Some(id) => write_trace_id(&mut writer, id),
+            Some(id) => write_trace_id(&mut writer, &id),
             None => writer.write_str("{}"),
         }
     }
@@ -116,15 +131,19 @@ impl<'writer> FormatFields<'writer> for TraceIdOnly {
         fields.record(&mut trace_id);
         if let Some(id) = trace_id.0 {
             current.fields.clear();
-            write_trace_id(&mut current.fields, id)?;
+            write_trace_id(&mut current.fields, &id)?;
         }
         Ok(())
     }
 }
 
-/// The span's fields as the JSON object the log line shows: `{"trace_id":"…"}`.
-fn write_trace_id(out: &mut impl fmt::Write, id: String) -> fmt::Result {
-    write!(out, "{{\"trace_id\":{}}}", serde_json::Value::String(id))
+/// The span's fields as the JSON object the log line shows: `{"trace_id":"…"}`. Escaped by
+/// `serde_json::to_string`, which is about a tenth of the cost of formatting a JSON value.
+fn write_trace_id(out: &mut impl fmt::Write, id: &str) -> fmt::Result {
+    let id = serde_json::to_string(id).map_err(|_| fmt::Error)?;
+    out.write_str("{\"trace_id\":")?;
+    out.write_str(&id)?;
+    out.write_str("}")
 }
 
 struct TraceIdVisitor(Option<String>);
@@ -160,34 +179,36 @@ mod tests {
         }
     }
 
-    /// Without a tracer, request spans must be disabled callsites, even with every log on:
-    /// the registry would otherwise allocate and track two spans per request for nothing.
+    fn chat_request() -> http::Request<()> {
+        http::Request::post("/v1/chat/completions")
+            .body(())
+            .unwrap()
+    }
+
+    /// Without a tracer, request spans must be disabled callsites, even with every log on and
+    /// a sampler installed: the registry would otherwise allocate and track two spans per
+    /// request for nothing.
     #[test]
     fn request_spans_cost_nothing_without_a_tracer() {
+        sluice_data_plane::head_sampling::HeadSampler::default().install();
         for format in [LogFormat::Text, LogFormat::Json] {
             let subscriber = subscriber(&args(format), None).unwrap();
             tracing::subscriber::with_default(subscriber, || {
-                let span = sluice_data_plane::trace::server_span(
-                    &http::Method::POST,
-                    "/v1/chat/completions",
-                    &http::HeaderMap::new(),
-                );
-                assert!(span.is_disabled());
+                let span = sluice_data_plane::trace::Traced::request(&mut chat_request());
+                assert!(!span.is_traced());
             });
         }
     }
 
     #[test]
     fn request_spans_are_recorded_with_a_tracer() {
+        // As the binary does when it exports traces.
+        sluice_data_plane::head_sampling::HeadSampler::default().install();
         let provider = SdkTracerProvider::builder().build();
         let subscriber = subscriber(&args(LogFormat::Text), Some(&provider)).unwrap();
         tracing::subscriber::with_default(subscriber, || {
-            let span = sluice_data_plane::trace::server_span(
-                &http::Method::POST,
-                "/v1/chat/completions",
-                &http::HeaderMap::new(),
-            );
-            assert!(!span.is_disabled());
+            let span = sluice_data_plane::trace::Traced::request(&mut chat_request());
+            assert!(span.is_traced());
         });
     }
 

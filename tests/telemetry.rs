@@ -454,6 +454,40 @@ async fn a_retried_stream_yields_a_server_span_with_two_attempt_spans() {
     a_retried_call_is_traced(true, Otlp::Grpc).await;
 }
 
+/// A line logged inside an attempt (here the backend's cooldown after a 429) carries the
+/// request's trace id, as lines logged in the request itself do; the attempt's span carries
+/// the cooldown.
+#[tokio::test]
+async fn a_line_logged_inside_an_attempt_carries_the_requests_trace_id() {
+    let traced = Traced::start(Otlp::Grpc).await;
+    traced
+        .a
+        .inject(Fault::rate_limited(Duration::from_secs(30)).once())
+        .unwrap();
+    let response = traced.proxy.call(false).send().await.unwrap();
+    assert_eq!(response.status(), 200, "retried on b");
+
+    let spans = traced
+        .receiver
+        .wait_for_spans(
+            |spans| spans.iter().filter(|s| s.kind == SpanKind::Client).count() >= 2,
+            WAIT,
+        )
+        .await;
+    let throttled = one(&spans, |s| {
+        s.kind == SpanKind::Client && s.int_attr("sluice.attempt") == Some(1)
+    });
+    assert_eq!(throttled.int_attr("http.response.status_code"), Some(429));
+    assert_eq!(throttled.int_attr("sluice.cooldown_ms"), Some(30_000));
+
+    let logs = traced.proxy.logs.lock().unwrap().clone();
+    let cooling = logs
+        .iter()
+        .find(|event| event["message"] == "backend cooling down")
+        .expect("the cooldown is logged at debug");
+    assert_eq!(cooling["span"]["trace_id"], CLIENT_TRACE, "{cooling}");
+}
+
 /// The same spans over OTLP/HTTP (`http/protobuf`), from the SDK's batch thread through the
 /// exporter's blocking client.
 #[tokio::test]

@@ -17,7 +17,7 @@ use crate::balance::{NoBackend, PoolRuntime};
 use crate::call::ClientCall;
 use crate::clock::Nanos;
 use crate::metrics::{ProxyMetrics, RetryReason};
-use crate::trace;
+use crate::trace::Traced;
 use crate::upstream::UpstreamBody;
 use tracing::Instrument as _;
 
@@ -37,7 +37,7 @@ pub struct Answer {
     pub served: ServedBy,
     /// The span of the attempt that answered, kept until its body has passed; present only
     /// while traces are exported.
-    pub span: Option<tracing::Span>,
+    pub span: Option<Traced>,
 }
 
 /// Which backend answered, on which attempt.
@@ -88,7 +88,7 @@ impl<'c> Service<Attempt> for PoolService<'c> {
             let timeout = pool.retry.per_try_timeout_ms.as_duration();
             let measure_latency = pool.strategy == Strategy::LeastLatency;
             let endpoint = &pool.backends[backend];
-            let span = trace::attempt_span(
+            let span = Traced::attempt(
                 &attempt.call,
                 endpoint.spec.name.as_str(),
                 endpoint.spec.url.base(),
@@ -96,22 +96,22 @@ impl<'c> Service<Attempt> for PoolService<'c> {
             );
             let result = match endpoint
                 .send(&attempt.call, timeout, measure_latency, &span)
-                .instrument(span.clone())
+                .instrument(span.span().clone())
                 .await
             {
                 Ok(response) => {
-                    trace::status(&span, response.status().as_u16());
+                    span.status(response.status().as_u16());
                     Ok(Answer {
                         response,
                         served: ServedBy {
                             backend,
                             attempt: number,
                         },
-                        span: (!span.is_disabled()).then_some(span),
+                        span: span.is_traced().then_some(span),
                     })
                 }
                 Err(failure) => {
-                    trace::failed(&span, failure.label());
+                    span.failed(failure.label());
                     Err(AttemptError::Transport {
                         backend,
                         failure,

@@ -12,8 +12,6 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Either;
 use http_body_util::Full;
 
-use tracing::Span;
-
 use crate::backend::BackendEndpoint;
 use crate::client_error::ClientError;
 use crate::clock::Nanos;
@@ -21,7 +19,7 @@ use crate::idle_timer::IdleTimer;
 use crate::metrics::{BodyTimes, BodyTiming, EjectionReason, TokenCounters};
 use crate::quota::Admitted;
 use crate::report::CallUsage;
-use crate::trace;
+use crate::trace::{self, Traced};
 use crate::upstream::UpstreamBody;
 use crate::usage::UsageScanner;
 use crate::usage_event::UsageEventFilter;
@@ -79,7 +77,7 @@ pub struct Accounting {
     tokens: Arc<TokenCounters>,
     /// The request's and the answering attempt's spans, while traces are exported: they end
     /// with the body, carrying its token counts. Boxed so the untraced body stays small.
-    spans: Option<Box<[Span; 2]>>,
+    spans: Option<Box<[Traced; 2]>>,
     response_model: Option<String>,
     /// The client key's limits hold an estimate for this call until its usage is known.
     quota: Option<Admitted>,
@@ -122,7 +120,7 @@ impl Accounting {
         backend: Arc<BackendEndpoint>,
         started: Instant,
         tokens: Arc<TokenCounters>,
-        spans: Option<Box<[Span; 2]>>,
+        spans: Option<Box<[Traced; 2]>>,
         quota: Option<Admitted>,
         report: Option<CallUsage>,
         succeeded: bool,
@@ -163,7 +161,7 @@ impl Accounting {
         tracing::warn!(backend.name = %backend.spec.name, idle_secs = idle.as_secs(), "backend went silent in the middle of a response; cutting it");
         backend.eject(Nanos::now(), EjectionReason::idle_timeout);
         if let Some(spans) = &self.spans {
-            trace::failed(&spans[0], "idle_timeout");
+            spans[0].failed("idle_timeout");
         }
         self.report();
     }
@@ -201,12 +199,9 @@ impl Accounting {
             }
         }
         if let Some(spans) = self.spans.take() {
-            let [request, attempt] = &*spans;
-            trace::usage(
-                [request, attempt],
-                self.usage.found,
-                self.response_model.as_deref(),
-            );
+            for span in spans.iter() {
+                span.usage(self.usage.found, self.response_model.as_deref());
+            }
         }
     }
 }

@@ -27,6 +27,7 @@ mod models;
 mod per_worker;
 pub mod proxy;
 pub mod quota;
+mod random;
 pub mod report;
 mod routing;
 pub mod secrets;

@@ -28,7 +28,7 @@ use crate::models;
 use crate::quota::{self, Admitted, Demand, Estimate, KeyRules, Refused};
 use crate::report::CallUsage;
 use crate::routing::{NoRoute, route};
-use crate::trace;
+use crate::trace::Traced;
 use tracing::Instrument as _;
 
 static SLUICE_BACKEND: http::HeaderName = http::HeaderName::from_static("x-sluice-backend");
@@ -91,19 +91,19 @@ impl Proxy {
         self.config.load_full()
     }
 
-    pub async fn handle(&self, request: Request<Incoming>) -> Response<ProxyBody> {
+    pub async fn handle(&self, mut request: Request<Incoming>) -> Response<ProxyBody> {
         let started = Instant::now();
-        let span = trace::server_span(request.method(), request.uri().path(), request.headers());
+        let span = Traced::request(&mut request);
         let config = self.current();
         let mut seen = Seen::default();
         // Boxed for the same reason as the exchange with the backend: a large future, copied
         // again by every future that holds it inline.
         let forwarded =
             Box::pin(self.forward(request, &span, started, config.as_deref(), &mut seen));
-        let mut response = match forwarded.instrument(span.clone()).await {
+        let mut response = match forwarded.instrument(span.span().clone()).await {
             Ok(response) | Err(response) => response,
         };
-        trace::status(&span, response.status().as_u16());
+        span.status(response.status().as_u16());
         let client = seen.client(config.as_deref());
         let client = client.unwrap_or_else(|| self.metrics.unidentified());
         metrics::record_client_call(client, &mut response, started);
@@ -113,12 +113,12 @@ impl Proxy {
     async fn forward<'c>(
         &self,
         request: Request<Incoming>,
-        span: &tracing::Span,
+        span: &Traced,
         started: Instant,
         config: Option<&'c RuntimeConfig>,
         seen: &mut Seen<'c>,
     ) -> Result<Response<ProxyBody>, Response<ProxyBody>> {
-        let (mut parts, body) = request.into_parts();
+        let (parts, body) = request.into_parts();
         // Before anything else: a path that some hop could read as another deployment or
         // resource is refused, whoever sends it.
         let route = match route(parts.uri.path()) {
@@ -191,17 +191,14 @@ impl Proxy {
             style: route.style,
             operation: route.operation.to_owned(),
             query: parts.uri.query().map(str::to_owned),
-            headers: {
-                trace::mark_unsampled(span, &mut parts.headers);
-                parts.headers
-            },
+            headers: parts.headers,
             body,
             requested,
             ask_for_usage,
-            traced: !span.is_disabled(),
+            traced: span.is_traced(),
         });
         let client_key = key.map(|k| k.id.as_str());
-        trace::routed(span, &call, call.style.route_template(), client_key);
+        span.routed(&call, call.style.route_template(), client_key);
         let policy = RetryOnAnotherBackend::new(pool, &self.metrics);
         let attempts = tower::retry::Retry::new(policy, PoolService { pool });
         match attempts
@@ -306,11 +303,11 @@ impl Proxy {
         &self,
         pool: &PoolRuntime,
         error: AttemptError,
-        span: &tracing::Span,
+        span: &Traced,
     ) -> Response<ProxyBody> {
         match error {
             AttemptError::NoBackend(none) => {
-                trace::failed(span, "no_backend");
+                span.failed("no_backend");
                 self.metrics.rejected(pool.name.as_str());
                 match none {
                     NoBackend::AllWaiting(wait) => {
@@ -325,8 +322,8 @@ impl Proxy {
                 failure,
                 attempt,
             } => {
-                trace::failed(span, failure.label());
-                span.record("sluice.attempts", trace::int(attempt));
+                span.failed(failure.label());
+                span.attempts(attempt);
                 let mut response = match failure {
                     NoResponse::Connect => ClientError::upstream_unreachable(),
                     NoResponse::Timeout => ClientError::upstream_timeout(),
@@ -359,7 +356,7 @@ impl Seen<'_> {
 struct Observed<'a> {
     started: Instant,
     client_key: Option<&'a str>,
-    span: &'a tracing::Span,
+    span: &'a Traced,
     /// The client key's limits, holding this call's estimate until its usage is known.
     quota: Option<Admitted>,
     /// Where the call's tokens are counted for the control plane's report.
@@ -377,13 +374,11 @@ fn client_response(
     let (backend, attempt) = (answer.served.backend, answer.served.attempt);
     let endpoint = pool.backends[backend].clone();
     let tokens = endpoint.metrics.tokens.for_key(observed.client_key);
-    let spans = if observed.span.is_disabled() {
-        None
-    } else {
-        observed.span.record("sluice.attempts", trace::int(attempt));
-        let attempt_span = answer.span.unwrap_or_else(tracing::Span::none);
-        Some(Box::new([observed.span.clone(), attempt_span]))
-    };
+    let spans = observed.span.is_traced().then(|| {
+        observed.span.attempts(attempt);
+        let attempt_span = answer.span.unwrap_or_else(Traced::none);
+        Box::new([observed.span.clone(), attempt_span])
+    });
     let sse = parts
         .headers
         .get(CONTENT_TYPE)

@@ -22,7 +22,7 @@ use crate::headers::for_upstream;
 use crate::metrics::{BackendMetrics, EjectionReason};
 use crate::report::AttemptCounts;
 use crate::secrets::SecretResolver;
-use crate::trace;
+use crate::trace::Traced;
 use crate::upstream::{ResponseBody, Upstream, UpstreamBody, UpstreamService};
 use crate::upstream_uri::{UpstreamUriError, upstream_uri};
 
@@ -168,7 +168,7 @@ impl BackendEndpoint {
         call: &ClientCall,
         per_try_timeout: Duration,
         measure_latency: bool,
-        span: &tracing::Span,
+        span: &Traced,
     ) -> Result<Response<UpstreamBody>, NoResponse> {
         let used = self.credential.generation();
         let mut response = self
@@ -254,13 +254,13 @@ impl BackendEndpoint {
         call: &ClientCall,
         per_try_timeout: Duration,
         measure_latency: bool,
-        span: &tracing::Span,
+        span: &Traced,
     ) -> Result<Response<ResponseBody>, NoResponse> {
         let mut request = self.upstream_request(call).map_err(|error| {
             tracing::error!(pool.name = %call.requested, backend.name = %self.spec.name, %error, "cannot build the upstream URI; failing the call");
             NoResponse::BadUri
         })?;
-        trace::inject(span, request.headers_mut());
+        span.inject(request.headers_mut());
         // One look at the clock for both the latency and the deadline (`timeout` would take
         // another; a read costs about 25 ns on the benchmark host). The per-try timeout is at
         // most an hour, so the sum cannot overflow.
@@ -300,19 +300,13 @@ impl BackendEndpoint {
         }
     }
 
-    fn observe(
-        &self,
-        response: &Response<ResponseBody>,
-        now: Nanos,
-        seconds: f64,
-        span: &tracing::Span,
-    ) {
+    fn observe(&self, response: &Response<ResponseBody>, now: Nanos, seconds: f64, span: &Traced) {
         let status = response.status();
         self.metrics.response(Some(status.as_u16()), seconds);
         if let Some(wait) = rate_limit::cooldown(status, response.headers()) {
             self.health.cool_down(now, wait);
             let cooldown_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
-            span.record("sluice.cooldown_ms", trace::int(cooldown_ms));
+            span.cooldown(cooldown_ms);
             tracing::debug!(backend.name = %self.spec.name, cooldown_ms, "backend cooling down");
         }
         if status.is_server_error() {
@@ -469,7 +463,7 @@ mod tests {
             traced: false,
         };
         let sent = endpoint
-            .send(&call, Duration::from_secs(1), false, &tracing::Span::none())
+            .send(&call, Duration::from_secs(1), false, &Traced::none())
             .await;
         assert!(matches!(sent, Err(NoResponse::BadUri)));
         assert_eq!(endpoint.state(Nanos::now()), State::Available);
