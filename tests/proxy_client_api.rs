@@ -62,6 +62,41 @@ async fn missing_or_wrong_keys_get_401() {
     assert_eq!(a.request_count(), 0);
 }
 
+/// A client still uploading when the proxy refuses it gets the error, not a reset connection:
+/// the proxy reads the rest of the body before it lets the connection go. Refused mid-body
+/// (413 once over the limit) and before it (401: the key is checked first), many times over,
+/// since whether the reset overtakes the answer is a race.
+#[tokio::test]
+async fn a_client_refused_mid_upload_reads_its_error() {
+    let (proxy, a) = two_pool_proxy().await;
+    let azure = proxy.url("/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21");
+    let big = || {
+        let pieces: Vec<Vec<u8>> = vec![vec![b' '; 8192]; 256];
+        reqwest::Body::wrap_stream(futures_stream_of(pieces))
+    };
+    for _ in 0..20 {
+        let over_limit = proxy
+            .client
+            .post(&azure)
+            .header("api-key", CLIENT_KEY)
+            .body(big())
+            .send()
+            .await
+            .expect("the 413, not a broken connection");
+        expect_openai_error(over_limit, 413, "request_too_large").await;
+        let wrong_key = proxy
+            .client
+            .post(&azure)
+            .header("api-key", "sk-wrong")
+            .body(big())
+            .send()
+            .await
+            .expect("the 401, not a broken connection");
+        expect_openai_error(wrong_key, 401, "invalid_api_key").await;
+    }
+    assert_eq!(a.request_count(), 0);
+}
+
 /// Unknown deployments and paths get 404; bad bodies 400; oversized bodies 413, before any
 /// upstream call.
 #[tokio::test]
@@ -140,6 +175,13 @@ async fn bad_requests_get_clear_openai_errors() {
 fn futures_stream(
     bytes: Vec<u8>,
 ) -> impl futures_core::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    futures_stream_of(bytes.chunks(8192).map(<[u8]>::to_vec).collect())
+}
+
+/// `pieces`, one by one, as a body without Content-Length.
+fn futures_stream_of(
+    pieces: Vec<Vec<u8>>,
+) -> impl futures_core::Stream<Item = Result<Vec<u8>, std::io::Error>> {
     struct Pieces(std::vec::IntoIter<Vec<u8>>);
     impl futures_core::Stream for Pieces {
         type Item = Result<Vec<u8>, std::io::Error>;
@@ -150,13 +192,7 @@ fn futures_stream(
             std::task::Poll::Ready(self.0.next().map(Ok))
         }
     }
-    Pieces(
-        bytes
-            .chunks(8192)
-            .map(<[u8]>::to_vec)
-            .collect::<Vec<_>>()
-            .into_iter(),
-    )
+    Pieces(pieces.into_iter())
 }
 
 /// The backend sees its own key, never the client's; traceparent and OpenAI headers pass.

@@ -29,6 +29,7 @@ pub mod proxy;
 pub mod quota;
 mod random;
 pub mod report;
+mod request_body;
 mod routing;
 pub mod secrets;
 mod server;

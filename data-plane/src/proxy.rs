@@ -27,6 +27,7 @@ use crate::metrics::{self, ClientCell, ProxyMetrics};
 use crate::models;
 use crate::quota::{self, Admitted, Demand, Estimate, KeyRules, Refused};
 use crate::report::CallUsage;
+use crate::request_body::RequestBody;
 use crate::routing::{NoRoute, route};
 use crate::trace::Traced;
 use tracing::Instrument as _;
@@ -119,6 +120,8 @@ impl Proxy {
         seen: &mut Seen<'c>,
     ) -> Result<Response<ProxyBody>, Response<ProxyBody>> {
         let (parts, body) = request.into_parts();
+        // Whatever is answered, and when, the client's upload is read to its end.
+        let body = RequestBody::new(body);
         // Before anything else: a path that some hop could read as another deployment or
         // resource is refused, whoever sends it.
         let route = match route(parts.uri.path()) {
@@ -279,7 +282,7 @@ impl Proxy {
     async fn read_body(
         &self,
         headers: &http::HeaderMap,
-        body: Incoming,
+        mut body: RequestBody,
     ) -> Result<Bytes, Response<ProxyBody>> {
         let limit = self.options.max_body_bytes;
         let declared = headers
@@ -290,7 +293,7 @@ impl Proxy {
         if declared.is_some_and(|length| length > limit as u64) {
             return Err(ClientError::body_too_large(limit).into_response());
         }
-        match Limited::new(body, limit).collect().await {
+        match Limited::new(&mut body, limit).collect().await {
             Ok(collected) => Ok(collected.to_bytes()),
             Err(error) if error.is::<http_body_util::LengthLimitError>() => {
                 Err(ClientError::body_too_large(limit).into_response())
