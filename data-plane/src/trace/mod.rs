@@ -31,6 +31,29 @@ pub const TARGET: &str = "sluice::trace";
 /// The name of a client request's span, the one log lines take their `trace_id` from.
 pub const REQUEST_SPAN: &str = "request";
 
+/// A span named `$name` with the fields `$field`s and the attributes a request's and an
+/// attempt's spans both carry. The attributes are set on the OpenTelemetry span, never recorded
+/// through `tracing`; they are declared (empty) so that the layer makes room for all of them at
+/// once, where the span's attribute vector grew three times otherwise.
+macro_rules! traced_span {
+    ($name:expr, $($field:tt)*) => {
+        tracing::info_span!(
+            target: TARGET,
+            $name,
+            $($field)*
+            http.request.method = Empty,
+            http.response.status_code = Empty,
+            error.type = Empty,
+            gen_ai.operation.name = Empty,
+            gen_ai.request.model = Empty,
+            gen_ai.response.model = Empty,
+            gen_ai.usage.input_tokens = Empty,
+            gen_ai.usage.output_tokens = Empty,
+            sluice.pool = Empty,
+        )
+    };
+}
+
 /// A request's or an attempt's span while traces are exported and the request is sampled;
 /// otherwise nothing, and every method returns at once.
 #[derive(Clone)]
@@ -73,36 +96,24 @@ impl Traced {
             }
             return Self::none();
         }
-        // The attributes are declared, though set on the OpenTelemetry span, so that the
-        // layer makes room for all of them at once: the vector grew three times otherwise.
-        let span = tracing::info_span!(
-            target: TARGET,
+        let span = traced_span!(
             REQUEST_SPAN,
             // Renamed `{operation} {model}` once routed; one refused before stays `{method}`.
             otel.name = request.method().as_str(),
             otel.kind = "server",
             trace_id = Empty,
-            http.request.method = Empty,
             url.path = Empty,
             http.route = Empty,
-            http.response.status_code = Empty,
-            error.type = Empty,
-            gen_ai.operation.name = Empty,
-            gen_ai.request.model = Empty,
-            gen_ai.response.model = Empty,
-            gen_ai.usage.input_tokens = Empty,
-            gen_ai.usage.output_tokens = Empty,
-            sluice.pool = Empty,
             sluice.client_key = Empty,
             sluice.attempts = Empty,
         );
-        if span.is_disabled() {
-            return Self::none();
-        }
         if let Some(parent) = parent {
             let _ = span.set_parent(parent);
         }
         let traced = Self::started(span);
+        let Some(otel) = &traced.otel else {
+            return traced;
+        };
         traced.set(
             [
                 KeyValue::new("http.request.method", method_value(request.method())),
@@ -110,17 +121,15 @@ impl Traced {
             ],
             false,
         );
-        if let Some(otel) = &traced.otel {
-            // For the log layer, which shows a request's trace id in its log lines.
-            let mut trace_id = [0; 32];
-            // The buffer is exactly twice the id's length, and hex is ASCII: neither fails.
-            let _ = hex::encode_to_slice(
-                otel.span().span_context().trace_id().to_bytes(),
-                &mut trace_id,
-            );
-            if let Ok(trace_id) = std::str::from_utf8(&trace_id) {
-                traced.span.record("trace_id", trace_id);
-            }
+        // For the log layer, which shows a request's trace id in its log lines.
+        let mut trace_id = [0; 32];
+        // The buffer is exactly twice the id's length, and hex is ASCII: neither fails.
+        let _ = hex::encode_to_slice(
+            otel.span().span_context().trace_id().to_bytes(),
+            &mut trace_id,
+        );
+        if let Ok(trace_id) = std::str::from_utf8(&trace_id) {
+            traced.span.record("trace_id", trace_id);
         }
         traced
     }
@@ -131,29 +140,15 @@ impl Traced {
             // Without its request's span it would start a trace of its own.
             return Self::none();
         }
-        // Declared for room, as the request's.
-        let span = tracing::info_span!(
-            target: TARGET,
+        let span = traced_span!(
             "attempt",
             otel.kind = "client",
-            http.request.method = Empty,
             server.address = Empty,
             server.port = Empty,
-            http.response.status_code = Empty,
-            error.type = Empty,
-            gen_ai.operation.name = Empty,
-            gen_ai.request.model = Empty,
-            gen_ai.response.model = Empty,
-            gen_ai.usage.input_tokens = Empty,
-            gen_ai.usage.output_tokens = Empty,
-            sluice.pool = Empty,
             sluice.backend = Empty,
             sluice.attempt = Empty,
             sluice.cooldown_ms = Empty,
         );
-        if span.is_disabled() {
-            return Self::none();
-        }
         let traced = Self::started(span);
         let Some(otel) = &traced.otel else {
             return traced;
@@ -179,8 +174,11 @@ impl Traced {
         traced
     }
 
-    /// Starts the OpenTelemetry span of `span` and keeps it at hand.
+    /// Starts the OpenTelemetry span of `span` and keeps it at hand; none for a disabled span.
     fn started(span: Span) -> Self {
+        if span.is_disabled() {
+            return Self::none();
+        }
         let otel = span.context();
         let otel = otel.span().span_context().is_valid().then_some(otel);
         Self { span, otel }
