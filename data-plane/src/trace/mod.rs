@@ -288,7 +288,7 @@ impl Traced {
 }
 
 /// Numbers as OpenTelemetry integers: the tracing bridge exports unsigned ones as text.
-pub fn int(value: impl TryInto<i64>) -> i64 {
+fn int(value: impl TryInto<i64>) -> i64 {
     value.try_into().unwrap_or(i64::MAX)
 }
 
