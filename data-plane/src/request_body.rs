@@ -9,7 +9,7 @@
 //! send them at the proxy whether it reads them or not.
 
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,7 +21,7 @@ use hyper::body::Incoming;
 const DISCARD_FOR: Duration = Duration::from_secs(5);
 
 pub struct RequestBody {
-    /// `None` only once dropped.
+    /// `None` once read to its end, or dropped.
     inner: Option<Incoming>,
 }
 
@@ -39,10 +39,16 @@ impl Body for RequestBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.inner.as_mut() {
-            Some(inner) => Pin::new(inner).poll_frame(cx),
-            None => Poll::Ready(None),
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let frame = ready!(Pin::new(inner).poll_frame(cx));
+        if frame.is_none() {
+            // Read to its end: nothing is left to discard. (hyper's body does not say so
+            // itself when it was chunked: its `is_end_stream` stays false.)
+            self.inner = None;
         }
+        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
