@@ -1,13 +1,13 @@
 use clap::{Args, ValueEnum};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use sluice_data_plane::trace::{REQUEST_SPAN, TARGET as TRACE_TARGET};
+use sluice_data_plane::trace::{ATTEMPT_TARGET, TARGET as TRACE_TARGET};
 use std::fmt;
-use tracing::{Level, Metadata};
+use tracing::Level;
 
 use tracing::field::{Field, Visit};
 use tracing_subscriber::field::RecordFields;
-use tracing_subscriber::filter::{FilterExt as _, LevelFilter, Targets, filter_fn};
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::FormattedFields;
 use tracing_subscriber::fmt::format::{FormatFields, Writer};
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -52,8 +52,11 @@ fn subscriber(
     // should carry their trace ids: a span nobody listens to costs the request path nothing.
     let spans_in_logs = tracer.is_some() && matches!(args.log_format, LogFormat::Json);
     // The operator's directives come after ours, so naming a quieted target turns it back up.
+    // Of the proxy's spans only the request's: its `trace_id` is all a log line shows of a span,
+    // and a line logged inside an attempt then shows it too; the attempt's span would cost the
+    // log layer its making, every enter and exit, and its closing, for nothing.
     let filter = EnvFilter::try_new(format!(
-        "{QUIET},{},{TRACE_TARGET}={}",
+        "{QUIET},{},{TRACE_TARGET}={},{ATTEMPT_TARGET}=off",
         args.log,
         if spans_in_logs { "info" } else { "off" }
     ))?;
@@ -65,9 +68,7 @@ fn subscriber(
             .with_current_span(spans_in_logs)
             .with_span_list(false)
             .fmt_fields(TraceIdOnly)
-            .with_filter(
-                filter.and(filter_fn(request_spans_only).with_max_level_hint(LevelFilter::TRACE)),
-            )
+            .with_filter(filter)
             .boxed(),
     };
     // A list, not an `Option` layer: an absent `Option` layer counts as interested in every
@@ -91,14 +92,6 @@ fn subscriber(
         );
     }
     Ok(tracing_subscriber::registry().with(layers))
-}
-
-/// Of the proxy's spans, the log layer takes only the request's. Its `trace_id` is all a log
-/// line shows of a span, and a line written inside an attempt then shows it too. The attempt's
-/// span would cost the log layer its making, every enter and exit, and its closing, for
-/// nothing. (The hint keeps the global level filter the `EnvFilter`'s.)
-fn request_spans_only(metadata: &Metadata<'_>) -> bool {
-    !(metadata.is_span() && metadata.target() == TRACE_TARGET && metadata.name() != REQUEST_SPAN)
 }
 
 /// What a JSON log line shows of the request span it happened in: its `trace_id`, the link to

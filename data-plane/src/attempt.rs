@@ -91,7 +91,7 @@ impl<'c> Service<Attempt> for PoolService<'c> {
             let span = Traced::attempt(
                 &attempt.call,
                 endpoint.spec.name.as_str(),
-                endpoint.spec.url.base(),
+                &endpoint.spec.url,
                 number,
             );
             let result = match endpoint

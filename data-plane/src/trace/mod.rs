@@ -21,6 +21,8 @@ use tracing::Span;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
+use sluice_model::BackendUrl;
+
 use crate::call::ClientCall;
 use crate::head_sampling::{HeadSampler, Parent};
 use crate::usage::Usage;
@@ -28,17 +30,18 @@ use crate::usage::Usage;
 /// The `tracing` target of every span the proxy exports.
 pub const TARGET: &str = "sluice::trace";
 
-/// The name of a client request's span, the one log lines take their `trace_id` from.
-pub const REQUEST_SPAN: &str = "request";
+/// The target of attempt spans, within [`TARGET`]: a filter can leave them out by it (the log
+/// layer does: a line logged in an attempt shows the request span's `trace_id`).
+pub const ATTEMPT_TARGET: &str = "sluice::trace::attempt";
 
-/// A span named `$name` with the fields `$field`s and the attributes a request's and an
+/// A span of `$target` named `$name` with the fields `$field`s and the attributes a request's and an
 /// attempt's spans both carry. The attributes are set on the OpenTelemetry span, never recorded
 /// through `tracing`; they are declared (empty) so that the layer makes room for all of them at
 /// once, where the span's attribute vector grew three times otherwise.
 macro_rules! traced_span {
-    ($name:expr, $($field:tt)*) => {
+    ($target:expr, $name:expr, $($field:tt)*) => {
         tracing::info_span!(
-            target: TARGET,
+            target: $target,
             $name,
             $($field)*
             http.request.method = Empty,
@@ -97,7 +100,8 @@ impl Traced {
             return Self::none();
         }
         let span = traced_span!(
-            REQUEST_SPAN,
+            TARGET,
+            "request",
             // Renamed `{operation} {model}` once routed; one refused before stays `{method}`.
             otel.name = request.method().as_str(),
             otel.kind = "server",
@@ -135,12 +139,13 @@ impl Traced {
     }
 
     /// The span of one upstream attempt, a child of the request's span.
-    pub fn attempt(call: &ClientCall, backend: &str, base_url: &str, number: usize) -> Self {
+    pub fn attempt(call: &ClientCall, backend: &str, url: &BackendUrl, number: usize) -> Self {
         if !call.traced {
             // Without its request's span it would start a trace of its own.
             return Self::none();
         }
         let span = traced_span!(
+            ATTEMPT_TARGET,
             "attempt",
             otel.kind = "client",
             server.address = Empty,
@@ -154,7 +159,7 @@ impl Traced {
             return traced;
         };
         let operation = operation_name(&call.operation);
-        let (address, port) = server_address(base_url);
+        let (address, port) = server_address(url);
         otel.span()
             .update_name(format!("{operation} {}", call.requested));
         traced.set(
@@ -167,8 +172,8 @@ impl Traced {
                 KeyValue::new("sluice.attempt", int(number)),
             ]
             .into_iter()
-            .chain(address.map(|address| KeyValue::new("server.address", address)))
-            .chain(port.map(|port| KeyValue::new("server.port", port))),
+            .chain(address.map(|address| KeyValue::new("server.address", address.to_owned())))
+            .chain(port.map(|port| KeyValue::new("server.port", i64::from(port)))),
             false,
         );
         traced
@@ -303,18 +308,11 @@ fn method_value(method: &http::Method) -> opentelemetry::Value {
     }
 }
 
-/// `server.address` and `server.port` of a backend's base URL; the port is implied by the
-/// scheme when the URL has none.
-fn server_address(base_url: &str) -> (Option<String>, Option<i64>) {
-    let Ok(uri) = base_url.parse::<http::Uri>() else {
-        return (None, None);
-    };
-    let port = uri.port_u16().or(match uri.scheme_str() {
-        Some("https") => Some(443),
-        Some("http") => Some(80),
-        _ => None,
-    });
-    (uri.host().map(str::to_owned), port.map(i64::from))
+/// `server.address` and `server.port` of a backend, from its URL as parsed when the config was
+/// read; the port is implied by the scheme when the URL has none.
+fn server_address(url: &BackendUrl) -> (Option<&str>, Option<u16>) {
+    let url = url.as_url();
+    (url.host_str(), url.port_or_known_default())
 }
 
 /// GenAI operation names for the operations with one; the path itself otherwise.
@@ -412,14 +410,16 @@ mod tests {
 
     #[test]
     fn a_backends_address_and_port_come_from_its_url() {
+        let url = |raw: &str| BackendUrl::try_from(raw.to_owned());
         assert_eq!(
-            server_address("https://eastus.openai.azure.com"),
-            (Some("eastus.openai.azure.com".to_owned()), Some(443))
+            server_address(&url("https://eastus.openai.azure.com").unwrap()),
+            (Some("eastus.openai.azure.com"), Some(443))
         );
         assert_eq!(
-            server_address("http://127.0.0.1:8081/v1"),
-            (Some("127.0.0.1".to_owned()), Some(8081))
+            server_address(&url("http://127.0.0.1:8081/v1").unwrap()),
+            (Some("127.0.0.1"), Some(8081))
         );
-        assert_eq!(server_address("not a url"), (None, None));
+        // What has no address never becomes a backend's URL.
+        assert!(url("not a url").is_err());
     }
 }
