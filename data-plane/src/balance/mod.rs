@@ -153,8 +153,8 @@ impl PoolRuntime {
             0 => None,
             1 => nth(0),
             _ => {
-                let a = rand::random_range(0..count);
-                let b = (a + rand::random_range(1..count)) % count;
+                let a = crate::random::below(count);
+                let b = (a + 1 + crate::random::below(count - 1)) % count;
                 let (a, b) = (nth(a)?, nth(b)?);
                 Some(if self.backends[b].load() < self.backends[a].load() {
                     b
