@@ -24,6 +24,14 @@ pub fn cooldown(status: StatusCode, headers: &HeaderMap) -> Option<Duration> {
                 .clamp(Duration::from_millis(1), MAX_COOLDOWN),
         );
     }
+    // Every answer is checked, and nearly none has a window used up: one look at each value
+    // for a "0" costs less than a hashed lookup of each window's name.
+    if !headers
+        .values()
+        .any(|value| value.as_bytes().trim_ascii() == b"0")
+    {
+        return None;
+    }
     window_reset(headers, |window| {
         header_str(headers, &window.remaining) == Some("0")
     })
@@ -213,6 +221,28 @@ mod tests {
             ),
             None,
             "the Responses API's -1/0 means nothing"
+        );
+        // A "0" elsewhere is not an exhausted window; a padded one is.
+        assert_eq!(
+            cooldown(
+                ok,
+                &headers(&[
+                    ("x-ratelimit-remaining-requests", "5"),
+                    ("x-ratelimit-reset-requests", "2s"),
+                    ("x-retries", "0"),
+                ])
+            ),
+            None
+        );
+        assert_eq!(
+            cooldown(
+                ok,
+                &headers(&[
+                    ("x-ratelimit-remaining-tokens", " 0 "),
+                    ("x-ratelimit-reset-tokens", "2s"),
+                ])
+            ),
+            Some(Duration::from_secs(2))
         );
     }
 
