@@ -6,8 +6,10 @@
 //! not expect an event without choices, so it is removed here (after the usage scanner saw
 //! it). Events are cut at blank lines; an event split across frames is held until complete.
 
+use std::sync::LazyLock;
+
 use bytes::{Bytes, BytesMut};
-use memchr::memmem;
+use memchr::memmem::{Finder, FinderRev};
 
 #[derive(Default)]
 pub struct UsageEventFilter {
@@ -18,12 +20,20 @@ pub struct UsageEventFilter {
 impl UsageEventFilter {
     /// `chunk` without any usage-only event; what follows the last complete event is held.
     pub fn pass(&mut self, chunk: &Bytes) -> Bytes {
+        // The usual frame: whole events, none of them the usage event. It goes out as it
+        // came, not copied: all but one of a stream's frames are like this.
+        if self.partial.is_empty()
+            && ends_an_event(chunk)
+            && FIND_USAGE_OBJECT.find(chunk).is_none()
+        {
+            return chunk.clone();
+        }
         self.partial.extend_from_slice(chunk);
         let Some(end) = last_event_end(&self.partial) else {
             return Bytes::new();
         };
         let complete = self.partial.split_to(end).freeze();
-        if memmem::find(&complete, USAGE_OBJECT).is_none() {
+        if FIND_USAGE_OBJECT.find(&complete).is_none() {
             return complete;
         }
         let mut kept = BytesMut::with_capacity(complete.len());
@@ -44,12 +54,25 @@ impl UsageEventFilter {
     }
 }
 
-const USAGE_OBJECT: &[u8] = b"\"usage\":{";
+// Searchers built once: `memmem::find` and `rfind` build one on every call, which cost more
+// than the search on an SSE frame of a hundred bytes (profiled: 70 % of the filter).
+static FIND_USAGE_OBJECT: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"usage\":{"));
+static FIND_NO_CHOICES: LazyLock<Finder<'static>> =
+    LazyLock::new(|| Finder::new(b"\"choices\":[]"));
+static FIND_LF_END: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\n\n"));
+static FIND_CRLF_END: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\r\n\r\n"));
+static RFIND_LF_END: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(b"\n\n"));
+static RFIND_CRLF_END: LazyLock<FinderRev<'static>> = LazyLock::new(|| FinderRev::new(b"\r\n\r\n"));
+
+/// Whether `bytes` ends where an event does: on a blank line.
+fn ends_an_event(bytes: &[u8]) -> bool {
+    bytes.ends_with(b"\n\n") || bytes.ends_with(b"\r\n\r\n")
+}
 
 /// Where the first event of `bytes` ends (after its blank line).
 fn event_end(bytes: &[u8]) -> Option<usize> {
-    let lf = memmem::find(bytes, b"\n\n").map(|at| at + 2);
-    let crlf = memmem::find(bytes, b"\r\n\r\n").map(|at| at + 4);
+    let lf = FIND_LF_END.find(bytes).map(|at| at + 2);
+    let crlf = FIND_CRLF_END.find(bytes).map(|at| at + 4);
     match (lf, crlf) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
@@ -58,13 +81,13 @@ fn event_end(bytes: &[u8]) -> Option<usize> {
 
 /// Where the last complete event of `bytes` ends.
 fn last_event_end(bytes: &[u8]) -> Option<usize> {
-    let lf = memmem::rfind(bytes, b"\n\n").map(|at| at + 2);
-    let crlf = memmem::rfind(bytes, b"\r\n\r\n").map(|at| at + 4);
+    let lf = RFIND_LF_END.rfind(bytes).map(|at| at + 2);
+    let crlf = RFIND_CRLF_END.rfind(bytes).map(|at| at + 4);
     lf.max(crlf)
 }
 
 fn is_usage_only(event: &[u8]) -> bool {
-    memmem::find(event, USAGE_OBJECT).is_some() && memmem::find(event, b"\"choices\":[]").is_some()
+    FIND_USAGE_OBJECT.find(event).is_some() && FIND_NO_CHOICES.find(event).is_some()
 }
 
 #[cfg(test)]
@@ -106,7 +129,9 @@ mod tests {
     fn frames_without_usage_pass_untouched() {
         let mut filter = UsageEventFilter::default();
         let frame = Bytes::from_static(b"data: {\"choices\":[{}]}\r\n\r\n");
-        assert_eq!(filter.pass(&frame), frame);
+        let passed = filter.pass(&frame);
+        assert_eq!(passed, frame);
+        assert_eq!(passed.as_ptr(), frame.as_ptr(), "not copied");
         let unterminated = Bytes::from_static(b"data: [DONE]");
         assert!(filter.pass(&unterminated).is_empty());
         assert_eq!(filter.finish(), unterminated);
