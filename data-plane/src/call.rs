@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 
 use bytes::Bytes;
+use http::uri::PathAndQuery;
 use http::{HeaderMap, Method};
 use serde::Deserialize;
 
@@ -31,9 +32,11 @@ pub struct ClientCall {
     pub style: CallStyle,
     /// The deployment or model name the client asked for (= the pool name).
     pub requested: String,
-    /// The operation path after the deployment or version, e.g. `chat/completions`.
-    pub operation: String,
-    pub query: Option<String>,
+    /// The client's path and query, as hyper parsed them.
+    pub target: PathAndQuery,
+    /// Where the operation starts in the target's path: the operation is the rest of it,
+    /// after the deployment or version (e.g. `chat/completions`).
+    pub operation_start: usize,
     /// The client's headers as they came (with a `traceparent` added for an unsampled new
     /// trace); what of them reaches a backend is decided per attempt
     /// ([`crate::headers::for_upstream`]). They hold the client's credentials: never log them.
@@ -61,6 +64,18 @@ impl<'a> BodyPeek<'a> {
 }
 
 impl ClientCall {
+    /// The operation path after the deployment or version, e.g. `chat/completions`.
+    pub fn operation(&self) -> &str {
+        self.target
+            .path()
+            .get(self.operation_start..)
+            .unwrap_or_default()
+    }
+
+    pub fn query(&self) -> Option<&str> {
+        self.target.query()
+    }
+
     /// The body for one backend: `model` set for backends that route by it, and
     /// `stream_options.include_usage` when the proxy asks for usage. Otherwise the client's
     /// bytes as they came: only renamed, cross-style or usage-asking calls pay for this
@@ -109,8 +124,8 @@ mod tests {
             method: Method::POST,
             style: CallStyle::Azure,
             requested: "gpt-4o".into(),
-            operation: "chat/completions".into(),
-            query: None,
+            target: PathAndQuery::from_static("/openai/deployments/gpt-4o/chat/completions"),
+            operation_start: "/openai/deployments/gpt-4o/".len(),
             headers: HeaderMap::new(),
             body: Bytes::from_static(br#"{"messages":[],"temperature":0.5}"#),
             ask_for_usage: false,

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
+use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Either, Limited};
 use hyper::body::Incoming;
@@ -189,11 +190,18 @@ impl Proxy {
         if let Some(usage) = usage {
             usage.admitted();
         }
+        // The operation ends the path (`route` takes it from there).
+        let operation_start = parts.uri.path().len() - route.operation.len();
+        let style = route.style;
         let call = Arc::new(ClientCall {
             method: parts.method,
-            style: route.style,
-            operation: route.operation.to_owned(),
-            query: parts.uri.query().map(str::to_owned),
+            style,
+            target: parts
+                .uri
+                .into_parts()
+                .path_and_query
+                .unwrap_or_else(|| PathAndQuery::from_static("/")),
+            operation_start,
             headers: parts.headers,
             body,
             requested,

@@ -1,11 +1,13 @@
-//! The URI of an upstream call: the backend's base URL, then `/openai/deployments/{deployment}/`
-//! (Azure) or `/v1/` (OpenAI), the client's operation and its query.
+//! The target of an upstream call (origin form: path and query): the path of the backend's
+//! URL, then `/openai/deployments/{deployment}/` (Azure) or `/v1/` (OpenAI), the client's
+//! operation and its query.
 //!
-//! The operation was already checked as part of a canonical client path; the built URI is
+//! The operation was already checked as part of a canonical client path; the built target is
 //! checked again (defence in depth), so that no client input, and no future change to the
 //! routing, can produce a call outside the deployment with the backend's credentials.
 
-use http::Uri;
+use bytes::BytesMut;
+use http::uri::PathAndQuery;
 use sluice_model::BackendKind;
 
 use crate::canonical_path::{self, NonCanonical};
@@ -14,68 +16,140 @@ use crate::canonical_path::{self, NonCanonical};
 pub enum UpstreamUriError {
     #[error("not a valid URI: {0}")]
     Invalid(#[from] http::uri::InvalidUri),
+    #[error("the backend URL's host and port are not a valid HTTP authority")]
+    InvalidOrigin,
     #[error("the path leaves the deployment prefix {expected}")]
     OutsideDeployment { expected: String },
     #[error("the path is not canonical: {0}")]
     NonCanonical(NonCanonical),
 }
 
-/// Builds and checks the URI for `operation` (e.g. `chat/completions`) at a backend.
-pub fn upstream_uri(
-    base: &str,
-    kind: BackendKind,
-    api_version: &str,
-    deployment: &str,
-    operation: &str,
-    query: Option<&str>,
-) -> Result<Uri, UpstreamUriError> {
-    let mut uri = String::with_capacity(base.len() + deployment.len() + operation.len() + 64);
-    uri.push_str(base);
-    match kind {
-        BackendKind::AzureOpenai => {
-            uri.push_str("/openai/deployments/");
-            uri.push_str(deployment);
-            uri.push('/');
-        }
-        BackendKind::Openai => uri.push_str("/v1/"),
-    }
-    // Everything after the authority, up to here, is what the path must start with.
-    let prefix = base_path_start(base)..uri.len();
-    uri.push_str(operation);
-    push_query(
-        &mut uri,
-        query,
-        (kind == BackendKind::AzureOpenai).then_some(api_version),
-    );
-    let expected = &uri[prefix];
-    let parsed = Uri::try_from(uri.as_str())?;
-    let path = parsed.path();
-    if !path.starts_with(expected) || path.len() == expected.len() {
-        return Err(UpstreamUriError::OutsideDeployment {
-            expected: expected.to_owned(),
-        });
-    }
-    canonical_path::check(path).map_err(UpstreamUriError::NonCanonical)?;
-    Ok(parsed)
+/// What an upstream call's target is made of.
+pub struct UpstreamTarget<'a> {
+    /// The path of the backend's URL, without its trailing slash (often empty).
+    pub base_path: &'a str,
+    pub kind: BackendKind,
+    /// Added to Azure calls whose client sent none.
+    pub api_version: &'a str,
+    pub deployment: &'a str,
+    /// E.g. `chat/completions`.
+    pub operation: &'a str,
+    /// The client's query.
+    pub query: Option<&'a str>,
 }
 
-/// Where the path of a base URL (`https://host:port[/path]`) starts.
-fn base_path_start(base: &str) -> usize {
-    // Byte windows, not `str::find`: that builds a substring searcher on every call.
-    let authority = base
-        .as_bytes()
-        .windows(3)
-        .position(|w| w == b"://")
-        .map_or(0, |i| i + 3);
-    base[authority..]
-        .find('/')
-        .map_or(base.len(), |i| authority + i)
+impl UpstreamTarget<'_> {
+    /// The checked target. When it reads exactly as the client's (an Azure client calling an
+    /// Azure backend of the same deployment name, as most do), it is the client's, already
+    /// parsed: a clone instead of a second parse. The checks run on it all the same.
+    pub fn build(&self, client: &PathAndQuery) -> Result<PathAndQuery, UpstreamUriError> {
+        let mut same = SameAs::new(client.as_str());
+        self.write(&mut same);
+        let target = if same.is_same() {
+            client.clone()
+        } else {
+            let mut built = BytesMut::with_capacity(self.len_hint());
+            self.write(&mut built);
+            PathAndQuery::from_maybe_shared(built.freeze())?
+        };
+        self.check(&target)?;
+        Ok(target)
+    }
+
+    /// Everything up to the operation: what the target's path must start with.
+    fn prefix(&self) -> [&str; 4] {
+        match self.kind {
+            BackendKind::AzureOpenai => {
+                [self.base_path, "/openai/deployments/", self.deployment, "/"]
+            }
+            BackendKind::Openai => [self.base_path, "/v1/", "", ""],
+        }
+    }
+
+    fn len_hint(&self) -> usize {
+        let prefix: usize = self.prefix().iter().map(|piece| piece.len()).sum();
+        prefix
+            + self.operation.len()
+            + self.query.map_or(0, str::len)
+            + self.api_version.len()
+            + "?&api-version=".len()
+    }
+
+    fn write(&self, out: &mut impl Write) {
+        for piece in self.prefix() {
+            out.push(piece);
+        }
+        out.push(self.operation);
+        push_query(
+            out,
+            self.query,
+            (self.kind == BackendKind::AzureOpenai).then_some(self.api_version),
+        );
+    }
+
+    /// The target's path, as parsed, stays under the prefix with something after it, and is
+    /// canonical.
+    fn check(&self, target: &PathAndQuery) -> Result<(), UpstreamUriError> {
+        let path = target.path();
+        let operation = self
+            .prefix()
+            .iter()
+            .try_fold(path, |rest, piece| rest.strip_prefix(piece));
+        if operation.is_none_or(str::is_empty) {
+            return Err(UpstreamUriError::OutsideDeployment {
+                expected: self.prefix().concat(),
+            });
+        }
+        canonical_path::check(path).map_err(UpstreamUriError::NonCanonical)
+    }
+}
+
+/// Where a target is written: into a buffer, or compared with one already there.
+trait Write {
+    fn push(&mut self, text: &str);
+}
+
+impl Write for BytesMut {
+    fn push(&mut self, text: &str) {
+        self.extend_from_slice(text.as_bytes());
+    }
+}
+
+/// Compares what is written with `rest`, a piece at a time, without copying it.
+struct SameAs<'a> {
+    rest: &'a str,
+    same: bool,
+}
+
+impl<'a> SameAs<'a> {
+    fn new(text: &'a str) -> Self {
+        Self {
+            rest: text,
+            same: true,
+        }
+    }
+
+    fn is_same(&self) -> bool {
+        self.same && self.rest.is_empty()
+    }
+}
+
+impl Write for SameAs<'_> {
+    fn push(&mut self, text: &str) {
+        if !self.same {
+            return;
+        }
+        match self.rest.strip_prefix(text) {
+            Some(rest) => self.rest = rest,
+            None => self.same = false,
+        }
+    }
 }
 
 /// Appends the client's query, replacing or adding `api-version` for Azure backends and
 /// dropping it for OpenAI ones.
-fn push_query(uri: &mut String, query: Option<&str>, api_version: Option<&str>) {
-    let mut separator = '?';
+fn push_query(out: &mut impl Write, query: Option<&str>, api_version: Option<&str>) {
+    let mut separator = "?";
     let mut has_version = false;
     for pair in query
         .unwrap_or_default()
@@ -87,14 +161,14 @@ fn push_query(uri: &mut String, query: Option<&str>, api_version: Option<&str>) 
             continue;
         }
         has_version |= is_version;
-        uri.push(separator);
-        uri.push_str(pair);
-        separator = '&';
+        out.push(separator);
+        out.push(pair);
+        separator = "&";
     }
     if let (Some(version), false) = (api_version, has_version) {
-        uri.push(separator);
-        uri.push_str("api-version=");
-        uri.push_str(version);
+        out.push(separator);
+        out.push("api-version=");
+        out.push(version);
     }
 }
 
@@ -106,9 +180,31 @@ mod tests {
     use crate::routing::route;
 
     fn query(client: Option<&str>, version: Option<&str>) -> String {
-        let mut uri = String::new();
+        let mut uri = BytesMut::new();
         push_query(&mut uri, client, version);
-        uri
+        String::from_utf8(uri.to_vec()).unwrap()
+    }
+
+    fn target<'a>(
+        base_path: &'a str,
+        kind: BackendKind,
+        deployment: &'a str,
+        operation: &'a str,
+        query: Option<&'a str>,
+    ) -> UpstreamTarget<'a> {
+        UpstreamTarget {
+            base_path,
+            kind,
+            api_version: "2024-10-21",
+            deployment,
+            operation,
+            query,
+        }
+    }
+
+    /// Built for a client whose own target reads differently.
+    fn build(target: &UpstreamTarget<'_>) -> Result<PathAndQuery, UpstreamUriError> {
+        target.build(&PathAndQuery::from_static("/"))
     }
 
     #[test]
@@ -132,53 +228,154 @@ mod tests {
 
     #[test]
     fn builds_both_kinds_under_the_base_path() {
-        let azure = upstream_uri(
-            "https://aoai.example:8443/gateway",
+        let azure = build(&target(
+            "/gateway",
             BackendKind::AzureOpenai,
-            "2024-10-21",
             "gpt-4o-east",
             "chat/completions",
             Some("x=1"),
-        )
+        ))
         .unwrap();
         assert_eq!(
-            azure.to_string(),
-            "https://aoai.example:8443/gateway/openai/deployments/gpt-4o-east/chat/completions?x=1&api-version=2024-10-21"
+            azure,
+            "/gateway/openai/deployments/gpt-4o-east/chat/completions?x=1&api-version=2024-10-21"
         );
-        let openai = upstream_uri(
-            "http://127.0.0.1:9000",
+        let openai = build(&target(
+            "",
             BackendKind::Openai,
-            "2024-10-21",
             "gpt-4o",
             "embeddings",
             None,
-        )
+        ))
         .unwrap();
-        assert_eq!(openai.to_string(), "http://127.0.0.1:9000/v1/embeddings");
+        assert_eq!(openai, "/v1/embeddings");
+    }
+
+    #[test]
+    fn a_client_target_that_reads_the_same_is_reused() {
+        let client =
+            PathAndQuery::from_static("/openai/deployments/gpt-4o/chat/completions?api-version=1");
+        let same = target(
+            "",
+            BackendKind::AzureOpenai,
+            "gpt-4o",
+            "chat/completions",
+            Some("api-version=1"),
+        );
+        let built = same.build(&client).unwrap();
+        assert_eq!(built, client);
+        assert_eq!(built.as_str().as_ptr(), client.as_str().as_ptr());
+        // Anything that reads differently is built: another deployment, a base path, an
+        // added api-version, a longer or shorter client target.
+        for (other, expected) in [
+            (
+                target(
+                    "",
+                    BackendKind::AzureOpenai,
+                    "gpt-4o-east",
+                    "chat/completions",
+                    Some("api-version=1"),
+                ),
+                "/openai/deployments/gpt-4o-east/chat/completions?api-version=1",
+            ),
+            (
+                target(
+                    "/b",
+                    BackendKind::AzureOpenai,
+                    "gpt-4o",
+                    "chat/completions",
+                    Some("api-version=1"),
+                ),
+                "/b/openai/deployments/gpt-4o/chat/completions?api-version=1",
+            ),
+            (
+                target(
+                    "",
+                    BackendKind::AzureOpenai,
+                    "gpt-4o",
+                    "chat/completions",
+                    None,
+                ),
+                "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21",
+            ),
+            (
+                target(
+                    "",
+                    BackendKind::AzureOpenai,
+                    "gpt-4o",
+                    "chat",
+                    Some("api-version=1"),
+                ),
+                "/openai/deployments/gpt-4o/chat?api-version=1",
+            ),
+            (
+                target(
+                    "",
+                    BackendKind::AzureOpenai,
+                    "gpt-4o",
+                    "chat/completions",
+                    Some("api-version=1&x=2"),
+                ),
+                "/openai/deployments/gpt-4o/chat/completions?api-version=1&x=2",
+            ),
+        ] {
+            let built = other.build(&client).unwrap();
+            assert_eq!(built, expected);
+            assert_ne!(built.as_str().as_ptr(), client.as_str().as_ptr());
+        }
+    }
+
+    #[test]
+    fn a_reused_client_target_is_checked_all_the_same() {
+        let client = PathAndQuery::from_static("/openai/deployments/../chat?api-version=1");
+        let built = target(
+            "",
+            BackendKind::AzureOpenai,
+            "..",
+            "chat",
+            Some("api-version=1"),
+        )
+        .build(&client);
+        assert!(
+            matches!(built, Err(UpstreamUriError::NonCanonical(_))),
+            "{built:?}"
+        );
+        // `?` in a deployment ends the path early: the prefix check sees it.
+        let client = PathAndQuery::from_static("/openai/deployments/a?b/chat?api-version=1");
+        let built = target(
+            "",
+            BackendKind::AzureOpenai,
+            "a?b",
+            "chat",
+            Some("api-version=1"),
+        )
+        .build(&client);
+        assert!(
+            matches!(built, Err(UpstreamUriError::OutsideDeployment { .. })),
+            "{built:?}"
+        );
     }
 
     #[test]
     fn refuses_what_would_leave_the_deployment() {
         for operation in ["../other/chat", "%2e%2e/x", "a/../../b", "", "a//b", "a b"] {
-            let built = upstream_uri(
-                "https://aoai.example",
+            let built = build(&target(
+                "",
                 BackendKind::AzureOpenai,
-                "2024-10-21",
                 "gpt-4o",
                 operation,
                 None,
-            );
+            ));
             assert!(built.is_err(), "{operation}: {built:?}");
         }
         // A deployment the model would refuse is caught here too.
-        let built = upstream_uri(
-            "https://aoai.example",
+        let built = build(&target(
+            "",
             BackendKind::AzureOpenai,
-            "2024-10-21",
             "..",
             "chat/completions",
             None,
-        );
+        ));
         assert!(
             matches!(built, Err(UpstreamUriError::NonCanonical(_))),
             "{built:?}"
@@ -265,14 +462,13 @@ mod tests {
             let head = if openai_style { "/v1/" } else { "/openai/deployments/gpt-4o/" };
             let path = format!("{head}{}", segments.join("/"));
             let Ok(route) = route(&path) else { return Ok(()) };
-            let uri = upstream_uri(
-                "https://aoai.example/base",
+            let uri = build(&target(
+                "/base",
                 backend_kind,
-                "2024-10-21",
                 "gpt-4o-east",
                 route.operation,
                 None,
-            );
+            ));
             let uri = uri.map_err(|e| TestCaseError::fail(format!("{path}: {e}")))?;
             let prefix = match backend_kind {
                 BackendKind::AzureOpenai => "/base/openai/deployments/gpt-4o-east/",

@@ -78,6 +78,12 @@ impl BackendUrl {
     pub fn base(&self) -> &str {
         self.0.as_str().trim_end_matches('/')
     }
+
+    /// The URL's path without its trailing slash (empty for a bare host), which goes before
+    /// `/openai/...` or `/v1/...`.
+    pub fn path_prefix(&self) -> &str {
+        self.0.path().trim_end_matches('/')
+    }
 }
 
 impl TryFrom<String> for BackendUrl {
@@ -304,6 +310,19 @@ mod tests {
 
     fn backend(value: serde_json::Value) -> Result<Backend, String> {
         serde_json::from_value::<Backend>(value).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_url_s_path_goes_before_the_operation() {
+        for (url, prefix) in [
+            ("https://x.example", ""),
+            ("https://x.example/", ""),
+            ("https://x.example:8443/gateway/", "/gateway"),
+            ("http://127.0.0.1:1/a/b", "/a/b"),
+        ] {
+            let url = BackendUrl::try_from(url.to_owned()).unwrap();
+            assert_eq!(url.path_prefix(), prefix, "{url}");
+        }
     }
 
     #[test]

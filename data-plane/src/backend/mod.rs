@@ -20,11 +20,12 @@ use crate::call::{CallStyle, ClientCall};
 use crate::clock::Nanos;
 use crate::headers::for_upstream;
 use crate::metrics::{BackendMetrics, EjectionReason};
+use crate::per_worker::PerWorker;
 use crate::report::AttemptCounts;
 use crate::secrets::SecretResolver;
 use crate::trace::Traced;
-use crate::upstream::{ResponseBody, Upstream, UpstreamBody, UpstreamService};
-use crate::upstream_uri::{UpstreamUriError, upstream_uri};
+use crate::upstream::{Origin, ResponseBody, Upstream, UpstreamBody, UpstreamService};
+use crate::upstream_uri::{UpstreamTarget, UpstreamUriError};
 
 pub use credential::{Credential, CredentialSlot, CredentialSource, RefreshPolicy, Refreshed};
 pub use health::{Health, Unavailable};
@@ -68,6 +69,9 @@ pub struct BackendEndpoint {
     resolver: Arc<dyn SecretResolver>,
     refresh: RefreshPolicy,
     upstream: Arc<Upstream>,
+    /// Where the backend's URL points, read once; `None` when its host is no HTTP authority.
+    /// A copy per worker: every call clones it into its connection's pool key.
+    origin: PerWorker<Option<Origin>>,
     /// The same client wrapped to measure latency, for least-latency pools only: its mutex
     /// is not worth paying where no one reads the estimate.
     measured: Mutex<PeakEwma<UpstreamService, CompleteOnResponse>>,
@@ -119,7 +123,9 @@ impl BackendEndpoint {
         attempts: Arc<AttemptCounts>,
     ) -> Self {
         let decay_ns = EWMA_DECAY.as_nanos() as f64;
+        let origin = Origin::of_url(spec.url.as_url());
         Self {
+            origin: PerWorker::new(|_| origin.as_ref().map(Origin::unshared)),
             name_header: HeaderValue::from_str(spec.name.as_str())
                 .unwrap_or_else(|_| HeaderValue::from_static("invalid")),
             spec,
@@ -256,7 +262,7 @@ impl BackendEndpoint {
         measure_latency: bool,
         span: &Traced,
     ) -> Result<Response<ResponseBody>, NoResponse> {
-        let mut request = self.upstream_request(call).map_err(|error| {
+        let (origin, mut request) = self.upstream_request(call).map_err(|error| {
             tracing::error!(pool.name = %call.requested, backend.name = %self.spec.name, %error, "cannot build the upstream URI; failing the call");
             NoResponse::BadUri
         })?;
@@ -269,14 +275,15 @@ impl BackendEndpoint {
         let outcome = if measure_latency {
             let future = {
                 let mut measured = self.measured.lock().unwrap_or_else(|p| p.into_inner());
-                measured.call(request)
+                measured.call((origin.clone(), request))
             };
             tokio::time::timeout_at(deadline, future).await
         } else {
             // Boxed: the exchange's future is large, and inline each enclosing future (this
             // one, `send`, the attempt) would copy it again as it is built (profiled: 2k
             // instructions of `memcpy` per call against one allocation).
-            tokio::time::timeout_at(deadline, Box::pin(self.upstream.request(request))).await
+            tokio::time::timeout_at(deadline, Box::pin(self.upstream.request(origin, request)))
+                .await
         };
         let ended = Instant::now();
         let seconds = ended.saturating_duration_since(started).as_secs_f64();
@@ -322,34 +329,42 @@ impl BackendEndpoint {
         self.metrics.ejected(reason);
     }
 
+    /// The request for this backend, in origin form, and the origin it goes to.
     fn upstream_request(
         &self,
         call: &ClientCall,
-    ) -> Result<Request<Full<Bytes>>, UpstreamUriError> {
+    ) -> Result<(&Origin, Request<Full<Bytes>>), UpstreamUriError> {
+        let origin = self
+            .origin
+            .current()
+            .as_ref()
+            .ok_or(UpstreamUriError::InvalidOrigin)?;
         let deployment = self.spec.deployment_for(&call.requested);
-        let uri = upstream_uri(
-            self.spec.url.base(),
-            self.spec.kind,
-            self.spec
+        let target = UpstreamTarget {
+            base_path: self.spec.url.path_prefix(),
+            kind: self.spec.kind,
+            api_version: self
+                .spec
                 .api_version
                 .as_ref()
                 .map_or(ApiVersion::DEFAULT, |v| v.as_str()),
             deployment,
-            &call.operation,
-            call.query.as_deref(),
-        )?;
+            operation: call.operation(),
+            query: call.query(),
+        }
+        .build(&call.target)?;
         let include_usage = call.ask_for_usage && self.streams_usage(call);
         let body = call.upstream_body(self.body_model(call, deployment), include_usage);
         let body_len = body.len();
         let mut request = Request::new(Full::new(body));
         *request.method_mut() = call.method.clone();
-        *request.uri_mut() = uri;
+        *request.uri_mut() = target.into();
         let headers = request.headers_mut();
         for_upstream(&call.headers, body_len, headers);
         if let Credential::Header(name, value) = &**self.credential.load() {
             headers.insert(name.clone(), value.clone());
         }
-        Ok(request)
+        Ok((origin, request))
     }
 
     /// Whether this backend accepts `stream_options` for this call: Azure from api-version
@@ -358,7 +373,7 @@ impl BackendEndpoint {
         match self.spec.kind {
             BackendKind::Openai => true,
             BackendKind::AzureOpenai => {
-                let asked = call.query.as_deref().and_then(|query| {
+                let asked = call.query().and_then(|query| {
                     query
                         .split('&')
                         .find_map(|pair| pair.strip_prefix("api-version="))
@@ -455,8 +470,8 @@ mod tests {
             method: http::Method::POST,
             style: CallStyle::Azure,
             requested: "p".into(),
-            operation: "../../files".into(),
-            query: None,
+            target: http::uri::PathAndQuery::from_static("/openai/deployments/p/../../files"),
+            operation_start: "/openai/deployments/p/".len(),
             headers: http::HeaderMap::new(),
             body: Bytes::new(),
             ask_for_usage: false,

@@ -158,7 +158,7 @@ impl Traced {
         let Some(otel) = &traced.otel else {
             return traced;
         };
-        let operation = operation_name(&call.operation);
+        let operation = operation_name(call.operation());
         let (address, port) = server_address(url);
         otel.span()
             .update_name(format!("{operation} {}", call.requested));
@@ -203,7 +203,7 @@ impl Traced {
         let Some(otel) = &self.otel else {
             return;
         };
-        let operation = operation_name(&call.operation);
+        let operation = operation_name(call.operation());
         // The span was started to read its trace id, so its name is changed on the started span.
         otel.span()
             .update_name(format!("{operation} {}", call.requested));

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::HOST;
-use http::{Request, Response, Uri};
+use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -32,7 +32,8 @@ use hyper_util::rt::TokioExecutor;
 use tower::Service as _;
 
 use self::http1::{Http1, Http1Body};
-use self::pool::{Checkout, Origin, PoolHome, with_pool};
+pub use self::pool::Origin;
+use self::pool::{Checkout, PoolHome, with_pool};
 use self::stream::BackendStream;
 
 /// The request body sent upstream: the client's, read once and replayed on retries.
@@ -48,8 +49,6 @@ pub struct NoRootCertificates(#[source] std::io::Error);
 /// Why a backend gave no response.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    #[error("the upstream URI names no host")]
-    NoAuthority,
     #[error("cannot connect to the backend: {0}")]
     Connect(#[source] BoxError),
     #[error("the exchange with the backend failed: {0}")]
@@ -87,37 +86,37 @@ impl Upstream {
             .wrap_connector(http)
     }
 
-    /// Sends `request` (absolute URI) on a connection of this thread's pool.
+    /// Sends `request` (origin form: path and query) to `origin` on a connection of this
+    /// thread's pool.
     pub async fn request(
         self: &Arc<Self>,
+        origin: &Origin,
         mut request: Request<Payload>,
     ) -> Result<Response<ResponseBody>, UpstreamError> {
-        let origin = Origin::of(request.uri()).ok_or(UpstreamError::NoAuthority)?;
         loop {
-            let (checkout, host) = with_pool(self, |pool| pool.checkout(&origin));
+            let (checkout, host) = with_pool(self, |pool| pool.checkout(origin));
             match checkout {
                 Checkout::Idle(mut connection) => {
                     if !connection.reusable().await {
                         continue;
                     }
                     request.headers_mut().insert(HOST, host);
-                    match self.send_http1(connection, request, &origin).await {
+                    match self.send_http1(connection, request, origin).await {
                         Ok(response) => return Ok(response),
                         // Closed before the request went out (the backend's keep-alive
                         // ended just then): nothing was sent, so try another connection.
                         Err(mut failed) => match failed.take_message() {
-                            Some(unsent) => request = with_absolute_uri(unsent, &origin),
+                            Some(unsent) => request = unsent,
                             None => return Err(failed.into_error().into()),
                         },
                     }
                 }
-                Checkout::Shared(sender) => return send_http2(sender, request).await,
+                Checkout::Shared(sender) => return send_http2(sender, request, origin).await,
                 Checkout::Connect(connector) => {
                     // Boxed: connecting (TCP, TLS, HTTP/2 handshakes) is a large future, and
                     // inline it would make every request's future as large, and every move
                     // of it a long copy.
-                    return Box::pin(self.connect_and_send(connector, request, host, &origin))
-                        .await;
+                    return Box::pin(self.connect_and_send(connector, request, host, origin)).await;
                 }
             }
         }
@@ -131,7 +130,7 @@ impl Upstream {
         origin: &Origin,
     ) -> Result<Response<ResponseBody>, UpstreamError> {
         let io = connector
-            .call(request.uri().clone())
+            .call(origin.absolute(request.uri()))
             .await
             .map_err(UpstreamError::Connect)?;
         let negotiated_h2 = io.connected().is_negotiated_h2();
@@ -146,7 +145,7 @@ impl Upstream {
                 }
             });
             with_pool(self, |pool| pool.share(origin, &sender));
-            return send_http2(sender, request).await;
+            return send_http2(sender, request, origin).await;
         }
         let connection = Http1::handshake(io).await?;
         request.headers_mut().insert(HOST, host);
@@ -155,14 +154,13 @@ impl Upstream {
             .map_err(|failed| failed.into_error().into())
     }
 
+    /// HTTP/1 sends the path only (origin form); the host went into `Host`.
     async fn send_http1(
         self: &Arc<Self>,
         connection: Http1,
-        mut request: Request<Payload>,
+        request: Request<Payload>,
         origin: &Origin,
     ) -> Result<Response<ResponseBody>, hyper::client::conn::TrySendError<Request<Payload>>> {
-        // HTTP/1 sends the path only (origin form); the host went into `Host`.
-        *request.uri_mut() = origin_form(request.uri());
         let (response, connection) = connection.send(request).await?;
         let home = PoolHome::here(self);
         Ok(response.map(|body| {
@@ -171,35 +169,27 @@ impl Upstream {
     }
 }
 
+/// HTTP/2 sends the scheme and authority as pseudo-headers, taken from an absolute URI.
 async fn send_http2(
     mut sender: http2::SendRequest<Payload>,
-    request: Request<Payload>,
+    mut request: Request<Payload>,
+    origin: &Origin,
 ) -> Result<Response<ResponseBody>, UpstreamError> {
+    *request.uri_mut() = origin.absolute(request.uri());
     sender.ready().await?;
     let response = sender.send_request(request).await?;
     Ok(response.map(ResponseBody::Http2))
 }
 
-fn origin_form(uri: &Uri) -> Uri {
-    let mut parts = http::uri::Parts::default();
-    parts.path_and_query = uri.path_and_query().cloned();
-    Uri::from_parts(parts).unwrap_or_default()
-}
-
-/// Puts the scheme and authority back on a request that was turned to origin form.
-fn with_absolute_uri(mut request: Request<Payload>, origin: &Origin) -> Request<Payload> {
-    *request.uri_mut() = origin.absolute(request.uri());
-    request
-}
-
-/// [`Upstream::request`] as a tower service, for tower's latency-measuring wrappers.
+/// [`Upstream::request`] as a tower service of (origin, request), for tower's
+/// latency-measuring wrappers.
 #[derive(Clone)]
 pub struct UpstreamService(pub Arc<Upstream>);
 
 type ResponseFuture =
     Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, UpstreamError>> + Send>>;
 
-impl tower::Service<Request<Payload>> for UpstreamService {
+impl tower::Service<(Origin, Request<Payload>)> for UpstreamService {
     type Response = Response<ResponseBody>;
     type Error = UpstreamError;
     type Future = ResponseFuture;
@@ -208,9 +198,9 @@ impl tower::Service<Request<Payload>> for UpstreamService {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<Payload>) -> Self::Future {
+    fn call(&mut self, (origin, request): (Origin, Request<Payload>)) -> Self::Future {
         let upstream = self.0.clone();
-        Box::pin(async move { upstream.request(request).await })
+        Box::pin(async move { upstream.request(&origin, request).await })
     }
 }
 

@@ -55,6 +55,7 @@ impl Hash for Origin {
 }
 
 impl Origin {
+    #[cfg(test)]
     pub fn of(uri: &Uri) -> Option<Self> {
         Some(Self {
             https: uri.scheme() == Some(&Scheme::HTTPS),
@@ -62,7 +63,27 @@ impl Origin {
         })
     }
 
-    /// `uri` (origin form) on this origin.
+    /// The origin of a backend's URL; `None` when its host and port are no HTTP authority.
+    pub fn of_url(url: &url::Url) -> Option<Self> {
+        let authority = &url[url::Position::BeforeHost..url::Position::AfterPort];
+        Some(Self {
+            https: url.scheme() == "https",
+            authority: Authority::try_from(authority).ok()?,
+        })
+    }
+
+    /// The same origin in a buffer of its own. A clone shares the authority's buffer, whose
+    /// reference count every clone and drop writes; each worker has its own copy, so that
+    /// line stays on its core.
+    pub fn unshared(&self) -> Self {
+        Self {
+            https: self.https,
+            authority: Authority::try_from(self.authority.as_str())
+                .unwrap_or_else(|_| self.authority.clone()),
+        }
+    }
+
+    /// `uri` (origin form) on this origin: the absolute form HTTP/2 and the connector need.
     pub fn absolute(&self, uri: &Uri) -> Uri {
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(if self.https {
@@ -275,14 +296,44 @@ impl PoolHome {
 }
 
 #[cfg(test)]
-pub(super) fn idle_connections(upstream: &Arc<Upstream>, uri: &Uri) -> usize {
-    let origin = Origin::of(uri).expect("absolute URI");
-    with_pool(upstream, |pool| pool.idle_count(&origin))
+pub(super) fn idle_connections(upstream: &Arc<Upstream>, origin: &Origin) -> usize {
+    with_pool(upstream, |pool| pool.idle_count(origin))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_backend_url_s_origin_is_its_scheme_and_authority() {
+        let url = |text: &str| text.parse::<url::Url>().unwrap();
+        let origin =
+            Origin::of_url(&url("https://Example.openai.azure.com:8443/gateway/")).unwrap();
+        assert_eq!(
+            origin,
+            Origin::of(&"https://example.openai.azure.com:8443/x".parse().unwrap()).unwrap()
+        );
+        assert_eq!(origin.host(), "example.openai.azure.com:8443");
+        let plain = Origin::of_url(&url("http://127.0.0.1:80")).unwrap();
+        assert_eq!(plain.host(), "127.0.0.1");
+        assert_eq!(
+            plain.absolute(&"/v1/models".parse().unwrap()),
+            "http://127.0.0.1/v1/models"
+        );
+        // The url crate takes a host http's `Authority` does not.
+        assert!(Origin::of_url(&url("http://a{b}.example/")).is_none());
+    }
+
+    #[test]
+    fn an_unshared_origin_is_equal_in_a_buffer_of_its_own() {
+        let origin = Origin::of_url(&"https://x.example".parse().unwrap()).unwrap();
+        let copy = origin.unshared();
+        assert_eq!(copy, origin);
+        assert_ne!(
+            copy.authority.as_str().as_ptr(),
+            origin.authority.as_str().as_ptr()
+        );
+    }
 
     #[test]
     fn host_header_omits_the_default_port_only() {
