@@ -3,10 +3,12 @@
 
 use std::borrow::Cow;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::uri::PathAndQuery;
 use http::{HeaderMap, Method};
 use serde::Deserialize;
+
+use crate::json_members::{each_member, only_space_after};
 
 /// Which URL style the client used; decides where the pool name comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,8 +83,13 @@ impl ClientCall {
     /// bytes as they came: only renamed, cross-style or usage-asking calls pay for this
     /// re-serialisation.
     pub fn upstream_body(&self, model: Option<&str>, include_usage: bool) -> Bytes {
-        if model.is_none() && !include_usage {
-            return self.body.clone();
+        if model.is_none() {
+            if !include_usage {
+                return self.body.clone();
+            }
+            if let Some(body) = with_usage_asked(&self.body) {
+                return body;
+            }
         }
         let Ok(mut object) =
             serde_json::from_slice::<serde_json::Map<String, serde_json::Value>>(&self.body)
@@ -95,7 +102,11 @@ impl ClientCall {
         if include_usage {
             let options = object
                 .entry("stream_options")
-                .or_insert_with(|| serde_json::Value::Object(serde_json::Map::new()));
+                .or_insert(serde_json::Value::Null);
+            // `null` is what the client may send for none.
+            if options.is_null() {
+                *options = serde_json::Value::Object(serde_json::Map::new());
+            }
             if let Some(options) = options.as_object_mut() {
                 options.insert("include_usage".to_owned(), true.into());
             }
@@ -104,6 +115,37 @@ impl ClientCall {
             .map(Bytes::from)
             .unwrap_or_else(|_| self.body.clone())
     }
+}
+
+/// The member that asks a backend for a stream's usage.
+const ASK_FOR_USAGE: &[u8] = br#""stream_options":{"include_usage":true}"#;
+
+/// `body` with [`ASK_FOR_USAGE`] as its first member and the rest as it came: a copy, where
+/// re-encoding through serde would parse every string of the prompt. `None` unless the body
+/// is one object without `stream_options` as far as the skim can be sure (a key with an
+/// escape, or bytes after the object, are left to serde).
+fn with_usage_asked(body: &Bytes) -> Option<Bytes> {
+    let mut members = 0usize;
+    let mut has_options = false;
+    let len = each_member(body, |key, _| {
+        members += 1;
+        has_options |= key == b"stream_options";
+        Some(())
+    })?;
+    only_space_after(body, len)?;
+    if has_options {
+        return None;
+    }
+    // Only whitespace comes before the object's brace.
+    let open = memchr::memchr(b'{', body)?;
+    let mut asked = BytesMut::with_capacity(body.len() + ASK_FOR_USAGE.len() + 1);
+    asked.extend_from_slice(&body[..=open]);
+    asked.extend_from_slice(ASK_FOR_USAGE);
+    if members > 0 {
+        asked.extend_from_slice(b",");
+    }
+    asked.extend_from_slice(&body[open + 1..]);
+    Some(asked.freeze())
 }
 
 #[cfg(test)]
@@ -146,6 +188,61 @@ mod tests {
             call.upstream_body(None, false),
             call.body,
             "untouched, not re-encoded"
+        );
+    }
+
+    #[test]
+    fn usage_is_asked_for_by_adding_one_member_to_the_body_as_it_came() {
+        for (body, asked) in [
+            (
+                r#"{"messages":[{"content":"a \"b\" \u00e9"}],"stream":true}"#,
+                r#"{"stream_options":{"include_usage":true},"messages":[{"content":"a \"b\" \u00e9"}],"stream":true}"#,
+            ),
+            (
+                " \n{ \"stream\": true }\n",
+                " \n{\"stream_options\":{\"include_usage\":true}, \"stream\": true }\n",
+            ),
+            ("{}", r#"{"stream_options":{"include_usage":true}}"#),
+            (" { } ", r#" {"stream_options":{"include_usage":true} } "#),
+        ] {
+            let added = with_usage_asked(&Bytes::from(body)).unwrap();
+            assert_eq!(std::str::from_utf8(&added).unwrap(), asked);
+            let read: serde_json::Value = serde_json::from_slice(&added).unwrap();
+            assert_eq!(read["stream_options"]["include_usage"], true, "{asked}");
+        }
+        // Where the skim cannot be sure, or the member is there, serde rewrites the body.
+        for body in [
+            r#"{"stream":true,"stream_options":null}"#,
+            r#"{"stream":true,"stream_options":{"x":1}}"#,
+            r#"{"stream":true,"stream\u005foptions":null}"#,
+            r#"{"stream":true} {}"#,
+            r#"[{"stream":true}]"#,
+        ] {
+            assert_eq!(with_usage_asked(&Bytes::from(body)), None, "{body}");
+        }
+        let call = |body: &'static str| ClientCall {
+            method: Method::POST,
+            style: CallStyle::Azure,
+            requested: "gpt-4o".into(),
+            target: PathAndQuery::from_static("/openai/deployments/gpt-4o/chat/completions"),
+            operation_start: "/openai/deployments/gpt-4o/".len(),
+            headers: HeaderMap::new(),
+            body: Bytes::from_static(body.as_bytes()),
+            ask_for_usage: true,
+            traced: false,
+        };
+        let options = |body| -> serde_json::Value {
+            serde_json::from_slice::<serde_json::Value>(&call(body).upstream_body(None, true))
+                .unwrap()["stream_options"]
+                .clone()
+        };
+        assert_eq!(
+            options(r#"{"stream":true,"stream_options":{"x":1}}"#),
+            serde_json::json!({"x": 1, "include_usage": true})
+        );
+        assert_eq!(
+            options(r#"{"stream":true,"stream\u005foptions":null}"#),
+            serde_json::json!({"include_usage": true})
         );
     }
 }
