@@ -75,7 +75,7 @@ impl UpstreamTarget<'_> {
             + "?&api-version=".len()
     }
 
-    fn write(&self, out: &mut impl Write) {
+    fn write(&self, out: &mut impl WriteTarget) {
         for piece in self.prefix() {
             out.push(piece);
         }
@@ -105,11 +105,11 @@ impl UpstreamTarget<'_> {
 }
 
 /// Where a target is written: into a buffer, or compared with one already there.
-trait Write {
+trait WriteTarget {
     fn push(&mut self, text: &str);
 }
 
-impl Write for BytesMut {
+impl WriteTarget for BytesMut {
     fn push(&mut self, text: &str) {
         self.extend_from_slice(text.as_bytes());
     }
@@ -134,7 +134,7 @@ impl<'a> SameAs<'a> {
     }
 }
 
-impl Write for SameAs<'_> {
+impl WriteTarget for SameAs<'_> {
     fn push(&mut self, text: &str) {
         if !self.same {
             return;
@@ -148,7 +148,7 @@ impl Write for SameAs<'_> {
 
 /// Appends the client's query, replacing or adding `api-version` for Azure backends and
 /// dropping it for OpenAI ones.
-fn push_query(out: &mut impl Write, query: Option<&str>, api_version: Option<&str>) {
+fn push_query(out: &mut impl WriteTarget, query: Option<&str>, api_version: Option<&str>) {
     let mut separator = "?";
     let mut has_version = false;
     for pair in query
