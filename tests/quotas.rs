@@ -1129,6 +1129,27 @@ async fn streams_are_counted_without_showing_usage_the_client_did_not_ask_for() 
     assert_eq!(usage.len(), 1, "{}", asked.text);
     assert_eq!(usage[0]["usage"]["completion_tokens"], 40);
 
+    // `"stream_options": null` asks for nothing either: the proxy asks in its place.
+    let null_options = call(
+        client,
+        proxy,
+        "stream-tpm",
+        POOL,
+        &json!({"messages": messages, "stream": true, "stream_options": null}),
+    )
+    .await;
+    assert_eq!(null_options.status, 200, "{}", null_options.text);
+    let upstream = mock.last_request().unwrap().body.unwrap();
+    assert_eq!(
+        upstream["stream_options"]["include_usage"], true,
+        "the proxy asks for usage: {upstream}"
+    );
+    assert!(
+        !sse_events(&null_options.text).iter().any(is_usage_event),
+        "{}",
+        null_options.text
+    );
+
     // Request limits only: nothing to count, the stream is passed as the client asked.
     let plain = call(
         client,
