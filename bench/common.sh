@@ -9,7 +9,12 @@ MSG='"messages":[{"role":"user","content":"Say hello in a few words."}]'
 
 json_body() { echo "{$MSG,\"max_tokens\":$1}"; }                      # TOKENS
 sse_body() { echo "{$MSG,\"max_tokens\":$1,\"stream\":true,\"stream_options\":{\"include_usage\":true}}"; }
-workload_body() { case $1 in json) json_body 16 ;; sse) sse_body 16 ;; esac; } # json|sse
+# A stream as the SDKs send one by default: usage not asked for, so for a key with token
+# limits the proxy asks the backend for it and takes the usage event out of the stream.
+sse_no_usage_body() { echo "{$MSG,\"max_tokens\":$1,\"stream\":true}"; }
+workload_body() { # json|sse|sse-no-usage
+    case $1 in json) json_body 16 ;; sse) sse_body 16 ;; sse-no-usage) sse_no_usage_body 16 ;; esac
+}
 
 free_ports() { # N free loopback ports, bound together so they differ
     python3 - "$1" <<'PY'
