@@ -160,19 +160,24 @@ mod tests {
         assert!(BodyPeek::of(b"--boundary\r\nnot json").is_err());
     }
 
-    #[test]
-    fn rewrites_only_what_a_backend_needs() {
-        let call = ClientCall {
+    /// An Azure-style chat call to `gpt-4o` with `body`.
+    fn chat_call(body: &'static str, ask_for_usage: bool) -> ClientCall {
+        ClientCall {
             method: Method::POST,
             style: CallStyle::Azure,
             requested: "gpt-4o".into(),
             target: PathAndQuery::from_static("/openai/deployments/gpt-4o/chat/completions"),
             operation_start: "/openai/deployments/gpt-4o/".len(),
             headers: HeaderMap::new(),
-            body: Bytes::from_static(br#"{"messages":[],"temperature":0.5}"#),
-            ask_for_usage: false,
+            body: Bytes::from_static(body.as_bytes()),
+            ask_for_usage,
             traced: false,
-        };
+        }
+    }
+
+    #[test]
+    fn rewrites_only_what_a_backend_needs() {
+        let call = chat_call(r#"{"messages":[],"temperature":0.5}"#, false);
         let rewritten = |model, usage| -> serde_json::Value {
             serde_json::from_slice(&call.upstream_body(model, usage)).unwrap()
         };
@@ -220,20 +225,11 @@ mod tests {
         ] {
             assert_eq!(with_usage_asked(&Bytes::from(body)), None, "{body}");
         }
-        let call = |body: &'static str| ClientCall {
-            method: Method::POST,
-            style: CallStyle::Azure,
-            requested: "gpt-4o".into(),
-            target: PathAndQuery::from_static("/openai/deployments/gpt-4o/chat/completions"),
-            operation_start: "/openai/deployments/gpt-4o/".len(),
-            headers: HeaderMap::new(),
-            body: Bytes::from_static(body.as_bytes()),
-            ask_for_usage: true,
-            traced: false,
-        };
         let options = |body| -> serde_json::Value {
-            serde_json::from_slice::<serde_json::Value>(&call(body).upstream_body(None, true))
-                .unwrap()["stream_options"]
+            serde_json::from_slice::<serde_json::Value>(
+                &chat_call(body, true).upstream_body(None, true),
+            )
+            .unwrap()["stream_options"]
                 .clone()
         };
         assert_eq!(
