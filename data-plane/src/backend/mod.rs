@@ -123,9 +123,9 @@ impl BackendEndpoint {
         attempts: Arc<AttemptCounts>,
     ) -> Self {
         let decay_ns = EWMA_DECAY.as_nanos() as f64;
-        let origin = Origin::of_url(spec.url.as_url());
         Self {
-            origin: PerWorker::new(|_| origin.as_ref().map(Origin::unshared)),
+            // Read once per worker: each copy's reference count stays on its worker's core.
+            origin: PerWorker::new(|_| Origin::of_url(spec.url.as_url())),
             name_header: HeaderValue::from_str(spec.name.as_str())
                 .unwrap_or_else(|_| HeaderValue::from_static("invalid")),
             spec,
