@@ -41,6 +41,13 @@ start_mock() { # NAME PORT TOKENS [MOCK ARGS...]
     wait_http "http://127.0.0.1:$2/_mock/stats" || die "mock $1 did not start: $(tail -5 "$TMP/$1.log")"
 }
 
+nginx_conf() { # DIR PORT MOCK_PORT1 MOCK_PORT2 WORKERS: writes DIR/nginx.conf from bench/nginx.conf.tmpl
+    mkdir -p "$1"
+    sed -e "s|@PREFIX@|$1|g" -e "s|@WORKERS@|$5|g" -e "s|@PORT@|$2|g" \
+        -e "s|@PORT1@|$3|g" -e "s|@PORT2@|$4|g" -e "s|@MOCK_KEY@|$MOCK_KEY|g" \
+        bench/nginx.conf.tmpl >"$1/nginx.conf"
+}
+
 # bench: no limits. bench-limits: every kind of limit, far above what a run reaches (the
 # model's maximum for the counts); the pool's price lets the budget count money.
 sluice_config() { # MOCK_PORT1 MOCK_PORT2

@@ -15,10 +15,11 @@ import json
 import statistics
 import sys
 
-ORDER = ["direct", "nginx", "sluice", "limits", "baseline", "otlp"]
+ORDER = ["direct", "nginx", "bare", "sluice", "limits", "baseline", "otlp"]
 LABEL = {
     "direct": "mock, called directly",
     "nginx": "nginx, round-robin reverse proxy",
+    "bare": "hyper alone (bench/bare-proxy)",
     "sluice": "Sluice",
     "limits": "Sluice, key with limits (Redis)",
     "baseline": "Sluice, baseline binary (A/B)",
@@ -341,7 +342,7 @@ def main():
         f"{meta['rounds']} interleaved rounds of {meta['duration']} s windows per target and workload "
         f"after a {meta['warmup']} s warm-up, medians reported. CPU = utime+stime of the server under "
         f"test from `/proc/PID/stat` (both mocks for *direct*, master+workers for nginx) ÷ requests. "
-        f"Ratios are medians of per-round ratios. {meta['nginx_note']}"
+        f"Ratios are medians of per-round ratios. {meta['nginx_note']} {meta.get('bare_note', '')}".rstrip()
     )
     out.append("")
     out += main_table(win)
