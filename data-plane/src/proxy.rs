@@ -93,23 +93,34 @@ impl Proxy {
         self.config.load_full()
     }
 
-    pub async fn handle(&self, mut request: Request<Incoming>) -> Response<ProxyBody> {
-        let started = Instant::now();
-        let span = Traced::request(&mut request);
-        let config = self.current();
-        let mut seen = Seen::default();
-        // Boxed for the same reason as the exchange with the backend: a large future, copied
-        // again by every future that holds it inline.
-        let forwarded =
-            Box::pin(self.forward(request, &span, started, config.as_deref(), &mut seen));
-        let mut response = match forwarded.instrument(span.span().clone()).await {
-            Ok(response) | Err(response) => response,
-        };
-        span.status(response.status().as_u16());
-        let client = seen.client(config.as_deref());
-        let client = client.unwrap_or_else(|| self.metrics.unidentified());
-        metrics::record_client_call(client, &mut response, started);
-        response
+    /// (An `async` block, not an `async fn`, so that its future does not keep the request
+    /// twice: see `Upstream::request`.)
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn's future keeps the request twice"
+    )]
+    pub fn handle(
+        &self,
+        mut request: Request<Incoming>,
+    ) -> impl Future<Output = Response<ProxyBody>> {
+        async move {
+            let started = Instant::now();
+            let span = Traced::request(&mut request);
+            let config = self.current();
+            let mut seen = Seen::default();
+            // Boxed for the same reason as the exchange with the backend: a large future,
+            // copied again by every future that holds it inline.
+            let forwarded =
+                Box::pin(self.forward(request, &span, started, config.as_deref(), &mut seen));
+            let mut response = match forwarded.instrument(span.span().clone()).await {
+                Ok(response) | Err(response) => response,
+            };
+            span.status(response.status().as_u16());
+            let client = seen.client(config.as_deref());
+            let client = client.unwrap_or_else(|| self.metrics.unidentified());
+            metrics::record_client_call(client, &mut response, started);
+            response
+        }
     }
 
     async fn forward<'c>(

@@ -88,35 +88,47 @@ impl Upstream {
 
     /// Sends `request` (origin form: path and query) to `origin` on a connection of this
     /// thread's pool.
-    pub async fn request(
+    ///
+    /// An `async` block rather than an `async fn`: the future of an `async fn` keeps each
+    /// argument twice, as it was passed and as the local it is moved into on the first poll
+    /// (`-Zprint-type-sizes`: 256 bytes each for the request), and copies it from one to the
+    /// other. A block's captures are used where they are.
+    #[expect(
+        clippy::manual_async_fn,
+        reason = "an async fn's future keeps the request twice"
+    )]
+    pub fn request(
         self: &Arc<Self>,
         origin: &Origin,
         mut request: Request<Payload>,
-    ) -> Result<Response<ResponseBody>, UpstreamError> {
-        loop {
-            let (checkout, host) = with_pool(self, |pool| pool.checkout(origin));
-            match checkout {
-                Checkout::Idle(mut connection) => {
-                    if !connection.reusable().await {
-                        continue;
+    ) -> impl Future<Output = Result<Response<ResponseBody>, UpstreamError>> {
+        async move {
+            loop {
+                let (checkout, host) = with_pool(self, |pool| pool.checkout(origin));
+                match checkout {
+                    Checkout::Idle(mut connection) => {
+                        if !connection.reusable().await {
+                            continue;
+                        }
+                        request.headers_mut().insert(HOST, host);
+                        match self.send_http1(connection, request, origin).await {
+                            Ok(response) => return Ok(response),
+                            // Closed before the request went out (the backend's keep-alive
+                            // ended just then): nothing was sent, so try another connection.
+                            Err(mut failed) => match failed.take_message() {
+                                Some(unsent) => request = unsent,
+                                None => return Err(failed.into_error().into()),
+                            },
+                        }
                     }
-                    request.headers_mut().insert(HOST, host);
-                    match self.send_http1(connection, request, origin).await {
-                        Ok(response) => return Ok(response),
-                        // Closed before the request went out (the backend's keep-alive
-                        // ended just then): nothing was sent, so try another connection.
-                        Err(mut failed) => match failed.take_message() {
-                            Some(unsent) => request = unsent,
-                            None => return Err(failed.into_error().into()),
-                        },
+                    Checkout::Shared(sender) => return send_http2(sender, request, origin).await,
+                    Checkout::Connect(connector) => {
+                        // Boxed: connecting (TCP, TLS, HTTP/2 handshakes) is a large future, and
+                        // inline it would make every request's future as large, and every move
+                        // of it a long copy.
+                        return Box::pin(self.connect_and_send(connector, request, host, origin))
+                            .await;
                     }
-                }
-                Checkout::Shared(sender) => return send_http2(sender, request, origin).await,
-                Checkout::Connect(connector) => {
-                    // Boxed: connecting (TCP, TLS, HTTP/2 handshakes) is a large future, and
-                    // inline it would make every request's future as large, and every move
-                    // of it a long copy.
-                    return Box::pin(self.connect_and_send(connector, request, host, origin)).await;
                 }
             }
         }
