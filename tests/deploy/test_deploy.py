@@ -388,10 +388,12 @@ def test_docker_build_context_holds_the_workspace(tmp_path):
     needed = ["Cargo.toml", "Cargo.lock", "deploy/Dockerfile"]
     for member in cargo["workspace"]["members"]:
         needed.append(os.path.normpath(os.path.join(member, "Cargo.toml")))
+    # Members may sit below the top level (bench/bare-proxy): a directory is needed when it is
+    # inside one.
+    trees = [os.path.normpath(m) for m in cargo["workspace"]["members"] if m != "."] + ["src", "migrations"]
     for dirpath, _, filenames in os.walk(ROOT):
         rel = os.path.relpath(dirpath, ROOT)
-        top = rel.split(os.sep)[0]
-        if top in {m for m in cargo["workspace"]["members"] if m != "."} | {"src", "migrations"}:
+        if any(rel == tree or rel.startswith(tree + os.sep) for tree in trees):
             if "target" not in rel.split(os.sep):
                 needed += [os.path.join(rel, f) for f in filenames]
     for path in needed:
