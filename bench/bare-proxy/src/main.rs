@@ -21,6 +21,7 @@ use bytes::Bytes;
 use http::header::{HOST, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self as client, SendRequest};
 use hyper::server::conn::http1 as server;
@@ -158,10 +159,12 @@ fn serve(listener: std::net::TcpListener, config: Arc<Config>) {
     });
 }
 
+type ProxyBody = Either<PooledBody, Empty<Bytes>>;
+
 async fn forward(
     mut request: Request<Incoming>,
     config: Arc<Config>,
-) -> Result<Response<PooledBody>, Infallible> {
+) -> Result<Response<ProxyBody>, Infallible> {
     let index = NEXT.with(|next| {
         let index = next.get();
         next.set(index.wrapping_add(1));
@@ -175,9 +178,11 @@ async fn forward(
         return Ok(bad_gateway());
     };
     Ok(match sender.send_request(request).await {
-        Ok(response) => response.map(|body| PooledBody {
-            body: Some(body),
-            sender: Some((index, sender)),
+        Ok(response) => response.map(|body| {
+            Either::Left(PooledBody {
+                body,
+                sender: Some((index, sender)),
+            })
         }),
         Err(_) => bad_gateway(),
     })
@@ -198,11 +203,8 @@ async fn checkout(index: usize, addr: SocketAddr) -> Option<SendRequest<Incoming
     Some(sender)
 }
 
-fn bad_gateway() -> Response<PooledBody> {
-    let mut response = Response::new(PooledBody {
-        body: None,
-        sender: None,
-    });
+fn bad_gateway() -> Response<ProxyBody> {
+    let mut response = Response::new(Either::Right(Empty::new()));
     *response.status_mut() = StatusCode::BAD_GATEWAY;
     response
 }
@@ -210,7 +212,7 @@ fn bad_gateway() -> Response<PooledBody> {
 /// The backend's response body; its connection goes back to the worker's pool once the body
 /// has been read to its end (a body dropped half-read takes the connection with it).
 struct PooledBody {
-    body: Option<Incoming>,
+    body: Incoming,
     sender: Option<(usize, SendRequest<Incoming>)>,
 }
 
@@ -222,20 +224,15 @@ impl Body for PooledBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match &mut self.body {
-            Some(body) => Pin::new(body).poll_frame(cx),
-            None => Poll::Ready(None),
-        }
+        Pin::new(&mut self.body).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.as_ref().is_none_or(Body::is_end_stream)
+        self.body.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+        self.body.size_hint()
     }
 }
 
