@@ -93,8 +93,8 @@ impl Proxy {
         self.config.load_full()
     }
 
-    /// (An `async` block, not an `async fn`, so that its future does not keep the request
-    /// twice: see `Upstream::request`.)
+    /// Answers one client request. An `async` block, not an `async fn`, so that its future
+    /// does not keep the request twice (see `Upstream::request`).
     #[expect(
         clippy::manual_async_fn,
         reason = "an async fn's future keeps the request twice"
