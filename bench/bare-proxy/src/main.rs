@@ -1,8 +1,9 @@
 //! The floor under Sluice's benchmarks: a reverse proxy made of hyper's own parts and nothing
-//! else, built the way the fastest hyper proxies are. One single-threaded runtime per core,
-//! each with its own `SO_REUSEPORT` listener and its own pool of HTTP/1 connections to the
-//! backends; round-robin; the client's `api-key` replaced by the backends' key. No routing,
-//! no client keys, no retries, no limits, no usage counting, no metrics.
+//! else, the way hyper's documentation puts them together. One single-threaded runtime per
+//! core, each with its own `SO_REUSEPORT` listener and its own pool of HTTP/1 connections to
+//! the backends, each connection driven by a task of its own; round-robin; the client's
+//! `api-key` replaced by the backends' key. No routing, no client keys, no retries, no limits,
+//! no usage counting, no metrics.
 //!
 //! `bench/run` and `bench/instructions` run it beside nginx and Sluice: the distance from it
 //! to nginx is hyper's, and from Sluice to it is Sluice's own.
