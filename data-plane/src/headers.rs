@@ -4,6 +4,8 @@
 use http::HeaderMap;
 use http::header::{self, HeaderName, HeaderValue};
 
+use crate::per_worker::PerWorker;
+
 /// Connection-specific headers: they describe one hop and must not be forwarded.
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     // One `match` on the name (dispatched on its length) rather than comparing it with each
@@ -99,6 +101,18 @@ pub fn for_upstream(client: &HeaderMap, body_len: usize, upstream: &mut HeaderMa
     );
 }
 
+/// A value every call puts on a message, one copy per worker, each in a buffer of its own. A
+/// clone of one shared value would share its buffer, and every call's clone and drop would
+/// write the buffer's reference count from every core, moving its cache line between them.
+pub fn copied_per_worker(value: &HeaderValue) -> PerWorker<HeaderValue> {
+    PerWorker::new(|_| {
+        // The bytes were a valid value already.
+        let mut copy = HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        copy.set_sensitive(value.is_sensitive());
+        copy
+    })
+}
+
 /// Whether `value` is `len` in plain decimal digits, as a `Content-Length` must be.
 fn states_length(value: &HeaderValue, len: usize) -> bool {
     let digits = value.as_bytes();
@@ -129,6 +143,23 @@ pub fn strip_for_client(headers: &mut HeaderMap) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_value_copied_per_worker_has_a_buffer_of_its_own_in_each() {
+        crate::per_worker::declare_workers(2);
+        let mut secret = HeaderValue::from_static("the-backend-key");
+        secret.set_sensitive(true);
+        let copies = copied_per_worker(&secret);
+        let values: Vec<&HeaderValue> = copies.iter().collect();
+        assert!(values.len() >= 2, "one per declared worker");
+        assert!(values.iter().all(|v| **v == secret && v.is_sensitive()));
+        assert_ne!(
+            values[0].as_bytes().as_ptr(),
+            values[1].as_bytes().as_ptr(),
+            "a shared buffer's reference count would be written by every worker"
+        );
+        assert_eq!(copies, copied_per_worker(&secret));
+    }
 
     #[test]
     fn strips_credentials_and_hop_by_hop_headers() {

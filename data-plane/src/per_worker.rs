@@ -64,6 +64,15 @@ impl<T> PerWorker<T> {
     }
 }
 
+/// Equal when every worker's value is: copies made from one value compare equal.
+impl<T: PartialEq> PartialEq for PerWorker<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl<T: Eq> Eq for PerWorker<T> {}
+
 impl<T: std::fmt::Debug> std::fmt::Debug for PerWorker<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list().entries(self.iter()).finish()

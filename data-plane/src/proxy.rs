@@ -474,7 +474,7 @@ const TAG_HEADERS: usize = 2;
 fn tag(headers: &mut http::HeaderMap, pool: &PoolRuntime, backend: usize, attempt: usize) {
     headers.insert(
         SLUICE_BACKEND.clone(),
-        pool.backends[backend].name_header.clone(),
+        pool.backends[backend].name_header.current().clone(),
     );
     headers.insert(SLUICE_ATTEMPTS.clone(), attempts_header(attempt));
 }

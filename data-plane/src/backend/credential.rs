@@ -12,7 +12,9 @@ use secrecy::{ExposeSecret as _, SecretString};
 use sluice_model::{Auth, Backend, BackendKind};
 
 use crate::clock::Nanos;
+use crate::headers::copied_per_worker;
 use crate::metrics::BackendMetrics;
+use crate::per_worker::PerWorker;
 use crate::secrets::SecretResolver;
 
 static API_KEY: HeaderName = HeaderName::from_static("api-key");
@@ -26,7 +28,8 @@ const TOKEN_RENEWAL_MARGIN: Duration = Duration::from_secs(300);
 /// How requests to a backend are authenticated.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Credential {
-    Header(HeaderName, HeaderValue),
+    /// The value is copied per worker: every request to the backend clones it.
+    Header(HeaderName, PerWorker<HeaderValue>),
     None,
     /// Never resolved: the backend takes no traffic until it is. Holds the reason.
     Missing(String),
@@ -259,7 +262,10 @@ async fn resolve(
     })?;
     // Keeps the value out of hyper's and our own Debug output.
     header.set_sensitive(true);
-    Ok((Credential::Header(name, header), expires_at))
+    Ok((
+        Credential::Header(name, copied_per_worker(&header)),
+        expires_at,
+    ))
 }
 
 #[cfg(test)]

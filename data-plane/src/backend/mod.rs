@@ -18,7 +18,7 @@ use tower::load::{CompleteOnResponse, Load as _, PeakEwma};
 
 use crate::call::{CallStyle, ClientCall};
 use crate::clock::Nanos;
-use crate::headers::for_upstream;
+use crate::headers::{copied_per_worker, for_upstream};
 use crate::metrics::{BackendMetrics, EjectionReason};
 use crate::per_worker::PerWorker;
 use crate::report::AttemptCounts;
@@ -59,7 +59,8 @@ impl State {
 
 pub struct BackendEndpoint {
     pub spec: Backend,
-    pub name_header: HeaderValue,
+    /// `x-sluice-backend`'s value, copied per worker: every answer from the backend carries it.
+    pub name_header: PerWorker<HeaderValue>,
     pub health: Health,
     pub metrics: BackendMetrics,
     /// Attempts and failures since the last report; the same counters as the previous
@@ -126,8 +127,10 @@ impl BackendEndpoint {
         Self {
             // Read once per worker: each copy's reference count stays on its worker's core.
             origin: PerWorker::new(|_| Origin::of_url(spec.url.as_url())),
-            name_header: HeaderValue::from_str(spec.name.as_str())
-                .unwrap_or_else(|_| HeaderValue::from_static("invalid")),
+            name_header: copied_per_worker(
+                &HeaderValue::from_str(spec.name.as_str())
+                    .unwrap_or_else(|_| HeaderValue::from_static("invalid")),
+            ),
             spec,
             health: Health::default(),
             metrics,
@@ -364,7 +367,7 @@ impl BackendEndpoint {
         let headers = request.headers_mut();
         for_upstream(&call.headers, body_len, headers);
         if let Credential::Header(name, value) = &**self.credential.load() {
-            headers.insert(name.clone(), value.clone());
+            headers.insert(name.clone(), value.current().clone());
         }
         Ok((origin, request))
     }
