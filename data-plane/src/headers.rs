@@ -146,6 +146,8 @@ mod tests {
 
     #[test]
     fn a_value_copied_per_worker_has_a_buffer_of_its_own_in_each() {
+        // Only ever raises the process's count: other tests here then get two slots, which
+        // none of them depends on.
         crate::per_worker::declare_workers(2);
         let mut secret = HeaderValue::from_static("the-backend-key");
         secret.set_sensitive(true);
