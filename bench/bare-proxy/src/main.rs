@@ -15,7 +15,6 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -46,6 +45,28 @@ struct Config {
     key: HeaderValue,
 }
 
+impl Config {
+    /// A copy in buffers of its own, for one worker, kept for the process's life: requests
+    /// then clone no `Arc` and no header value whose reference count other workers write (as
+    /// Sluice keeps its per-call values per worker), so the floor pays for no sharing either.
+    fn for_one_worker(&self) -> &'static Self {
+        let copy = |value: &HeaderValue| {
+            HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone())
+        };
+        Box::leak(Box::new(Self {
+            upstreams: self
+                .upstreams
+                .iter()
+                .map(|upstream| Upstream {
+                    addr: upstream.addr,
+                    host: copy(&upstream.host),
+                })
+                .collect(),
+            key: copy(&self.key),
+        }))
+    }
+}
+
 thread_local! {
     /// This worker's idle connections, by upstream.
     static IDLE: RefCell<Vec<Vec<SendRequest<Incoming>>>> = const { RefCell::new(Vec::new()) };
@@ -55,7 +76,7 @@ thread_local! {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match parse_args(&args, std::env::var("BARE_PROXY_UPSTREAM_KEY").ok()) {
-        Ok((listen, config)) => run(listen, Arc::new(config)),
+        Ok((listen, config)) => run(listen, &config),
         Err(message) => {
             eprintln!("sluice-bare-proxy: {message}");
             eprintln!(
@@ -88,7 +109,7 @@ fn parse_args(args: &[String], key: Option<String>) -> Result<(SocketAddr, Confi
     Ok((listen, Config { upstreams, key }))
 }
 
-fn run(listen: SocketAddr, config: Arc<Config>) -> ExitCode {
+fn run(listen: SocketAddr, config: &Config) -> ExitCode {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     // tokio's sockets register with a reactor as they listen, even when handed on as std's.
     let binding = match tokio::runtime::Builder::new_current_thread()
@@ -114,7 +135,7 @@ fn run(listen: SocketAddr, config: Arc<Config>) -> ExitCode {
         };
         // With port 0, the other workers share the port the first one got.
         addr = listener.local_addr().unwrap_or(addr);
-        let config = config.clone();
+        let config = config.for_one_worker();
         threads.push(std::thread::spawn(move || serve(listener, config)));
     }
     println!("listening on {addr}");
@@ -136,22 +157,33 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     socket.listen(1024)?.into_std()
 }
 
-fn serve(listener: std::net::TcpListener, config: Arc<Config>) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
+fn serve(listener: std::net::TcpListener, config: &'static Config) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .expect("a runtime for the worker");
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("sluice-bare-proxy: no runtime for a worker: {error}");
+            return;
+        }
+    };
     IDLE.with_borrow_mut(|idle| idle.resize_with(config.upstreams.len(), Vec::new));
     runtime.block_on(async move {
-        let listener = TcpListener::from_std(listener).expect("a nonblocking listener");
+        let listener = match TcpListener::from_std(listener) {
+            Ok(listener) => listener,
+            Err(error) => {
+                eprintln!("sluice-bare-proxy: cannot take over a listener: {error}");
+                return;
+            }
+        };
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let config = config.clone();
             tokio::spawn(async move {
-                let service = service_fn(|request| forward(request, config.clone()));
+                let service = service_fn(|request| forward(request, config));
                 let _ = server::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
@@ -164,7 +196,7 @@ type ProxyBody = Either<PooledBody, Empty<Bytes>>;
 
 async fn forward(
     mut request: Request<Incoming>,
-    config: Arc<Config>,
+    config: &'static Config,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let index = NEXT.with(|next| {
         let index = next.get();
