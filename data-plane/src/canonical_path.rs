@@ -53,9 +53,38 @@ pub fn check(path: &str) -> Result<(), NonCanonical> {
     let bytes = path.as_bytes();
     match bytes {
         [b'/'] => return Ok(()),
+        [b'/', rest @ ..] if is_plainly_canonical(rest) => return Ok(()),
         [b'/', ..] => {}
         _ => return Err(NonCanonical::NotAbsolute),
     }
+    walk(bytes)
+}
+
+/// Whether the path after its leading `/` is canonical without a doubt: no escape, nothing
+/// refused, and no segment that starts with a dot or is empty. The paths clients send are, and
+/// one branch-free pass over byte pairs answers them in two thirds of the walk's instructions
+/// (it runs twice per call: on the client's path and on the backend's). Anything else, such as
+/// `/v1/.well-known`, is left to [`walk`], which also names what is wrong.
+fn is_plainly_canonical(rest: &[u8]) -> bool {
+    let (Some(&first), Some(&last)) = (rest.first(), rest.last()) else {
+        return false;
+    };
+    let doubtful = rest
+        .iter()
+        .zip(&rest[1..])
+        .fold(false, |doubtful, (&byte, &next)| {
+            doubtful | not_plain(next) | ((byte == b'/') & ((next == b'/') | (next == b'.')))
+        });
+    !doubtful && !not_plain(first) && first != b'.' && first != b'/' && last != b'/'
+}
+
+/// Outside `!`..`~`, or a byte the walk must look at: an escape, a backslash, a `;`.
+fn not_plain(byte: u8) -> bool {
+    (byte.wrapping_sub(b'!') > b'~' - b'!') | (byte == b'%') | (byte == b'\\') | (byte == b';')
+}
+
+/// The check byte by byte, decoding escapes: the first thing that is wrong, or `Ok`.
+fn walk(bytes: &[u8]) -> Result<(), NonCanonical> {
     let mut segment = Segment::default();
     let mut i = 1;
     while i < bytes.len() {
@@ -211,6 +240,21 @@ mod tests {
             ("//v1/chat", NonCanonical::EmptySegment),
         ] {
             assert_eq!(check(path), Err(why), "{path}");
+        }
+    }
+
+    proptest::proptest! {
+        /// The shortcut answers as the walk would, on paths made of the bytes that matter.
+        #[test]
+        fn the_shortcut_agrees_with_the_walk(
+            path in "/?([a-z./;%\\\\ ]|%2[eEfF]|%5[cC]|%25|%3[bBfF]|%2|é){0,12}"
+        ) {
+            let walked = match path.as_bytes() {
+                [b'/'] => Ok(()),
+                [b'/', ..] => walk(path.as_bytes()),
+                _ => Err(NonCanonical::NotAbsolute),
+            };
+            proptest::prop_assert_eq!(check(&path), walked);
         }
     }
 }
