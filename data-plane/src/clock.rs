@@ -3,9 +3,30 @@
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
+/// The process's first look at the clock, as an `Instant` and, on Linux, as the kernel's
+/// monotonic nanoseconds (the clock `Instant` reads there), for [`Nanos::coarse_now`].
+struct Epoch {
+    instant: Instant,
+    #[cfg(target_os = "linux")]
+    monotonic_nanos: u64,
+}
+
+fn epoch() -> &'static Epoch {
+    static EPOCH: OnceLock<Epoch> = OnceLock::new();
+    EPOCH.get_or_init(|| Epoch {
+        instant: Instant::now(),
+        #[cfg(target_os = "linux")]
+        monotonic_nanos: timespec_nanos(rustix::time::clock_gettime(
+            rustix::time::ClockId::Monotonic,
+        )),
+    })
+}
+
+#[cfg(target_os = "linux")]
+fn timespec_nanos(time: rustix::time::Timespec) -> u64 {
+    let secs = u64::try_from(time.tv_sec).unwrap_or(0);
+    let nanos = u64::try_from(time.tv_nsec).unwrap_or(0);
+    secs.saturating_mul(1_000_000_000).saturating_add(nanos)
 }
 
 /// Nanoseconds since the process's first look at the clock.
@@ -17,8 +38,25 @@ impl Nanos {
         Self::from_instant(Instant::now())
     }
 
+    /// The monotonic clock at the kernel's last tick: a few milliseconds behind [`Nanos::now`]
+    /// at most, read without the TSC (about 8 ns against 40 on the benchmark host). For what is
+    /// counted in seconds and read on every call: how long a pooled connection has idled.
+    /// Compare it only with other coarse readings.
+    #[cfg(target_os = "linux")]
+    pub fn coarse_now() -> Self {
+        let now = timespec_nanos(rustix::time::clock_gettime(
+            rustix::time::ClockId::MonotonicCoarse,
+        ));
+        Self(now.saturating_sub(epoch().monotonic_nanos))
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub fn coarse_now() -> Self {
+        Self::now()
+    }
+
     pub fn from_instant(instant: Instant) -> Self {
-        let since = instant.saturating_duration_since(epoch());
+        let since = instant.saturating_duration_since(epoch().instant);
         Self(u64::try_from(since.as_nanos()).unwrap_or(u64::MAX))
     }
 
@@ -83,6 +121,18 @@ fn wall_clock() -> (i64, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_coarse_clock_is_the_precise_one_at_the_last_tick() {
+        let before = Nanos::now();
+        std::thread::sleep(Duration::from_millis(20));
+        let coarse = Nanos::coarse_now();
+        let after = Nanos::now();
+        // Past what was read before the tick that preceded it, never ahead of the precise
+        // clock; the 20 ms sleep spans several ticks of any kernel.
+        assert!(coarse > before, "{coarse:?} is not past {before:?}");
+        assert!(coarse <= after, "{coarse:?} is ahead of {after:?}");
+    }
 
     #[test]
     fn the_wall_clock_tells_the_time_to_within_a_tick() {

@@ -186,7 +186,7 @@ async fn keep_timer_wheel_near() {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        crate::upstream::sweep_this_thread(Nanos::now());
+        crate::upstream::sweep_this_thread(Nanos::coarse_now());
     }
 }
 

@@ -117,6 +117,8 @@ struct Slot {
 
 struct Idle {
     connection: Http1,
+    /// A coarse reading ([`Nanos::coarse_now`]), as are the pool's other times: idling is
+    /// counted in seconds, and each call takes a connection and gives one back.
     since: Nanos,
 }
 
@@ -163,7 +165,7 @@ impl ThreadPool {
         Self {
             connector,
             origins: HashMap::default(),
-            swept: Nanos::now(),
+            swept: Nanos::coarse_now(),
         }
     }
 
@@ -185,7 +187,7 @@ impl ThreadPool {
             slot.shared = None;
         }
         if let Some(idle) = slot.idle.pop() {
-            if fresh(idle.since, Nanos::now()) && !idle.connection.is_closed() {
+            if fresh(idle.since, Nanos::coarse_now()) && !idle.connection.is_closed() {
                 return (Checkout::Idle(idle.connection), host);
             }
             // The most recently used one is stale: so are all the others.
@@ -204,7 +206,7 @@ impl ThreadPool {
     }
 
     fn give_back(&mut self, origin: &Origin, connection: Http1) {
-        let now = Nanos::now();
+        let now = Nanos::coarse_now();
         if let Some(slot) = self.origins.get_mut(origin)
             && slot.idle.len() < MAX_IDLE_PER_ORIGIN
         {
