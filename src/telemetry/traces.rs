@@ -51,6 +51,8 @@ pub fn provider(env: &OtelEnv) -> Result<Option<(SdkTracerProvider, OtlpTarget)>
         .with_batch_exporter(exporter(&target)?)
         .with_resource(resource(env))
         .build();
+    // `sluice_data_plane::trace::propagation::inject` writes what these two write for a context
+    // without baggage itself, and its test holds it to them: change them together.
     opentelemetry::global::set_text_map_propagator(TextMapCompositePropagator::new(vec![
         Box::new(TraceContextPropagator::new()),
         Box::new(BaggagePropagator::new()),
