@@ -129,6 +129,34 @@ async fn hanging_upstream(start_streaming: bool) -> (String, tokio::task::JoinHa
     (url, task)
 }
 
+/// A hand-driven upstream that answers one request with `body`, chunked, and also states a
+/// `Content-Length` of `stated` bytes: conflicting framing, where `Transfer-Encoding` wins
+/// (RFC 9112, section 6.3).
+async fn conflicting_framing_upstream(body: &'static str, stated: usize) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut request = Vec::new();
+        let mut buffer = [0u8; 4096];
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = socket.read(&mut buffer).await.unwrap();
+            request.extend_from_slice(&buffer[..n]);
+        }
+        let (first, rest) = body.split_at(body.len() / 2);
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {stated}\r\n\
+             transfer-encoding: chunked\r\nconnection: close\r\n\r\n\
+             {:x}\r\n{first}\r\n{:x}\r\n{rest}\r\n0\r\n\r\n",
+            first.len(),
+            rest.len()
+        );
+        socket.write_all(answer.as_bytes()).await.unwrap();
+        socket.shutdown().await.unwrap();
+    });
+    url
+}
+
 fn raw_pool(url: &str) -> String {
     format!(
         "  - name: p\n    backends: [{{ name: raw, url: \"{url}\", kind: azure_openai, auth: {{ type: none }} }}]"
@@ -162,6 +190,30 @@ async fn client_disconnect_mid_stream_cancels_upstream() {
         upstream.await.unwrap(),
         "the upstream connection was closed"
     );
+}
+
+/// A backend answer framed both ways reaches the client whole, by its chunks, and without the
+/// `Content-Length` that contradicts them: forwarded, that length would frame the client's
+/// response differently from the body that follows it.
+#[tokio::test]
+async fn a_backend_length_beside_chunked_framing_is_not_passed_on() {
+    let body = r#"{"id":"chatcmpl-1","object":"chat.completion","choices":[],"usage":{"prompt_tokens":1,"completion_tokens":1,"total_tokens":2}}"#;
+    for stated in [5, body.len() + 40] {
+        let url = conflicting_framing_upstream(body, stated).await;
+        let proxy = TestProxy::start(&raw_pool(&url), &[]).await;
+        let response = proxy.chat("p").send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let length = response.headers().get("content-length").cloned();
+        let received = response.text().await.unwrap();
+        assert_eq!(received, body, "stated length {stated}");
+        if let Some(length) = length {
+            assert_eq!(
+                length.to_str().unwrap(),
+                body.len().to_string(),
+                "the length the client got is the body's, not the backend's {stated}"
+            );
+        }
+    }
 }
 
 /// HTTP/2 without TLS (h2c, prior knowledge) is served on the same port.
