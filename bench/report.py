@@ -342,7 +342,8 @@ def main():
         f"{meta['rounds']} interleaved rounds of {meta['duration']} s windows per target and workload "
         f"after a {meta['warmup']} s warm-up, medians reported. CPU = utime+stime of the server under "
         f"test from `/proc/PID/stat` (both mocks for *direct*, master+workers for nginx) ÷ requests. "
-        f"Ratios are medians of per-round ratios. {meta['nginx_note']} {meta.get('bare_note', '')}".rstrip()
+        f"Ratios are medians of per-round ratios. {meta['nginx_note']} {meta.get('bare_note', '')} "
+        f"{meta.get('sluice_note', '')}".rstrip()
     )
     out.append("")
     out += main_table(win)

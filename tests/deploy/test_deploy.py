@@ -260,9 +260,18 @@ def test_dockerfile_entrypoint_is_the_sluice_binary_built_from_this_workspace(cl
     assert any(instr == "FROM" and re.search(r"\bAS build\b", rest, re.I) for instr, rest in build)
     assert ("COPY", ". .") in build, "the build stage copies the workspace (the repository root context)"
     runs = " ".join(rest for instr, rest in build if instr == "RUN")
-    # The dist profile (Cargo.toml: fat LTO, one codegen unit) is what ships and what bench/ measures.
+    # What ships, and what bench/run measures: the dist profile (Cargo.toml: fat LTO, one codegen
+    # unit) optimised with the request path's profile by scripts/build-pgo, which leaves it where
+    # the Dockerfile installs it from; SLUICE_PGO=0 ships the dist profile alone.
+    assert re.search(r"\bscripts/build-pgo\b", runs), runs
+    assert re.search(rf"install .*target/pgo/use/dist/sluice {re.escape(copied_from)}\b", runs), runs
     assert re.search(r"cargo build --profile dist --locked --bin sluice\b", runs), runs
     assert re.search(rf"install .*target/dist/sluice {re.escape(copied_from)}\b", runs), runs
+    pgo = (ROOT / "scripts" / "build-pgo").read_text()
+    assert 'PGO_DIR=${PGO_DIR:-target/pgo}' in pgo
+    assert re.search(r'cargo build --profile dist --locked --bin sluice --target-dir "\$PGO_DIR/use"', pgo), pgo
+    arg = [rest for instr, rest in build if instr == "ARG" and rest.startswith("SLUICE_PGO=")]
+    assert arg == ["SLUICE_PGO=1"], arg
 
     # ... and `sluice` is the workspace's root package binary.
     metadata = json.loads(subprocess.run(
@@ -385,7 +394,8 @@ def test_docker_build_context_holds_the_workspace(tmp_path):
     for excluded in ("target/debug/sluice", ".git/HEAD", ".sluice/sluice.db", "model/target/x"):
         assert docker_ignores(excluded, patterns), f"{excluded} should stay out of the build context"
     cargo = tomllib.loads((ROOT / "Cargo.toml").read_text())
-    needed = ["Cargo.toml", "Cargo.lock", "deploy/Dockerfile"]
+    # scripts/build-pgo trains the build with bench/'s mocks, config and wrk script.
+    needed = ["Cargo.toml", "Cargo.lock", "deploy/Dockerfile", "scripts/build-pgo", "bench/common.sh", "bench/wrk.lua"]
     for member in cargo["workspace"]["members"]:
         needed.append(os.path.normpath(os.path.join(member, "Cargo.toml")))
     # Members may sit below the top level (bench/bare-proxy): a directory is needed when it is
