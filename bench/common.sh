@@ -107,3 +107,12 @@ stop_all() { # the EXIT trap of a benchmark: stops what it started, removes its 
     wait 2>/dev/null || true
     rm -rf "$TMP"
 }
+
+apt_install() { # PACKAGE...: installs Debian packages (root or passwordless sudo); false when it cannot
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
+    command -v apt-get >/dev/null || return 1
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null 2>&1 && return 0
+    $sudo apt-get update -qq >/dev/null 2>&1 || true
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null 2>&1
+}

@@ -88,19 +88,27 @@ async fn usage_of_plain_responses_is_counted() {
     );
 }
 
+/// Accepts one connection on `listener` and reads a request head from it (the body, if any,
+/// is left unread).
+async fn accept_one_request(listener: &TcpListener) -> tokio::net::TcpStream {
+    let (mut socket, _) = listener.accept().await.unwrap();
+    let mut head = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = socket.read(&mut buffer).await.unwrap();
+        head.extend_from_slice(&buffer[..n]);
+    }
+    socket
+}
+
 /// A hand-driven upstream: reads one request, optionally starts a chunked response, then
 /// reports whether the proxy closed the connection.
 async fn hanging_upstream(start_streaming: bool) -> (String, tokio::task::JoinHandle<bool>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let task = tokio::spawn(async move {
-        let (mut socket, _) = listener.accept().await.unwrap();
-        let mut request = Vec::new();
+        let mut socket = accept_one_request(&listener).await;
         let mut buffer = [0u8; 4096];
-        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = socket.read(&mut buffer).await.unwrap();
-            request.extend_from_slice(&buffer[..n]);
-        }
         if start_streaming {
             socket
                 .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
@@ -136,13 +144,7 @@ async fn conflicting_framing_upstream(body: &'static str, stated: usize) -> Stri
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move {
-        let (mut socket, _) = listener.accept().await.unwrap();
-        let mut request = Vec::new();
-        let mut buffer = [0u8; 4096];
-        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = socket.read(&mut buffer).await.unwrap();
-            request.extend_from_slice(&buffer[..n]);
-        }
+        let mut socket = accept_one_request(&listener).await;
         let (first, rest) = body.split_at(body.len() / 2);
         let answer = format!(
             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {stated}\r\n\
