@@ -142,7 +142,8 @@ impl Accounting {
         }
     }
 
-    fn data(&mut self, data: &[u8]) {
+    /// Counts a frame; whether it may hold a usage object ([`UsageScanner::feed`]).
+    fn data(&mut self, data: &[u8]) -> bool {
         if self.first_byte.is_none() {
             let seconds = self.started.elapsed().as_secs_f64();
             self.first_byte = Some(seconds);
@@ -152,7 +153,7 @@ impl Accounting {
         if self.spans.is_some() && self.response_model.is_none() {
             self.response_model = trace::response_model(data).filter(|m| !m.is_empty());
         }
-        self.usage.feed(data);
+        self.usage.feed(data)
     }
 
     /// The backend went silent mid-response: count it, log it, eject the backend briefly.
@@ -225,11 +226,11 @@ impl Body for ObservedBody {
                     let Some(data) = frame.data_ref() else {
                         return Poll::Ready(Some(Ok(frame)));
                     };
-                    this.accounting.data(data);
+                    let may_hold_usage = this.accounting.data(data);
                     let Some(filter) = this.usage_events.as_mut() else {
                         return Poll::Ready(Some(Ok(frame)));
                     };
-                    let kept = filter.pass(data);
+                    let kept = filter.pass(data, may_hold_usage);
                     if kept.is_empty() {
                         continue;
                     }

@@ -87,10 +87,14 @@ pub struct UsageScanner {
 }
 
 impl UsageScanner {
-    pub fn feed(&mut self, chunk: &[u8]) {
+    /// Reads `chunk`; whether it may hold (part of) a usage object: a `"usage"` key with an
+    /// object for its value, or with a value not complete yet. Never `false` when it does: the
+    /// usage-event filter passes a frame of whole events on `false` without searching it again.
+    pub fn feed(&mut self, chunk: &[u8]) -> bool {
         if chunk.is_empty() {
-            return;
+            return false;
         }
+        let mut object = self.capturing;
         let carried = self.carry;
         let carried = &carried[..self.carry_len];
         let mut rest = chunk;
@@ -121,14 +125,17 @@ impl UsageScanner {
             // rather than copying it aside first.
             match read_value(rest) {
                 Value::Incomplete => {
+                    object = true;
                     self.capturing = true;
                     self.capture.clear();
                     self.capture.extend_from_slice(KEY);
                 }
                 Value::Read { usage, len } => {
+                    object = true;
                     self.found = usage.or(self.found);
                     rest = &rest[len..];
                 }
+                Value::Other { len } => rest = &rest[len..],
             }
         }
         // The last few bytes seen, across short chunks too.
@@ -140,6 +147,7 @@ impl UsageScanner {
         let kept = total.min(CARRY);
         self.carry[..kept].copy_from_slice(&tail[total - kept..total]);
         self.carry_len = kept;
+        object
     }
 
     /// When the captured value is complete: parses it and returns how many captured bytes,
@@ -157,6 +165,10 @@ impl UsageScanner {
                 self.capturing = false;
                 Some(KEY.len() + len)
             }
+            Value::Other { len } => {
+                self.capturing = false;
+                Some(KEY.len() + len)
+            }
         }
     }
 }
@@ -165,9 +177,12 @@ impl UsageScanner {
 enum Value {
     /// More bytes are needed to tell.
     Incomplete,
-    /// `len` bytes (separator and value) were read; `usage` is set when the value was a usage
-    /// object (`"usage": null`, or a key of that name in some other object, is not).
+    /// `len` bytes (separator and object) were read; `usage` is set when the object was a
+    /// usage object (a key of that name in some other object may hold another).
     Read { usage: Option<Usage>, len: usize },
+    /// The value is not an object (`"usage": null` in every frame of a stream that asked for
+    /// usage); `len` bytes of separator were read.
+    Other { len: usize },
 }
 
 fn read_value(after_key: &[u8]) -> Value {
@@ -178,10 +193,7 @@ fn read_value(after_key: &[u8]) -> Value {
         return Value::Incomplete;
     };
     if after_key[start] != b'{' {
-        return Value::Read {
-            usage: None,
-            len: start,
-        };
+        return Value::Other { len: start };
     }
     let object = &after_key[start..];
     if let Some((usage, len)) = Usage::skim(object) {
@@ -328,7 +340,7 @@ mod tests {
                 assert_eq!(len, object.len(), "{object}");
                 usage
             }
-            Value::Incomplete => panic!("{object} is complete"),
+            Value::Incomplete | Value::Other { .. } => panic!("{object} is a complete object"),
         };
         assert_eq!(
             read(r#"{"prompt\u005ftokens":3,"completion_tokens":4}"#),
@@ -421,7 +433,9 @@ mod tests {
                         prop_assert_eq!(usage, by_serde, "{}", object);
                         prop_assert_eq!(len, 2 + object.len());
                     }
-                    Value::Incomplete => prop_assert!(false, "{} is complete", object),
+                    Value::Incomplete | Value::Other { .. } => {
+                        prop_assert!(false, "{} is a complete object", object)
+                    }
                 }
             }
 

@@ -5,6 +5,9 @@
 //! event, `{"choices":[],"usage":{…}}`, before `[DONE]`. A client that did not ask for it may
 //! not expect an event without choices, so it is removed here (after the usage scanner saw
 //! it). Events are cut at blank lines; an event split across frames is held until complete.
+//! The scanner has searched every frame for `"usage"` already, and says whether a frame may
+//! hold a usage object: the frames it clears (every frame but one or two of a stream) pass
+//! without a second search here.
 
 use std::sync::LazyLock;
 
@@ -19,13 +22,15 @@ pub struct UsageEventFilter {
 
 impl UsageEventFilter {
     /// `chunk` without any usage-only event; what follows the last complete event is held.
-    pub fn pass(&mut self, chunk: &Bytes) -> Bytes {
+    /// `may_hold_usage` is the usage scanner's word on `chunk` ([`UsageScanner::feed`]).
+    ///
+    /// [`UsageScanner::feed`]: crate::usage::UsageScanner::feed
+    pub fn pass(&mut self, chunk: &Bytes, may_hold_usage: bool) -> Bytes {
         // The usual frame: whole events, none of them the usage event. It goes out as it
-        // came, not copied: all but one of a stream's frames are like this.
-        if self.partial.is_empty()
-            && ends_an_event(chunk)
-            && FIND_USAGE_OBJECT.find(chunk).is_none()
-        {
+        // came, not copied: all but one of a stream's frames are like this. An event that
+        // starts in this frame and holds a usage object has its `"usage"` key wholly in it,
+        // where the scanner found it.
+        if self.partial.is_empty() && ends_an_event(chunk) && !may_hold_usage {
             return chunk.clone();
         }
         self.partial.extend_from_slice(chunk);
@@ -93,6 +98,7 @@ fn is_usage_only(event: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::usage::UsageScanner;
 
     const STREAM: &str = concat!(
         "data: {\"id\":\"\",\"choices\":[],\"prompt_filter_results\":[],\"usage\":null}\n\n",
@@ -100,26 +106,26 @@ mod tests {
         "data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":1}}\n\n",
         "data: [DONE]\n\n",
     );
+    const USAGE_EVENT: &str = "data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":1}}\n\n";
 
-    fn without_usage() -> String {
-        STREAM.replace(
-            "data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":1}}\n\n",
-            "",
-        )
+    /// The body's order: the scanner reads each frame, then the filter passes it.
+    fn filtered<'a>(frames: impl IntoIterator<Item = &'a [u8]>) -> String {
+        let (mut scanner, mut filter) = (UsageScanner::default(), UsageEventFilter::default());
+        let mut out = Vec::new();
+        for frame in frames {
+            let may_hold_usage = scanner.feed(frame);
+            out.extend_from_slice(&filter.pass(&Bytes::copy_from_slice(frame), may_hold_usage));
+        }
+        out.extend_from_slice(&filter.finish());
+        String::from_utf8(out).unwrap()
     }
 
     #[test]
     fn removes_only_the_usage_event_however_the_stream_is_cut() {
         for size in [1, 2, 7, 40, 1000] {
-            let mut filter = UsageEventFilter::default();
-            let mut out = Vec::new();
-            for piece in STREAM.as_bytes().chunks(size) {
-                out.extend_from_slice(&filter.pass(&Bytes::copy_from_slice(piece)));
-            }
-            out.extend_from_slice(&filter.finish());
             assert_eq!(
-                String::from_utf8(out).unwrap(),
-                without_usage(),
+                filtered(STREAM.as_bytes().chunks(size)),
+                STREAM.replace(USAGE_EVENT, ""),
                 "pieces of {size}"
             );
         }
@@ -127,13 +133,57 @@ mod tests {
 
     #[test]
     fn frames_without_usage_pass_untouched() {
+        let mut scanner = UsageScanner::default();
         let mut filter = UsageEventFilter::default();
-        let frame = Bytes::from_static(b"data: {\"choices\":[{}]}\r\n\r\n");
-        let passed = filter.pass(&frame);
+        let frame = Bytes::from_static(b"data: {\"choices\":[{}],\"usage\":null}\r\n\r\n");
+        assert!(!scanner.feed(&frame), "no usage object in it");
+        let passed = filter.pass(&frame, false);
         assert_eq!(passed, frame);
         assert_eq!(passed.as_ptr(), frame.as_ptr(), "not copied");
         let unterminated = Bytes::from_static(b"data: [DONE]");
-        assert!(filter.pass(&unterminated).is_empty());
+        assert!(
+            filter
+                .pass(&unterminated, scanner.feed(&unterminated))
+                .is_empty()
+        );
         assert_eq!(filter.finish(), unterminated);
+    }
+
+    #[test]
+    fn a_frame_the_scanner_flags_is_searched_here() {
+        let usage_event = Bytes::from_static(USAGE_EVENT.as_bytes());
+        assert!(UsageScanner::default().feed(&usage_event));
+        let mut filter = UsageEventFilter::default();
+        assert!(filter.pass(&usage_event, true).is_empty());
+        // A frame flagged but holding no usage-only event (an object named usage inside
+        // a choice) goes out whole.
+        let other = Bytes::from_static(b"data: {\"choices\":[{\"usage\":{}}]}\n\n");
+        assert_eq!(filter.pass(&other, true), other);
+    }
+
+    proptest::proptest! {
+        /// However the backend's stream is cut into frames, and whatever its tokens say, the
+        /// client gets it byte for byte without the usage event and nothing else.
+        #[test]
+        fn only_the_usage_event_goes_however_the_frames_fall(
+            tokens in proptest::collection::vec("[a-z \"\\\\{}:]{0,12}|usage|\"usage\":\\{", 0..12),
+            cuts in proptest::collection::vec(0usize..100_000, 0..12),
+            crlf in proptest::prelude::any::<bool>(),
+        ) {
+            let end = if crlf { "\r\n\r\n" } else { "\n\n" };
+            let mut kept = format!("data: {{\"id\":\"\",\"choices\":[],\"prompt_filter_results\":[],\"usage\":null}}{end}");
+            for token in &tokens {
+                let content = serde_json::to_string(token).unwrap();
+                kept.push_str(&format!("data: {{\"choices\":[{{\"delta\":{{\"content\":{content}}}}}],\"usage\":null}}{end}"));
+            }
+            let usage = format!("data: {{\"choices\":[],\"usage\":{{\"prompt_tokens\":3,\"completion_tokens\":4}}}}{end}");
+            let done = format!("data: [DONE]{end}");
+            let stream = format!("{kept}{usage}{done}");
+            let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (stream.len() + 1)).collect();
+            cuts.sort_unstable();
+            let bounds: Vec<usize> = [0].into_iter().chain(cuts).chain([stream.len()]).collect();
+            let frames = bounds.windows(2).map(|w| &stream.as_bytes()[w[0]..w[1]]);
+            proptest::prop_assert_eq!(filtered(frames), format!("{kept}{done}"));
+        }
     }
 }
