@@ -116,3 +116,17 @@ apt_install() { # PACKAGE...: installs Debian packages (root or passwordless sud
     $sudo apt-get update -qq >/dev/null 2>&1 || true
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null 2>&1
 }
+
+start_otlp_receiver() { # PORT: bench/otlp_receiver.py, counting what is exported to it; false when it does not start
+    python3 bench/otlp_receiver.py "$1" >"$TMP/otlp_receiver.log" 2>&1 &
+    RECEIVER_PID=$!
+    PIDS+=("$RECEIVER_PID")
+    wait_http "http://127.0.0.1:$1/stats"
+}
+
+otlp_env() { # PORT RATIO INTERVAL_MS: OTLP_ENV, the proxy's export settings (OTLP/HTTP protobuf to PORT,
+    # traces sampled at RATIO, metrics every INTERVAL_MS), for `env "${OTLP_ENV[@]}"`
+    OTLP_ENV=(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$1" OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf
+        OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG="$2"
+        OTEL_METRIC_EXPORT_INTERVAL="$3")
+}

@@ -153,7 +153,9 @@ fn quote_or_backslash(haystack: &[u8]) -> Option<usize> {
     const WORD: usize = 8;
     const SCANNED_HERE: usize = 4 * WORD;
     let mut at = 0;
-    while let Some(word) = haystack.get(at..at + WORD).filter(|_| at < SCANNED_HERE) {
+    while at < SCANNED_HERE
+        && let Some(word) = haystack.get(at..at + WORD)
+    {
         let word = u64::from_le_bytes(word.try_into().expect("a word's bytes"));
         let found = bytes_equal_to(word, b'"') | bytes_equal_to(word, b'\\');
         if found != 0 {

@@ -100,13 +100,19 @@ mod tests {
     use super::*;
     use crate::usage::UsageScanner;
 
+    // A macro, so that `concat!` can take it into the stream.
+    macro_rules! usage_event {
+        () => {
+            "data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":1}}\n\n"
+        };
+    }
+    const USAGE_EVENT: &str = usage_event!();
     const STREAM: &str = concat!(
         "data: {\"id\":\"\",\"choices\":[],\"prompt_filter_results\":[],\"usage\":null}\n\n",
         "data: {\"id\":\"c\",\"choices\":[{\"delta\":{\"content\":\"Hi\"}}],\"usage\":null}\n\n",
-        "data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":1}}\n\n",
+        usage_event!(),
         "data: [DONE]\n\n",
     );
-    const USAGE_EVENT: &str = "data: {\"id\":\"c\",\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":1}}\n\n";
 
     /// The body's order: the scanner reads each frame, then the filter passes it.
     fn filtered<'a>(frames: impl IntoIterator<Item = &'a [u8]>) -> String {
