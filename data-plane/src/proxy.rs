@@ -248,7 +248,7 @@ impl Proxy {
                 let mut response = self.failure(pool, error, span);
                 if let Some(quota) = quota {
                     quota.refund();
-                    quota.headers(response.headers_mut(), UnixTime::now());
+                    quota.headers_now(response.headers_mut(), UnixTime::now());
                 }
                 Err(response)
             }
@@ -419,7 +419,7 @@ fn client_response(
     }
     if let Some(quota) = &observed.quota {
         // The key's own limits, not the deployment's, are what this client must pace on.
-        quota.headers(&mut parts.headers, UnixTime::now());
+        quota.headers(&mut parts.headers);
     }
     let mut client = Response::new(Either::Left(Box::pin(ObservedBody::new(
         body,

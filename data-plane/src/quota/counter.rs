@@ -8,10 +8,18 @@
 //! hand out the same room twice; the only room used without a lease is a small first
 //! allowance before a limit's first sync (a tenth of the proxy's share), which bounds the
 //! fleet's overshoot at 10% of the limit.
+//!
+//! Those two atomics sit on lines of their own, and a call writes them once: a line that
+//! both cores write costs each burst of touches a transfer between them (about 0.1 µs on the
+//! hosts measured), so the call's settlement, known only when its response ends, is not
+//! written there but to a slot of its worker's own (`owed`), charged by the worker's next take
+//! or by the next sync, whichever comes first.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use sluice_model::windows::Window;
+
+use crate::per_worker::PerWorker;
 
 /// A window: where it starts and ends (unix seconds).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,14 +46,16 @@ pub fn lease_size(room: i64, proxies: u32, cap: i64, want: i64) -> i64 {
 
 pub struct Counter {
     pub window: Window,
+    /// Written by every call. The fields below are written by the sync task alone, so on
+    /// lines apart from these they stay in every core's cache between syncs.
+    hot: Hot,
+    /// Settlements made on each worker and not charged yet: at most one call's correction
+    /// per worker, as a worker's next take charges its own.
+    owed: PerWorker<AtomicI64>,
     limit: AtomicU64,
     /// The window being counted (unix seconds); moved on by the sync task.
     window_start: AtomicI64,
     window_end: AtomicI64,
-    /// What this proxy may still admit: what is left of its lease.
-    allowance: AtomicI64,
-    /// Spent here since the last successful sync.
-    spent: AtomicI64,
     /// Refused here since the last sync, in total and the largest single call: demand the
     /// next lease should cover.
     refused: AtomicI64,
@@ -60,6 +70,15 @@ pub struct Counter {
     last_used: AtomicI64,
     /// Idle, and its lease given back: nothing to sync until it is used again.
     released: AtomicBool,
+}
+
+/// Two lines: adjacent-line prefetch pulls in pairs of 64-byte lines.
+#[repr(align(128))]
+struct Hot {
+    /// What this proxy may still admit: what is left of its lease.
+    allowance: AtomicI64,
+    /// Spent here since the last successful sync.
+    spent: AtomicI64,
 }
 
 /// What a sync did for a counter.
@@ -86,14 +105,33 @@ pub enum Activity {
 
 impl Counter {
     pub fn new(window: Window, limit: u64, now_secs: i64, first_allowance: u64) -> Self {
+        Self::with_owed(
+            window,
+            limit,
+            now_secs,
+            first_allowance,
+            PerWorker::new(|_| AtomicI64::new(0)),
+        )
+    }
+
+    fn with_owed(
+        window: Window,
+        limit: u64,
+        now_secs: i64,
+        first_allowance: u64,
+        owed: PerWorker<AtomicI64>,
+    ) -> Self {
         let (start, end) = window.bounds(now_secs);
         Self {
             window,
+            hot: Hot {
+                allowance: AtomicI64::new(saturating_i64(first_allowance)),
+                spent: AtomicI64::new(0),
+            },
+            owed,
             limit: AtomicU64::new(limit),
             window_start: AtomicI64::new(start),
             window_end: AtomicI64::new(end),
-            allowance: AtomicI64::new(saturating_i64(first_allowance)),
-            spent: AtomicI64::new(0),
             refused: AtomicI64::new(0),
             largest_refused: AtomicI64::new(0),
             reserved: AtomicI64::new(0),
@@ -112,23 +150,31 @@ impl Counter {
     pub fn set_limit(&self, limit: u64) {
         let old = self.limit.swap(limit, Ordering::Relaxed);
         if limit < old {
-            self.allowance
+            self.hot
+                .allowance
                 .fetch_sub(saturating_i64(old - limit), Ordering::Relaxed);
         }
     }
 
     /// Takes `amount` from the allowance; false (and nothing taken) when it is not there. A
-    /// refusal still counts as use: the next sync leases for it.
+    /// refusal still counts as use: the next sync leases for it. What this worker's earlier
+    /// calls owe is charged first, in the same writes, admitted or not.
     pub fn try_take(&self, amount: u64, now_secs: i64) -> bool {
         let amount = saturating_i64(amount);
-        if self.allowance.fetch_sub(amount, Ordering::Relaxed) < amount {
-            self.allowance.fetch_add(amount, Ordering::Relaxed);
+        let owed = take_owed(self.owed.current());
+        let charged = amount.saturating_add(owed);
+        let before = self.hot.allowance.fetch_sub(charged, Ordering::Relaxed);
+        if before.saturating_sub(owed) < amount {
+            self.hot.allowance.fetch_add(amount, Ordering::Relaxed);
+            if owed != 0 {
+                self.hot.spent.fetch_add(owed, Ordering::Relaxed);
+            }
             self.refused.fetch_add(amount, Ordering::Relaxed);
             self.largest_refused.fetch_max(amount, Ordering::Relaxed);
             self.touch(now_secs);
             return false;
         }
-        self.spent.fetch_add(amount, Ordering::Relaxed);
+        self.hot.spent.fetch_add(charged, Ordering::Relaxed);
         self.touch(now_secs);
         true
     }
@@ -143,30 +189,67 @@ impl Counter {
         }
     }
 
-    /// Corrects an earlier take by `delta` (a settled estimate, or a refund when negative).
+    /// Corrects an earlier take by `delta` at once (a refund when negative).
     pub fn adjust(&self, delta: i64) {
         if delta != 0 {
-            self.spent.fetch_add(delta, Ordering::Relaxed);
-            self.allowance.fetch_sub(delta, Ordering::Relaxed);
+            self.hot.spent.fetch_add(delta, Ordering::Relaxed);
+            self.hot.allowance.fetch_sub(delta, Ordering::Relaxed);
         }
+    }
+
+    /// Corrects an earlier take by `delta` (a settled estimate) on this worker's own line,
+    /// to be charged by its next take or the next sync. Until then the room it stands for is
+    /// not in the allowance: at most one call's correction per worker, which is the bound the
+    /// settlement of calls already in flight has anyway.
+    pub fn settle_later(&self, delta: i64) {
+        if delta != 0 {
+            self.owed.current().fetch_add(delta, Ordering::Relaxed);
+        }
+    }
+
+    /// Charges every worker's owed settlements (the sync task, before it reads what was spent).
+    fn charge_owed(&self) {
+        let owed: i64 = self
+            .owed
+            .iter()
+            .map(take_owed)
+            .fold(0, i64::saturating_add);
+        self.adjust(owed);
     }
 
     /// The fleet's use of the window as this proxy knows it: the shared total with this
     /// proxy's lease replaced by what it spent (other proxies' leases count as used), and the
     /// previous minute weighted.
     pub fn used(&self, now_secs: i64) -> u64 {
+        let owed = self
+            .owed
+            .iter()
+            .map(|slot| slot.load(Ordering::Relaxed))
+            .fold(0, i64::saturating_add);
+        self.used_but(owed, now_secs)
+    }
+
+    /// What is left of the limit as this proxy knows it.
+    #[cfg(test)]
+    pub fn remaining(&self, now_secs: i64) -> u64 {
+        self.limit().saturating_sub(self.used(now_secs))
+    }
+
+    /// The use as the worker that just took from the counter sees it: what the other workers
+    /// owe is left out (at most a call's correction each), so that the call reads only lines
+    /// its take brought into this core's cache.
+    pub fn used_after_take(&self, now_secs: i64) -> u64 {
+        self.used_but(0, now_secs)
+    }
+
+    fn used_but(&self, owed: i64, now_secs: i64) -> u64 {
         let own_lease = self.reserved.load(Ordering::Relaxed);
-        let spent = self.spent.load(Ordering::Relaxed);
+        let spent = self.hot.spent.load(Ordering::Relaxed).saturating_add(owed);
         let current = self
             .shared
             .load(Ordering::Relaxed)
             .saturating_add_signed(spent - own_lease);
         current.saturating_add(self.previous_weighted(now_secs))
-    }
-
-    /// What is left of the limit as this proxy knows it.
-    pub fn remaining(&self, now_secs: i64) -> u64 {
-        self.limit().saturating_sub(self.used(now_secs))
     }
 
     pub fn span(&self) -> Span {
@@ -200,7 +283,11 @@ impl Counter {
 
     pub fn activity(&self, now_secs: i64, idle_after_secs: i64) -> Activity {
         let recently = now_secs - self.last_used.load(Ordering::Relaxed) <= idle_after_secs;
-        if recently || self.spent.load(Ordering::Relaxed) != 0 {
+        let owing = self
+            .owed
+            .iter()
+            .any(|slot| slot.load(Ordering::Relaxed) != 0);
+        if recently || owing || self.hot.spent.load(Ordering::Relaxed) != 0 {
             Activity::Active
         } else if self.released.load(Ordering::Relaxed) {
             Activity::Idle
@@ -217,7 +304,9 @@ impl Counter {
             return None;
         }
         let (start, end) = self.window.bounds(now_secs);
-        let spent = self.spent.swap(0, Ordering::Relaxed);
+        // Settlements of the ended window's calls count in it.
+        self.charge_owed();
+        let spent = self.hot.spent.swap(0, Ordering::Relaxed);
         let lease = self.reserved.swap(0, Ordering::Relaxed);
         let total = self.shared.swap(0, Ordering::Relaxed);
         let adjacent = self.window == Window::Minute && start == ended.end;
@@ -249,7 +338,8 @@ impl Counter {
     /// Starts a sync: what was spent since the last one, and the correction to push (the
     /// spending replaces the lease the shared total counts for this proxy).
     pub fn begin_sync(&self) -> (i64, i64) {
-        let spent = self.spent.swap(0, Ordering::Relaxed);
+        self.charge_owed();
+        let spent = self.hot.spent.swap(0, Ordering::Relaxed);
         (spent, spent - self.reserved.load(Ordering::Relaxed))
     }
 
@@ -263,7 +353,7 @@ impl Counter {
 
     /// The sync failed: what was spent is kept for the next one.
     pub fn sync_failed(&self, spent: i64) {
-        self.spent.fetch_add(spent, Ordering::Relaxed);
+        self.hot.spent.fetch_add(spent, Ordering::Relaxed);
     }
 
     /// Applies a sync: the new lease becomes the allowance, less what was spent meanwhile.
@@ -309,11 +399,12 @@ impl Counter {
 
     /// `allowance = cap - spent`, counting spending that lands while it is being set.
     fn set_allowance(&self, cap: i64) {
-        let before = self.spent.load(Ordering::Relaxed);
-        self.allowance.store(cap - before, Ordering::Relaxed);
-        let after = self.spent.load(Ordering::Relaxed);
+        let Hot { allowance, spent } = &self.hot;
+        let before = spent.load(Ordering::Relaxed);
+        allowance.store(cap - before, Ordering::Relaxed);
+        let after = spent.load(Ordering::Relaxed);
         if after != before {
-            self.allowance.fetch_sub(after - before, Ordering::Relaxed);
+            allowance.fetch_sub(after - before, Ordering::Relaxed);
         }
     }
 
@@ -321,6 +412,16 @@ impl Counter {
     fn previous_weighted(&self, now_secs: i64) -> u64 {
         let previous = self.previous.load(Ordering::Relaxed);
         previous * self.previous_weight_permille(now_secs) / 1000
+    }
+}
+
+/// A slot's owed settlements, taken. Read before it is swapped: a counter of requests, whose
+/// calls never owe, then writes nothing.
+fn take_owed(slot: &AtomicI64) -> i64 {
+    if slot.load(Ordering::Relaxed) == 0 {
+        0
+    } else {
+        slot.swap(0, Ordering::Relaxed)
     }
 }
 
@@ -360,7 +461,7 @@ mod tests {
         let (spent, correction) = counter.begin_sync();
         assert_eq!((spent, correction), (1, 1));
         // One more lands while the sync is on its way.
-        counter.allowance.store(1, Ordering::Relaxed);
+        counter.hot.allowance.store(1, Ordering::Relaxed);
         assert!(counter.try_take(1, T0));
         // The store: 1 spent here + 5 elsewhere, then a lease of 8 for this proxy.
         counter.synced(synced(14, 8));
@@ -427,6 +528,95 @@ mod tests {
                                 // Every other call used one token more than it held back.
                                 let extra = call % 2;
                                 counter.adjust(extra);
+                                consumed += 3 + extra as u64;
+                            }
+                        }
+                        consumed
+                    })
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap()).sum()
+        });
+        assert!((997..=1_004).contains(&consumed), "consumed {consumed}");
+        assert_eq!(counter.used(T0), consumed);
+    }
+
+    /// A counter whose owed settlements are kept in `workers` slots, as on a proxy with that
+    /// many workers.
+    fn on_workers(workers: usize, limit: u64) -> Counter {
+        Counter::with_owed(
+            Window::Period(Period::Day),
+            limit,
+            T0,
+            limit,
+            PerWorker::for_workers(workers, |_| AtomicI64::new(0)),
+        )
+    }
+
+    /// Runs `work` as worker `index`.
+    fn as_worker<T: Send>(index: usize, work: impl FnOnce() -> T + Send) -> T {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    crate::per_worker::enter(index);
+                    work()
+                })
+                .join()
+                .unwrap()
+        })
+    }
+
+    #[test]
+    fn a_settlement_is_charged_by_its_workers_next_take_or_the_sync() {
+        let counter = on_workers(2, 100);
+        assert!(counter.try_take(10, T0));
+        counter.settle_later(5);
+        assert_eq!(counter.used(T0), 15, "owed counts as used");
+        // The other worker neither sees nor pays worker 0's debt when it takes.
+        as_worker(1, || {
+            assert!(counter.try_take(80, T0));
+            assert_eq!(counter.used_after_take(T0), 90);
+        });
+        assert_eq!(counter.remaining(T0), 5);
+        // Worker 0's next take pays first, even when it is refused.
+        assert!(!counter.try_take(6, T0));
+        assert_eq!(counter.used_after_take(T0), 95);
+        assert!(counter.try_take(5, T0));
+        assert!(!as_worker(1, || counter.try_take(1, T0)));
+        // A refund owed by worker 1 is room once the sync charges it.
+        as_worker(1, || counter.settle_later(-20));
+        assert_eq!(counter.activity(T0 + 3600, 10), Activity::Active);
+        assert_eq!(counter.begin_sync(), (80, 80));
+        assert_eq!(counter.used(T0), 0);
+        assert_eq!(counter.activity(T0 + 3600, 10), Activity::Release);
+    }
+
+    #[test]
+    fn a_settlement_owed_when_the_window_ends_counts_in_it() {
+        let counter = Counter::new(Window::Minute, 100, T0, 100);
+        assert!(counter.try_take(10, T0 + 30));
+        counter.settle_later(-4);
+        let (ended, correction) = counter.roll(T0 + 60).unwrap();
+        assert_eq!((ended.start, correction), (T0, 6));
+        assert_eq!(counter.used(T0 + 60), 6);
+    }
+
+    /// As above, with each worker's settlements owed on its own slot: what one worker owes
+    /// does not stop another, so the bound is still one settlement per worker.
+    #[test]
+    fn workers_settling_later_never_take_more_than_the_allowance() {
+        let counter = on_workers(4, 1_000);
+        let consumed: u64 = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..4)
+                .map(|index| {
+                    let counter = &counter;
+                    scope.spawn(move || {
+                        crate::per_worker::enter(index);
+                        let mut consumed = 0;
+                        for call in 0..1_000 {
+                            if counter.try_take(3, T0) {
+                                let extra = call % 2;
+                                counter.settle_later(extra);
                                 consumed += 3 + extra as u64;
                             }
                         }

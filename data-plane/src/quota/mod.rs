@@ -22,7 +22,7 @@ use sluice_model::{ClientKey, LimitEntry, LimitSet, Name, Price};
 
 pub use counter::Counter;
 pub use estimate::Estimate;
-use rate_headers::LimitValue;
+use rate_headers::{LimitValue, RateSnapshot};
 pub use rate_headers::{RATE_HEADERS, go_duration};
 pub use store::{LocalCounts, RedisCounts, SharedCounts};
 
@@ -91,6 +91,8 @@ pub struct Admitted {
     pool: Option<usize>,
     held: Demand,
     price: Option<Price>,
+    /// The per-minute limits as the call was admitted, for its response's headers.
+    told: RateSnapshot,
 }
 
 /// A call refused: which limit, and when to come back.
@@ -116,7 +118,7 @@ impl KeyRules {
         pool.map_or(&[], |index| &self.pools[index].1)
     }
 
-    fn rules_for<'a>(&'a self, pool: Option<usize>) -> impl Iterator<Item = &'a Rule> + 'a {
+    fn rules_for<'a>(&'a self, pool: Option<usize>) -> impl Iterator<Item = &'a Rule> + Clone + 'a {
         self.key_wide.iter().chain(self.pool_rules(pool))
     }
 
@@ -166,6 +168,9 @@ impl KeyRules {
             pool: index,
             held: demand,
             price,
+            told: RateSnapshot::read(self.rules_for(index), |counter| {
+                counter.used_after_take(now.secs)
+            }),
         })
     }
 }
@@ -193,7 +198,8 @@ impl std::fmt::Debug for Admitted {
 
 impl Admitted {
     /// Replaces the estimate with what the backend reported (`input`, of which `cached` came
-    /// from the prompt cache, and `output` tokens).
+    /// from the prompt cache, and `output` tokens). Charged by this worker's next call or the
+    /// next sync (`Counter::settle_later`): the call is over, and nothing waits on it.
     pub fn settle(&self, input: u64, cached: u64, output: u64) {
         let actual = Demand {
             tokens: input + output,
@@ -201,25 +207,34 @@ impl Admitted {
                 .price
                 .map_or(0, |price| price.cost(input, cached, output).micros()),
         };
-        self.adjust(actual);
+        self.correct(actual, Counter::settle_later);
     }
 
-    /// Gives the estimate back: nothing was consumed (no backend answered, or it refused).
+    /// Gives the estimate back at once: nothing was consumed (no backend answered, or it
+    /// refused), and a client retrying at once should find the room.
     pub fn refund(&self) {
-        self.adjust(Demand::default());
+        self.correct(Demand::default(), Counter::adjust);
     }
 
-    fn adjust(&self, actual: Demand) {
+    fn correct(&self, actual: Demand, apply: impl Fn(&Counter, i64)) {
         for rule in self.rules.rules_for(self.pool) {
             if rule.kind.metric() != Metric::Requests {
-                rule.counter
-                    .adjust(amount_i64(rule.kind, actual) - amount_i64(rule.kind, self.held));
+                apply(
+                    &rule.counter,
+                    amount_i64(rule.kind, actual) - amount_i64(rule.kind, self.held),
+                );
             }
         }
     }
 
-    /// OpenAI's `x-ratelimit-*` headers, from the tightest per-minute limits that apply.
-    pub fn headers(&self, headers: &mut HeaderMap, now: UnixTime) {
+    /// OpenAI's `x-ratelimit-*` headers, from the tightest per-minute limits that apply, as
+    /// they stood when the call was admitted.
+    pub fn headers(&self, headers: &mut HeaderMap) {
+        self.told.insert(headers, self.rules.rules_for(self.pool));
+    }
+
+    /// The same headers as the limits stand at `now` (after a refund, say).
+    pub fn headers_now(&self, headers: &mut HeaderMap, now: UnixTime) {
         rate_headers::insert(headers, self.rules.rules_for(self.pool), now);
     }
 }
@@ -448,14 +463,19 @@ mod tests {
         ));
         let admitted = second.admit("p", Demand::default(), None, NOW).unwrap();
         assert!(second.admit("p", Demand::default(), None, NOW).is_err());
-        // Calls admitted under the old limit and the new one both tell the new one.
-        for call in [&earlier[0], &admitted] {
+        // A call tells its limits' use when it was admitted, against the limits now.
+        let told = |call: &Admitted, now: Option<UnixTime>| {
             let mut headers = HeaderMap::new();
-            call.headers(&mut headers, NOW);
-            assert_eq!(headers["x-ratelimit-limit-requests"], "4");
-            assert_eq!(headers["x-ratelimit-remaining-requests"], "0");
-            assert_eq!(headers["x-ratelimit-reset-requests"], "1m0s");
-        }
+            match now {
+                None => call.headers(&mut headers),
+                Some(now) => call.headers_now(&mut headers, now),
+            }
+            ["limit", "remaining", "reset"]
+                .map(|part| headers[format!("x-ratelimit-{part}-requests")].clone())
+        };
+        assert_eq!(told(&earlier[0], None), ["4", "3", "15s"]);
+        assert_eq!(told(&admitted, None), ["4", "0", "1m0s"]);
+        assert_eq!(told(&earlier[0], Some(NOW)), ["4", "0", "1m0s"]);
         drop((first, second, earlier, admitted));
         assert!(quotas.live().is_empty());
         assert!(quotas.key_rules(&key(json!({})), NOW).is_none());

@@ -7,7 +7,7 @@ use std::time::Duration;
 use http::HeaderMap;
 use http::header::{HeaderName, HeaderValue};
 
-use super::{LimitKind, Rule};
+use super::{Counter, LimitKind, Rule};
 use crate::clock::UnixTime;
 
 static NAMES: [[HeaderName; 3]; 2] = [
@@ -60,47 +60,88 @@ impl Clone for LimitValue {
     }
 }
 
-/// Every response to a limited key carries these. Each value that changes from call to call
-/// is formatted on the stack and copied once into a `Bytes` of its exact size: a small
-/// allocation that needs no atomic reference count, which a buffer shared by the values
-/// needs for every share.
-pub fn insert<'a>(headers: &mut HeaderMap, rules: impl Iterator<Item = &'a Rule>, now: UnixTime) {
-    // The tightest of each kind: the fewest remaining.
-    let mut tightest: [Option<(u64, &Rule)>; 2] = [None, None];
-    for rule in rules {
-        let slot = match rule.kind {
-            LimitKind::RequestsPerMinute => &mut tightest[0],
-            LimitKind::TokensPerMinute => &mut tightest[1],
-            LimitKind::TokenQuota | LimitKind::Budget => continue,
+/// What a call tells its client of its key's per-minute limits: the tightest limit of each
+/// kind (the fewest remaining), read at one moment. An admitted call reads it as it is taken
+/// from its counters, while their lines are in its core's cache, and writes it as headers
+/// when its response goes out, against the limit then (a config may have changed it). Small,
+/// as it travels with the call: each limit's rule (its place among the rules read) and its
+/// use.
+#[derive(Clone, Copy, Debug)]
+pub struct RateSnapshot {
+    /// Requests, then tokens; `NO_RULE` where no rule of that kind applies.
+    rules: [u32; 2],
+    used: [u64; 2],
+}
+
+const NO_RULE: u32 = u32::MAX;
+
+impl RateSnapshot {
+    /// Reads `rules`, each counter's use as `used` tells it.
+    pub fn read<'a>(rules: impl Iterator<Item = &'a Rule>, used: impl Fn(&Counter) -> u64) -> Self {
+        let mut snapshot = Self {
+            rules: [NO_RULE; 2],
+            used: [0; 2],
         };
-        let remaining = rule.counter.remaining(now.secs);
-        if slot.is_none_or(|(fewest, _)| remaining < fewest) {
-            *slot = Some((remaining, rule));
+        let mut fewest = [u64::MAX; 2];
+        for (index, rule) in (0..NO_RULE).zip(rules) {
+            let kind = match rule.kind {
+                LimitKind::RequestsPerMinute => 0,
+                LimitKind::TokensPerMinute => 1,
+                LimitKind::TokenQuota | LimitKind::Budget => continue,
+            };
+            let used = used(&rule.counter);
+            let remaining = rule.counter.limit().saturating_sub(used);
+            if snapshot.rules[kind] == NO_RULE || remaining < fewest[kind] {
+                snapshot.rules[kind] = index;
+                snapshot.used[kind] = used;
+                fewest[kind] = remaining;
+            }
+        }
+        snapshot
+    }
+
+    /// Every response to a limited key carries these; `rules` are the ones read, in the same
+    /// order. Each value that changes from call to call is formatted on the stack and copied
+    /// once into a `Bytes` of its exact size: a small allocation that needs no atomic
+    /// reference count, which a buffer shared by the values needs for every share.
+    pub fn insert<'a>(
+        &self,
+        headers: &mut HeaderMap,
+        rules: impl Iterator<Item = &'a Rule> + Clone,
+    ) {
+        for ((names, index), used) in NAMES.iter().zip(self.rules).zip(self.used) {
+            let Some(rule) = rules.clone().nth(index as usize) else {
+                continue;
+            };
+            let limit = rule.counter.limit();
+            let used = used.min(limit);
+            let remaining = limit - used;
+            // As the window slides, capacity comes back at about the limit per minute.
+            let reset_ms = match used.checked_mul(60_000) {
+                Some(scaled) => scaled.checked_div(limit).unwrap_or(0),
+                // Past 3×10¹⁴ used: only a limit above that gets here, so not zero.
+                None => (u128::from(used) * 60_000 / u128::from(limit)) as u64,
+            };
+            set(headers, &names[0], rule.limit_value.of(limit));
+            set_text(
+                headers,
+                &names[1],
+                itoa::Buffer::new().format(remaining).as_bytes(),
+            );
+            let mut text = DurationText::default();
+            write_go_duration(&mut text, Duration::from_millis(reset_ms));
+            set_text(headers, &names[2], text.as_bytes());
         }
     }
-    for (names, (remaining, rule)) in NAMES
-        .iter()
-        .zip(tightest)
-        .filter_map(|(names, tightest)| Some((names, tightest?)))
-    {
-        let limit = rule.counter.limit();
-        // As the window slides, capacity comes back at about the limit per minute.
-        let used = limit.saturating_sub(remaining);
-        let reset_ms = match used.checked_mul(60_000) {
-            Some(scaled) => scaled.checked_div(limit).unwrap_or(0),
-            // Past 3×10¹⁴ used: only a limit above that gets here, so not zero.
-            None => (u128::from(used) * 60_000 / u128::from(limit)) as u64,
-        };
-        set(headers, &names[0], rule.limit_value.of(limit));
-        set_text(
-            headers,
-            &names[1],
-            itoa::Buffer::new().format(remaining).as_bytes(),
-        );
-        let mut text = DurationText::default();
-        write_go_duration(&mut text, Duration::from_millis(reset_ms));
-        set_text(headers, &names[2], text.as_bytes());
-    }
+}
+
+/// The headers as `rules` stand at `now`, every worker's count included.
+pub fn insert<'a>(
+    headers: &mut HeaderMap,
+    rules: impl Iterator<Item = &'a Rule> + Clone,
+    now: UnixTime,
+) {
+    RateSnapshot::read(rules.clone(), |counter| counter.used(now.secs)).insert(headers, rules);
 }
 
 fn set_text(headers: &mut HeaderMap, name: &HeaderName, value: &[u8]) {
