@@ -209,11 +209,7 @@ impl Counter {
 
     /// Charges every worker's owed settlements (the sync task, before it reads what was spent).
     fn charge_owed(&self) {
-        let owed: i64 = self
-            .owed
-            .iter()
-            .map(take_owed)
-            .fold(0, i64::saturating_add);
+        let owed: i64 = self.owed.iter().map(take_owed).fold(0, i64::saturating_add);
         self.adjust(owed);
     }
 
@@ -518,16 +514,26 @@ mod tests {
     #[test]
     fn concurrent_calls_never_take_more_than_the_allowance() {
         let counter = Counter::new(Window::Period(Period::Day), 100_000, T0, 1_000);
+        four_workers_stay_within_one_settlement_each(&counter, Counter::adjust);
+    }
+
+    /// Four workers take 3 at a time from an allowance of 1,000, and every other call settles
+    /// one more than it held back, through `settle`.
+    fn four_workers_stay_within_one_settlement_each(
+        counter: &Counter,
+        settle: impl Fn(&Counter, i64) + Sync,
+    ) {
         let consumed: u64 = std::thread::scope(|scope| {
             let workers: Vec<_> = (0..4)
-                .map(|_| {
-                    scope.spawn(|| {
+                .map(|index| {
+                    let settle = &settle;
+                    scope.spawn(move || {
+                        crate::per_worker::enter(index);
                         let mut consumed = 0;
                         for call in 0..1_000 {
                             if counter.try_take(3, T0) {
-                                // Every other call used one token more than it held back.
                                 let extra = call % 2;
-                                counter.adjust(extra);
+                                settle(counter, extra);
                                 consumed += 3 + extra as u64;
                             }
                         }
@@ -605,29 +611,7 @@ mod tests {
     /// does not stop another, so the bound is still one settlement per worker.
     #[test]
     fn workers_settling_later_never_take_more_than_the_allowance() {
-        let counter = on_workers(4, 1_000);
-        let consumed: u64 = std::thread::scope(|scope| {
-            let workers: Vec<_> = (0..4)
-                .map(|index| {
-                    let counter = &counter;
-                    scope.spawn(move || {
-                        crate::per_worker::enter(index);
-                        let mut consumed = 0;
-                        for call in 0..1_000 {
-                            if counter.try_take(3, T0) {
-                                let extra = call % 2;
-                                counter.settle_later(extra);
-                                consumed += 3 + extra as u64;
-                            }
-                        }
-                        consumed
-                    })
-                })
-                .collect();
-            workers.into_iter().map(|w| w.join().unwrap()).sum()
-        });
-        assert!((997..=1_004).contains(&consumed), "consumed {consumed}");
-        assert_eq!(counter.used(T0), consumed);
+        four_workers_stay_within_one_settlement_each(&on_workers(4, 1_000), Counter::settle_later);
     }
 
     #[test]
