@@ -130,3 +130,15 @@ otlp_env() { # PORT RATIO INTERVAL_MS: OTLP_ENV, the proxy's export settings (OT
         OTEL_TRACES_SAMPLER=parentbased_traceidratio OTEL_TRACES_SAMPLER_ARG="$2"
         OTEL_METRIC_EXPORT_INTERVAL="$3")
 }
+
+start_sluice() { # [NAME=VALUE...] BIN LOG CONFIG PORT OPS_PORT [PROXY ARGS...]: `sluice proxy` from
+    # BIN with NAME=VALUE in its environment, logging to $TMP/LOG; its PID in SLUICE_STARTED_PID
+    # (and PIDS). Dies (the caller's `die`) when its ops port does not answer.
+    local env=()
+    while [[ $1 == *=* ]]; do env+=("$1"); shift; done
+    env ${env[@]+"${env[@]}"} "$1" --log-format json proxy --config "$3" --addr "127.0.0.1:$4" \
+        --ops-addr "127.0.0.1:$5" "${@:6}" >"$TMP/$2" 2>&1 &
+    SLUICE_STARTED_PID=$!
+    PIDS+=("$SLUICE_STARTED_PID")
+    wait_http "http://127.0.0.1:$5/healthz" || die "$1 did not start ($2): $(tail -5 "$TMP/$2")"
+}
