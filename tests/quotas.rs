@@ -83,6 +83,17 @@ fn static_config(pools: &[String], keys: &[(&str, &str)]) -> (String, HashMap<St
     (yaml, env)
 }
 
+/// The same config on proxies with one worker thread. A call's correction is charged by the
+/// next call its worker admits, or by the next sync: on one worker, consecutive calls' headers
+/// tell every earlier call's tokens exactly; across workers, within one `--limits-sync-ms`
+/// (the unit tests of `quota::counter` hold that bound).
+fn on_one_worker(
+    (yaml, mut env): (String, HashMap<String, String>),
+) -> (String, HashMap<String, String>) {
+    env.insert("SLUICE_WORKERS".to_owned(), "1".to_owned());
+    (yaml, env)
+}
+
 /// Proxies started from one static config file, sharing `redis` when given.
 struct Fleet {
     proxies: Vec<ProxyProcess>,
@@ -831,7 +842,7 @@ async fn limited_keys_get_openai_headers_and_errors() {
             ("hdr-open", ""),
         ],
     );
-    let fleet = Fleet::start(1, &config, None).await;
+    let fleet = Fleet::start(1, &on_one_worker(config), None).await;
     let proxy = &fleet.proxies[0];
     let client = &fleet.client;
 
@@ -1059,7 +1070,7 @@ async fn streams_are_counted_without_showing_usage_the_client_did_not_ask_for() 
             ("stream-rpm", "limits: { requests_per_minute: 100 }"),
         ],
     );
-    let fleet = Fleet::start(1, &config, None).await;
+    let fleet = Fleet::start(1, &on_one_worker(config), None).await;
     let (proxy, client) = (&fleet.proxies[0], &fleet.client);
     let messages = json!([{"role": "user", "content": "Say hello to the sluice."}]);
 
