@@ -195,6 +195,30 @@ fn futures_stream_of(
     Pieces(pieces.into_iter())
 }
 
+/// A body sent in many pieces, without Content-Length, reaches the backend whole and in order.
+#[tokio::test]
+async fn a_body_sent_in_pieces_reaches_the_backend_whole() {
+    let (proxy, a) = two_pool_proxy().await;
+    let sent = json!({
+        "messages": [{"role": "user", "content": "é".repeat(3000)}],
+        "max_tokens": 5,
+    });
+    let bytes = serde_json::to_vec(&sent).unwrap();
+    // Pieces that split characters and JSON tokens alike.
+    let pieces = bytes.chunks(7).map(<[u8]>::to_vec).collect();
+    let response = proxy
+        .client
+        .post(proxy.url("/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"))
+        .header("api-key", CLIENT_KEY)
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(futures_stream_of(pieces)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(a.last_request().unwrap().body, Some(sent));
+}
+
 /// The backend sees its own key, never the client's; traceparent and OpenAI headers pass.
 #[tokio::test]
 async fn the_client_key_never_reaches_a_backend() {

@@ -1,5 +1,5 @@
 //! A client's call as the proxy understands it: which pool, which operation, which body.
-//! Built once per request and shared by every attempt, so a retry replays it for free.
+//! Built once per request and lent to every attempt, so a retry replays it for free.
 
 use std::borrow::Cow;
 
@@ -29,11 +29,12 @@ impl CallStyle {
     }
 }
 
-pub struct ClientCall {
+pub struct ClientCall<'c> {
     pub method: Method,
     pub style: CallStyle,
-    /// The deployment or model name the client asked for (= the pool name).
-    pub requested: String,
+    /// The deployment or model name the client asked for: the name of the pool it routed to,
+    /// borrowed from the call's config rather than copied.
+    pub requested: &'c str,
     /// The client's path and query, as hyper parsed them.
     pub target: PathAndQuery,
     /// Where the operation starts in the target's path: the operation is the rest of it,
@@ -51,6 +52,12 @@ pub struct ClientCall {
     pub traced: bool,
 }
 
+impl Drop for ClientCall<'_> {
+    fn drop(&mut self) {
+        crate::headers::give_back(std::mem::take(&mut self.headers));
+    }
+}
+
 /// The body field the proxy needs for OpenAI-style routing; the rest is skipped unparsed.
 #[derive(Deserialize)]
 pub struct BodyPeek<'a> {
@@ -65,7 +72,7 @@ impl<'a> BodyPeek<'a> {
     }
 }
 
-impl ClientCall {
+impl ClientCall<'_> {
     /// The operation path after the deployment or version, e.g. `chat/completions`.
     pub fn operation(&self) -> &str {
         self.target
@@ -161,11 +168,11 @@ mod tests {
     }
 
     /// An Azure-style chat call to `gpt-4o` with `body`.
-    fn chat_call(body: &'static str, ask_for_usage: bool) -> ClientCall {
+    fn chat_call(body: &'static str, ask_for_usage: bool) -> ClientCall<'static> {
         ClientCall {
             method: Method::POST,
             style: CallStyle::Azure,
-            requested: "gpt-4o".into(),
+            requested: "gpt-4o",
             target: PathAndQuery::from_static("/openai/deployments/gpt-4o/chat/completions"),
             operation_start: "/openai/deployments/gpt-4o/".len(),
             headers: HeaderMap::new(),

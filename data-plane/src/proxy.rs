@@ -1,6 +1,7 @@
 //! The proxy's request path: route, authenticate, read the body once, then attempts through
 //! tower's `Retry` over the pool's balancer, and the answer streamed back.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -10,7 +11,7 @@ use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt as _, Either, Limited};
+use http_body_util::Either;
 use hyper::body::Incoming;
 use tower::ServiceExt as _;
 
@@ -28,7 +29,7 @@ use crate::metrics::{self, ClientCell, ProxyMetrics};
 use crate::models;
 use crate::quota::{self, Admitted, Demand, Estimate, KeyRules, Refused};
 use crate::report::CallUsage;
-use crate::request_body::RequestBody;
+use crate::request_body::{RequestBody, Unread};
 use crate::routing::{NoRoute, route};
 use crate::trace::Traced;
 use tracing::Instrument as _;
@@ -167,17 +168,18 @@ impl Proxy {
         }
         let route = route.ok_or_else(|| ClientError::unknown_route().into_response())?;
         let body = self.read_body(&parts.headers, body).await?;
+        // Read where it is, in the path or the body: the call names its pool by the pool's
+        // own name from here on.
         let requested = match route.deployment {
-            Some(deployment) => deployment.to_owned(),
+            Some(deployment) => Cow::Borrowed(deployment),
             None => BodyPeek::of(&body)
                 .map_err(|_| ClientError::invalid_json().into_response())?
                 .model
-                .map(|m| m.into_owned())
                 .ok_or_else(|| ClientError::missing_model().into_response())?,
         };
         let pool = config
             .pools
-            .get(&requested)
+            .get(requested.as_ref())
             .ok_or_else(|| ClientError::unknown_deployment(&requested).into_response())?;
         seen.pool = Some(pool.as_ref());
         if key.is_some_and(|k| !k.allows(&requested)) {
@@ -204,7 +206,7 @@ impl Proxy {
         // The operation ends the path (`route` takes it from there).
         let operation_start = parts.uri.path().len() - route.operation.len();
         let style = route.style;
-        let call = Arc::new(ClientCall {
+        let call = ClientCall {
             method: parts.method,
             style,
             target: parts
@@ -215,21 +217,13 @@ impl Proxy {
             operation_start,
             headers: parts.headers,
             body,
-            requested,
+            requested: pool.name.as_str(),
             ask_for_usage,
             traced: span.is_traced(),
-        });
+        };
         let client_key = key.map(|k| k.id.as_str());
         span.routed(&call, call.style.route_template(), client_key);
-        let policy = RetryOnAnotherBackend::new(pool, &self.metrics);
-        let attempts = tower::retry::Retry::new(policy, PoolService { pool });
-        match attempts
-            .oneshot(Attempt {
-                call,
-                tried: Vec::new(),
-            })
-            .await
-        {
+        match attempts(pool, &self.metrics, &call).await {
             Ok(response) => Ok(client_response(
                 response,
                 pool,
@@ -312,13 +306,12 @@ impl Proxy {
         if declared.is_some_and(|length| length > limit as u64) {
             return Err(ClientError::body_too_large(limit).into_response());
         }
-        match Limited::new(&mut body, limit).collect().await {
-            Ok(collected) => Ok(collected.to_bytes()),
-            Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-                Err(ClientError::body_too_large(limit).into_response())
-            }
-            Err(_) => Err(ClientError::unreadable_body().into_response()),
-        }
+        body.read_to_end(limit)
+            .await
+            .map_err(|unread| match unread {
+                Unread::TooLarge => ClientError::body_too_large(limit).into_response(),
+                Unread::Failed => ClientError::unreadable_body().into_response(),
+            })
     }
 
     fn failure(
@@ -357,6 +350,23 @@ impl Proxy {
             }
         }
     }
+}
+
+/// The call's attempts: tower's `Retry` over the pool's balancer, until one stands.
+///
+/// A function of its own so that the future's type names one lifetime for the pool, the
+/// metrics and the call together; inline, the compiler cannot show that the request's future
+/// is `Send` for every pair of lifetimes the service and the attempt might have.
+fn attempts<'a>(
+    pool: &'a PoolRuntime,
+    metrics: &'a ProxyMetrics,
+    call: &'a ClientCall<'a>,
+) -> impl Future<Output = Result<Answer, AttemptError>> + Send + 'a {
+    let policy = RetryOnAnotherBackend::new(pool, metrics);
+    tower::retry::Retry::new(policy, PoolService { pool }).oneshot(Attempt {
+        call,
+        tried: Vec::new(),
+    })
 }
 
 /// How far a call got, for the client metrics: its key's slot once authenticated, its pool

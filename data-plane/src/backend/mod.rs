@@ -18,7 +18,7 @@ use tower::load::{CompleteOnResponse, Load as _, PeakEwma};
 
 use crate::call::{CallStyle, ClientCall};
 use crate::clock::Nanos;
-use crate::headers::{copied_per_worker, for_upstream};
+use crate::headers::{copied_per_worker, for_upstream, spare_map};
 use crate::metrics::{BackendMetrics, EjectionReason};
 use crate::per_worker::PerWorker;
 use crate::report::AttemptCounts;
@@ -175,7 +175,7 @@ impl BackendEndpoint {
     /// with it.
     pub async fn send(
         &self,
-        call: &ClientCall,
+        call: &ClientCall<'_>,
         started: Instant,
         per_try_timeout: Duration,
         measure_latency: bool,
@@ -220,7 +220,7 @@ impl BackendEndpoint {
     /// unknown operation, a missing file) goes to the client as it came.
     async fn look_into_not_found(
         &self,
-        call: &ClientCall,
+        call: &ClientCall<'_>,
         response: Response<ResponseBody>,
     ) -> Response<UpstreamBody> {
         let (mut parts, body) = response.into_parts();
@@ -235,7 +235,7 @@ impl BackendEndpoint {
         if missing {
             let (excluded_for, first) = self.health.record_missing_deployment(Nanos::now());
             self.metrics.ejected(EjectionReason::deployment_not_found);
-            let deployment = self.spec.deployment_for(&call.requested);
+            let deployment = self.spec.deployment_for(call.requested);
             if first {
                 tracing::warn!(pool.name = %call.requested, backend.name = %self.spec.name, deployment, excluded_secs = excluded_for.as_secs(), "backend has no such deployment; keeping it out of the pool");
             } else {
@@ -263,7 +263,7 @@ impl BackendEndpoint {
     /// One exchange with the backend; its latency and per-try deadline count from `started`.
     async fn send_once(
         &self,
-        call: &ClientCall,
+        call: &ClientCall<'_>,
         started: Instant,
         per_try_timeout: Duration,
         measure_latency: bool,
@@ -337,14 +337,14 @@ impl BackendEndpoint {
     /// The request for this backend, in origin form, and the origin it goes to.
     fn upstream_request(
         &self,
-        call: &ClientCall,
+        call: &ClientCall<'_>,
     ) -> Result<(&Origin, Request<Full<Bytes>>), UpstreamUriError> {
         let origin = self
             .origin
             .current()
             .as_ref()
             .ok_or(UpstreamUriError::InvalidOrigin)?;
-        let deployment = self.spec.deployment_for(&call.requested);
+        let deployment = self.spec.deployment_for(call.requested);
         let target = UpstreamTarget {
             base_path: self.spec.url.path_prefix(),
             kind: self.spec.kind,
@@ -365,6 +365,7 @@ impl BackendEndpoint {
         *request.method_mut() = call.method.clone();
         *request.uri_mut() = target.into();
         let headers = request.headers_mut();
+        *headers = spare_map();
         for_upstream(&call.headers, body_len, headers);
         if let Credential::Header(name, value) = &**self.credential.load() {
             headers.insert(name.clone(), value.current().clone());
@@ -374,7 +375,7 @@ impl BackendEndpoint {
 
     /// Whether this backend accepts `stream_options` for this call: Azure from api-version
     /// 2024-09-01-preview on (older ones answer 400), OpenAI always.
-    fn streams_usage(&self, call: &ClientCall) -> bool {
+    fn streams_usage(&self, call: &ClientCall<'_>) -> bool {
         match self.spec.kind {
             BackendKind::Openai => true,
             BackendKind::AzureOpenai => {
@@ -395,7 +396,7 @@ impl BackendEndpoint {
     }
 
     /// The model the body must name for this backend, when it differs from what the client sent.
-    fn body_model<'a>(&self, call: &ClientCall, deployment: &'a str) -> Option<&'a str> {
+    fn body_model<'a>(&self, call: &ClientCall<'_>, deployment: &'a str) -> Option<&'a str> {
         match (self.spec.kind, call.style) {
             // OpenAI routes by the body's model: it must carry the (renamed) name.
             (BackendKind::Openai, CallStyle::Azure) => Some(deployment),
@@ -474,7 +475,7 @@ mod tests {
         let call = ClientCall {
             method: http::Method::POST,
             style: CallStyle::Azure,
-            requested: "p".into(),
+            requested: "p",
             target: http::uri::PathAndQuery::from_static("/openai/deployments/p/../../files"),
             operation_start: "/openai/deployments/p/".len(),
             headers: http::HeaderMap::new(),

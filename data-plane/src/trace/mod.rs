@@ -139,7 +139,7 @@ impl Traced {
     }
 
     /// The span of one upstream attempt, a child of the request's span.
-    pub fn attempt(call: &ClientCall, backend: &str, url: &BackendUrl, number: usize) -> Self {
+    pub fn attempt(call: &ClientCall<'_>, backend: &str, url: &BackendUrl, number: usize) -> Self {
         if !call.traced {
             // Without its request's span it would start a trace of its own.
             return Self::none();
@@ -166,8 +166,8 @@ impl Traced {
             [
                 KeyValue::new("http.request.method", method_value(&call.method)),
                 KeyValue::new("gen_ai.operation.name", operation),
-                KeyValue::new("gen_ai.request.model", call.requested.clone()),
-                KeyValue::new("sluice.pool", call.requested.clone()),
+                KeyValue::new("gen_ai.request.model", call.requested.to_owned()),
+                KeyValue::new("sluice.pool", call.requested.to_owned()),
                 KeyValue::new("sluice.backend", backend.to_owned()),
                 KeyValue::new("sluice.attempt", int(number)),
             ]
@@ -199,7 +199,7 @@ impl Traced {
     }
 
     /// What the request turned out to be, once routed.
-    pub fn routed(&self, call: &ClientCall, route: &'static str, client_key: Option<&str>) {
+    pub fn routed(&self, call: &ClientCall<'_>, route: &'static str, client_key: Option<&str>) {
         let Some(otel) = &self.otel else {
             return;
         };
@@ -211,8 +211,8 @@ impl Traced {
             [
                 KeyValue::new("http.route", route),
                 KeyValue::new("gen_ai.operation.name", operation),
-                KeyValue::new("gen_ai.request.model", call.requested.clone()),
-                KeyValue::new("sluice.pool", call.requested.clone()),
+                KeyValue::new("gen_ai.request.model", call.requested.to_owned()),
+                KeyValue::new("sluice.pool", call.requested.to_owned()),
             ]
             .into_iter()
             .chain(client_key.map(|key| KeyValue::new("sluice.client_key", key.to_owned()))),
