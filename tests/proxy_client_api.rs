@@ -220,11 +220,13 @@ async fn a_body_sent_in_pieces_reaches_the_backend_whole() {
 }
 
 /// The backend sees its own key, never the client's; traceparent and OpenAI headers pass.
+/// Four calls on one connection: from the third on, the request to the backend is built in a
+/// header map an earlier call's client headers (its key among them) were parsed into.
 #[tokio::test]
 async fn the_client_key_never_reaches_a_backend() {
     let (proxy, a) = two_pool_proxy().await;
     let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
-    for with_bearer in [false, true] {
+    for with_bearer in [false, true, false, true] {
         let request =
             proxy
                 .client
