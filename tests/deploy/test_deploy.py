@@ -270,6 +270,11 @@ def test_dockerfile_entrypoint_is_the_sluice_binary_built_from_this_workspace(cl
     pgo = (ROOT / "scripts" / "build-pgo").read_text()
     assert 'PGO_DIR=${PGO_DIR:-target/pgo}' in pgo
     assert re.search(r'cargo build --profile dist --locked --bin sluice --target-dir "\$PGO_DIR/use"', pgo), pgo
+    # build-pgo lays the binary out with BOLT unless told not to: the stage brings its tools, as it
+    # brings llvm-profdata's, rather than have the script install them mid-build.
+    assert "BOLT=${BOLT:-on}" in pgo
+    for package in ("wrk", "llvm-19", "bolt-19"):
+        assert re.search(rf"apt-get install [^&]*\b{re.escape(package)}\b", runs), (package, runs)
     arg = [rest for instr, rest in build if instr == "ARG" and rest.startswith("SLUICE_PGO=")]
     assert arg == ["SLUICE_PGO=1"], arg
 
