@@ -50,6 +50,27 @@ fn control_plane_on(database_url: &str) -> Command {
     command
 }
 
+/// The allocator settings `.cargo/config.toml` compiles in (docs/performance.md: pages given
+/// back after a second, each thread's cache swept every 1 MiB) are the ones the binary runs
+/// with: jemalloc prints its options when asked to print its statistics at exit.
+#[test]
+fn the_binary_runs_with_the_allocator_settings_it_was_built_with() {
+    let (ok, text) = run(sluice()
+        .arg("--version")
+        .env("_RJEM_MALLOC_CONF", "stats_print:true"));
+    assert!(ok, "{text}");
+    for option in [
+        "opt.dirty_decay_ms: 1000",
+        "opt.muzzy_decay_ms: 0",
+        "opt.tcache_gc_incr_bytes: 1048576",
+    ] {
+        assert!(
+            text.contains(option),
+            "{option} missing from jemalloc's options:\n{text}"
+        );
+    }
+}
+
 #[test]
 fn refuses_to_start_without_an_admin_token() {
     let db = TestDatabase::sqlite();

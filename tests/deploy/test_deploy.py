@@ -399,8 +399,10 @@ def test_docker_build_context_holds_the_workspace(tmp_path):
     for excluded in ("target/debug/sluice", ".git/HEAD", ".sluice/sluice.db", "model/target/x"):
         assert docker_ignores(excluded, patterns), f"{excluded} should stay out of the build context"
     cargo = tomllib.loads((ROOT / "Cargo.toml").read_text())
-    # scripts/build-pgo trains the build with bench/'s mocks, config and wrk script.
-    needed = ["Cargo.toml", "Cargo.lock", "deploy/Dockerfile", "scripts/build-pgo", "bench/common.sh", "bench/wrk.lua"]
+    # scripts/build-pgo trains the build with bench/'s mocks, config and wrk script; the allocator's
+    # settings are compiled in from .cargo/config.toml.
+    needed = ["Cargo.toml", "Cargo.lock", ".cargo/config.toml", "deploy/Dockerfile", "scripts/build-pgo",
+              "bench/common.sh", "bench/wrk.lua"]
     for member in cargo["workspace"]["members"]:
         needed.append(os.path.normpath(os.path.join(member, "Cargo.toml")))
     # Members may sit below the top level (bench/bare-proxy): a directory is needed when it is
